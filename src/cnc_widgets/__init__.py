@@ -1,0 +1,1 @@
+"""cnc_widgets."""
