@@ -1,1 +1,30 @@
-"""cnc_widgets."""
+"""cnc_widgets: compare compressed neural networks in the notebook, beside the training code.
+
+Examples
+--------
+>>> import cnc_widgets as cnc
+>>> reg = cnc.ModelRegistry()
+>>> reg.set_data(x, y)
+>>> reg.add("base", model)
+>>> cnc.show_provenance(reg)
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .registry import EvaluationError, ModelRegistry
+
+__version__ = "0.1.0"
+
+# Views load lazily: the core (registry, metrics) works without a notebook stack.
+_WIDGETS = {"ProvenanceGraph", "show_provenance"}
+
+__all__ = ["EvaluationError", "ModelRegistry", "__version__", *sorted(_WIDGETS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WIDGETS:
+        return getattr(import_module(".widgets", __name__), name)
+    raise AttributeError(f"module 'cnc_widgets' has no attribute {name!r}")

@@ -1,0 +1,159 @@
+"""The evaluation set a registry runs its models on, checked once on arrival."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+Inputs = torch.Tensor | dict[str, torch.Tensor]
+
+
+@dataclass
+class EvalData:
+    """Inputs, labels and what a person sees of each instance.
+
+    Use :meth:`ModelRegistry.set_data` rather than building this directly.
+    """
+
+    inputs: Inputs | None
+    labels: np.ndarray
+    classes: list[str]
+    instances: list[str] | np.ndarray | None
+    ids: list[str]
+    batch_size: int
+    embedding: str | None
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, start: int, stop: int) -> Inputs:
+        if self.inputs is None:
+            raise ValueError(
+                "this registry was reopened from its store without inputs; "
+                "call reg.set_data(inputs, labels) before evaluating new models"
+            )
+        if isinstance(self.inputs, dict):
+            return {k: v[start:stop] for k, v in self.inputs.items()}
+        return self.inputs[start:stop]
+
+
+def _rows(inputs: Any) -> int:
+    if isinstance(inputs, torch.Tensor):
+        if inputs.dim() == 0:
+            raise ValueError("inputs is a scalar tensor; pass a Tensor with one row per instance")
+        return inputs.shape[0]
+    if isinstance(inputs, Mapping):
+        if not inputs:
+            raise ValueError("inputs is an empty dict; pass tensors such as input_ids")
+        counts = {}
+        for key, value in inputs.items():
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(
+                    f"inputs[{key!r}] is a {type(value).__name__}; every value must be a "
+                    "torch.Tensor (tokenize with return_tensors='pt')"
+                )
+            counts[key] = value.shape[0] if value.dim() else 0
+        if len(set(counts.values())) != 1:
+            raise ValueError(f"inputs tensors have different numbers of rows: {counts}")
+        return next(iter(counts.values()))
+    raise ValueError(
+        f"inputs must be a torch.Tensor (N, ...) or a dict of Tensors with N rows, "
+        f"got {type(inputs).__name__}"
+    )
+
+
+def _labels(labels: Any, n: int) -> np.ndarray:
+    array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"labels must be one integer class index per row, got shape {array.shape}")
+    if len(array) != n:
+        raise ValueError(
+            f"labels has {len(array)} entries but inputs has {n} rows; pass one label per input row"
+        )
+    if n and not np.issubdtype(array.dtype, np.integer):
+        if np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array)):
+            array = array.astype(np.int64)
+        else:
+            raise ValueError(
+                f"labels must be integer class indices, got dtype {array.dtype}; "
+                "map class names to indices and pass the names as classes="
+            )
+    if n and array.min() < 0:
+        raise ValueError(f"labels must be non-negative class indices, found {array.min()}")
+    return array.astype(np.int64)
+
+
+def _instances(instances: Any, n: int) -> list[str] | np.ndarray | None:
+    if instances is None:
+        return None
+    if isinstance(instances, np.ndarray) and instances.dtype != object:
+        if instances.dtype != np.uint8 or instances.ndim not in (3, 4):
+            raise ValueError(
+                "instances as an array must be uint8 images (N, H, W) or (N, H, W, 3), got "
+                f"dtype {instances.dtype} shape {instances.shape}"
+            )
+        if instances.ndim == 4 and instances.shape[-1] != 3:
+            raise ValueError(f"colour instances must be (N, H, W, 3), got {instances.shape}")
+        if len(instances) != n:
+            raise ValueError(f"instances has {len(instances)} images but inputs has {n} rows")
+        return instances
+    if isinstance(instances, Sequence) or isinstance(instances, np.ndarray):
+        items = [str(x) for x in instances]
+        if len(items) != n:
+            raise ValueError(f"instances has {len(items)} entries but inputs has {n} rows")
+        return items
+    raise ValueError(
+        "instances must be a list of N strings or a uint8 image array (N, H, W) / (N, H, W, 3)"
+    )
+
+
+def make_data(
+    inputs: Any,
+    labels: Any,
+    *,
+    classes: Sequence[str] | None,
+    instances: Any,
+    ids: Sequence[Any] | None,
+    batch_size: int,
+    embedding: str | None,
+    fingerprint: str,
+) -> EvalData:
+    """Validate everything :meth:`ModelRegistry.set_data` takes and build an :class:`EvalData`."""
+    n = _rows(inputs)
+    if n == 0:
+        raise ValueError("inputs has no rows; pass at least one instance")
+    y = _labels(labels, n)
+    if classes is None:
+        classes = [str(i) for i in range(int(y.max()) + 1)]
+    classes = [str(c) for c in classes]
+    if int(y.max()) >= len(classes):
+        raise ValueError(
+            f"labels go up to {int(y.max())} but only {len(classes)} classes were named; "
+            "pass one name per class"
+        )
+    if ids is None:
+        ids = [str(i) for i in range(n)]
+    ids = [str(i) for i in ids]
+    if len(ids) != n:
+        raise ValueError(f"ids has {len(ids)} entries but inputs has {n} rows")
+    if len(set(ids)) != n:
+        raise ValueError("ids must be unique: one id per instance")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if embedding is not None and not isinstance(embedding, str):
+        raise ValueError("embedding must be the dotted name of a module, e.g. 'encoder.pooler'")
+    return EvalData(
+        inputs=inputs,
+        labels=y,
+        classes=classes,
+        instances=_instances(instances, n),
+        ids=ids,
+        batch_size=batch_size,
+        embedding=embedding,
+        fingerprint=fingerprint,
+    )

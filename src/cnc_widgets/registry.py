@@ -1,0 +1,380 @@
+"""ModelRegistry: the models of one compression study, their provenance and results.
+
+Every view holds the registry and follows its ``selected`` trait, so the
+registry is the one source of truth for what is shown and chosen.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import traitlets
+from torch import nn
+
+from . import cnc_json
+from .data import EvalData, make_data
+from .fingerprint import data_fingerprint, model_fingerprint
+from .provenance import ModelRecord, check_parent, jsonable_params, topological
+from .runner import EvaluationError, evaluate_one
+
+__all__ = ["ModelRegistry", "EvaluationError"]
+
+# Columns that describe provenance; every other metrics column is a measurement.
+PROVENANCE_COLUMNS = ["parent", "operation", "operation_params"]
+
+
+class ModelRegistry(traitlets.HasTraits):
+    """Models, how each was made, and what each costs and does on one evaluation set.
+
+    Parameters
+    ----------
+    store : str or Path or None
+        ``None`` keeps everything in memory. A folder path persists provenance,
+        metrics and results there; opening the same path again gives them back.
+
+    Examples
+    --------
+    >>> reg = ModelRegistry()
+    >>> reg.set_data(x_test, y_test, classes=[str(i) for i in range(10)])
+    >>> reg.add("base", model)
+    'base'
+    >>> reg.evaluate()
+    >>> reg.metrics()[["accuracy", "size_bytes"]]
+    """
+
+    selected = traitlets.List(traitlets.Unicode(), help="Names of the selected models.")
+    revision = traitlets.Int(0, help="Bumped whenever models, data or results change.")
+
+    def __init__(self, store: str | Path | None = None) -> None:
+        super().__init__()
+        self._records: dict[str, ModelRecord] = {}
+        self._models: dict[str, nn.Module] = {}
+        self._static: dict[str, dict[str, Any]] = {}
+        self._results: dict[str, dict[str, Any]] = {}
+        self._data: EvalData | None = None
+        self._store = None
+        if store is not None:
+            from .store import Store
+
+            self._store = Store(store)
+            self._load_from_store()
+
+    # -- selection -----------------------------------------------------------------
+
+    @traitlets.validate("selected")
+    def _check_selected(self, proposal: dict[str, Any]) -> list[str]:
+        names = list(dict.fromkeys(proposal["value"]))
+        unknown = [n for n in names if n not in self._records]
+        if unknown:
+            raise traitlets.TraitError(
+                f"cannot select {unknown}: not in the registry (known: {sorted(self._records)})"
+            )
+        return names
+
+    # -- models and provenance -------------------------------------------------------
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    @property
+    def names(self) -> list[str]:
+        """Model names in the order they were added."""
+        return list(self._records)
+
+    def record(self, name: str) -> ModelRecord:
+        """The provenance record of ``name``."""
+        self._require(name)
+        return self._records[name]
+
+    def model(self, name: str) -> nn.Module:
+        """The ``nn.Module`` registered as ``name``.
+
+        Raises
+        ------
+        KeyError
+            If the registry holds no weights for it (metric-only models, or a store
+            reopened without the models).
+        """
+        self._require(name)
+        if name not in self._models:
+            raise KeyError(
+                f"model {name!r} has no weights in this session (metric-only, or reopened from "
+                f"a store); add it again with reg.add({name!r}, model, ...) to evaluate it"
+            )
+        return self._models[name]
+
+    def _require(self, name: str) -> None:
+        if name not in self._records:
+            raise KeyError(f"no model named {name!r} (known: {sorted(self._records)})")
+
+    def add(
+        self,
+        name: str,
+        model: nn.Module,
+        *,
+        parent: str | None = None,
+        operation: str | None = None,
+        params: dict[str, Any] | None = None,
+        replace: bool = False,
+        info: dict[str, Any] | None = None,
+    ) -> str:
+        """Register ``model`` as ``name``, made from ``parent`` by ``operation``.
+
+        Adding the same name with the same weights and provenance again (a re-run
+        notebook cell) does nothing. The same name with other weights or other
+        provenance raises, unless ``replace=True``, which also drops the model's
+        cached results.
+
+        Returns
+        -------
+        str
+            ``name``.
+
+        Raises
+        ------
+        ValueError
+            For a model that is not an ``nn.Module``, an unknown parent, a parent
+            that would close a cycle, or a reused name. The registry is unchanged.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"model name must be a non-empty string, got {name!r}")
+        if not isinstance(model, nn.Module):
+            raise ValueError(
+                f"model {name!r} is a {type(model).__name__}, not a torch.nn.Module; "
+                "pass the module itself (for a pipeline, its .model)"
+            )
+        if operation is not None and not isinstance(operation, str):
+            raise ValueError(f"operation of model {name!r} must be a string label")
+        check_parent(self._records, name, parent)
+        record = ModelRecord(
+            name=name,
+            parent=parent,
+            operation=operation,
+            params=jsonable_params(name, params),
+            fingerprint=model_fingerprint(model),
+            info=dict(info or {}),
+        )
+        old = self._records.get(name)
+        if old is not None:
+            if old.fingerprint == record.fingerprint and old.same_provenance(record):
+                self._models.setdefault(name, model)
+                return name
+            if not replace:
+                what = "weights" if old.fingerprint != record.fingerprint else "provenance"
+                raise ValueError(
+                    f"a model named {name!r} already exists with different {what}; "
+                    f"pass replace=True to overwrite it (its cached results are dropped) "
+                    f"or choose another name"
+                )
+            self._drop_results(name)
+        self._records[name] = record
+        self._models[name] = model
+        self._static.pop(name, None)
+        if self._store is not None:
+            self._store.put_record(record)
+        self._touch()
+        return name
+
+    def provenance(self) -> pd.DataFrame:
+        """One row per model: parent, operation and its parameters."""
+        rows = [
+            {"name": r.name, "parent": r.parent, "operation": r.operation, "operation_params": r.params}
+            for r in self._records.values()
+        ]
+        return pd.DataFrame(rows, columns=["name", *PROVENANCE_COLUMNS]).set_index("name")
+
+    @classmethod
+    def from_cnc_json(cls, path: str | Path, *, store: str | Path | None = None) -> ModelRegistry:
+        """Read a Compress and Compare experiment file: provenance and metrics, no weights.
+
+        Examples
+        --------
+        >>> reg = ModelRegistry.from_cnc_json("cnc_imagenet_tutorial.json")
+        >>> reg.metrics()["Top-1 Accuracy"]
+        """
+        records, metrics = cnc_json.read(path)
+        reg = cls(store=store)
+        for record in topological(records):
+            check_parent(reg._records, record.name, record.parent)
+            reg._records[record.name] = record
+            reg._static[record.name] = metrics[record.name]
+            if reg._store is not None:
+                reg._store.put_record(record)
+                reg._store.put_static(record.name, metrics[record.name])
+        reg._touch()
+        return reg
+
+    # -- data and evaluation ------------------------------------------------------
+
+    def set_data(
+        self,
+        inputs: Any,
+        labels: Any,
+        *,
+        classes: Sequence[str] | None = None,
+        instances: Any = None,
+        ids: Sequence[Any] | None = None,
+        batch_size: int = 64,
+        embedding: str | None = None,
+    ) -> None:
+        """Set the evaluation set every model is run on.
+
+        Parameters
+        ----------
+        inputs : Tensor (N, ...) or dict of Tensors with N rows
+            Passed to the model as ``model(batch)`` or ``model(**batch)``.
+        labels : array-like of N integer class indices
+        classes : list of str, optional
+            Class names, one per index.
+        instances : list of N str, or uint8 array (N, H, W) or (N, H, W, 3), optional
+            What a person sees per row in the views.
+        ids : list of N unique ids, optional
+        batch_size : int
+        embedding : str, optional
+            Dotted name of the module whose output is the representation; default:
+            the input of the model's last ``nn.Linear``.
+        """
+        data = make_data(
+            inputs,
+            labels,
+            classes=classes,
+            instances=instances,
+            ids=ids,
+            batch_size=batch_size,
+            embedding=embedding,
+            fingerprint="",
+        )
+        data.fingerprint = f"{data_fingerprint(inputs, data.labels)}|emb={embedding}"
+        self._data = data
+        if self._store is not None:
+            self._store.put_data(data)
+        self._touch()
+
+    @property
+    def data(self) -> EvalData | None:
+        """The evaluation set, or ``None`` before :meth:`set_data`."""
+        return self._data
+
+    def _key(self, name: str) -> str | None:
+        record = self._records[name]
+        if record.fingerprint is None or self._data is None:
+            return None
+        return f"{record.fingerprint}|{self._data.fingerprint}"
+
+    def evaluate(self, names: str | Sequence[str] | None = None, *, progress: bool = True) -> None:
+        """Run every model that has no cached results for the current data.
+
+        A model that fails (raises, or produces NaN or inf) is reported in an
+        :class:`EvaluationError` after all the other models have run; their
+        results stay.
+        """
+        if self._data is None:
+            raise ValueError("no evaluation data: call reg.set_data(inputs, labels) first")
+        if isinstance(names, str):
+            names = [names]
+        todo = list(names) if names is not None else [n for n in self._records if n in self._models]
+        for name in todo:
+            self._require(name)
+            if name not in self._models:
+                raise ValueError(
+                    f"model {name!r} has no weights in this session; add it with "
+                    f"reg.add({name!r}, model) to evaluate it"
+                )
+        failures: list[EvaluationError] = []
+        for name in todo:
+            key = self._key(name)
+            if key in self._results:
+                continue
+            try:
+                result = evaluate_one(name, self._models[name], self._data, progress=progress)
+            except EvaluationError as exc:
+                failures.append(exc)
+                continue
+            self._results[key] = result
+            if self._store is not None:
+                self._store.put_result(key, result)
+            self._touch()
+        if failures:
+            if len(failures) == 1:
+                raise failures[0]
+            raise EvaluationError(
+                f"{len(failures)} models failed; the others were evaluated:\n"
+                + "\n".join(f"- {f}" for f in failures)
+            ) from failures[0]
+
+    def result(self, name: str) -> dict[str, Any]:
+        """Cached results of ``name`` on the current data (logits, predictions, metrics...)."""
+        self._require(name)
+        key = self._key(name)
+        if key is None or key not in self._results:
+            if self._store is not None and key is not None:
+                stored = self._store.get_result(key)
+                if stored is not None:
+                    self._results[key] = stored
+                    return stored
+            raise KeyError(f"model {name!r} has not been evaluated on this data: call reg.evaluate()")
+        return self._results[key]
+
+    def metrics(self) -> pd.DataFrame:
+        """One row per model: provenance, efficiency and quality metrics.
+
+        Columns include ``parent``, ``operation``, ``operation_params``, ``params``
+        (the parameter count), ``size_bytes`` and ``accuracy``; models not yet
+        evaluated have NaN measurements.
+        """
+        rows = []
+        for name, record in self._records.items():
+            row: dict[str, Any] = {
+                "name": name,
+                "parent": record.parent,
+                "operation": record.operation,
+                "operation_params": record.params,
+            }
+            row.update(self._static.get(name, {}))
+            key = self._key(name)
+            if key is not None:
+                if key not in self._results and self._store is not None:
+                    stored = self._store.get_result(key)
+                    if stored is not None:
+                        self._results[key] = stored
+                if key in self._results:
+                    row.update(self._results[key]["metrics"])
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return pd.DataFrame(columns=PROVENANCE_COLUMNS).rename_axis("name")
+        return frame.set_index("name")
+
+    def _drop_results(self, name: str) -> None:
+        key = self._key(name)
+        if key is not None:
+            self._results.pop(key, None)
+        fp = self._records[name].fingerprint
+        for k in [k for k in self._results if fp is not None and k.startswith(fp + "|")]:
+            del self._results[k]
+        if self._store is not None and fp is not None:
+            self._store.drop_results(fp)
+
+    def _touch(self) -> None:
+        self.revision += 1
+
+    def _load_from_store(self) -> None:
+        assert self._store is not None
+        for record in self._store.records():
+            self._records[record.name] = record
+        self._static.update(self._store.statics())
+        self._data = self._store.get_data()
+
+    def copy_model(self, name: str) -> nn.Module:
+        """A deep copy of ``name``'s module, safe to modify."""
+        return copy.deepcopy(self.model(name))

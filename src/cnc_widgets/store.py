@@ -1,0 +1,240 @@
+"""The embedded store: a folder with a SQLite database and arrays beside it.
+
+Layout::
+
+    STORE/registry.sqlite      models, provenance, metrics, data and the result index
+    STORE/arrays/KEY.npz       result arrays, named by a hash of their result key
+    STORE/weights/NAME.safetensors   model weights, only when the user asks for them
+
+Every write is atomic: rows in one SQLite transaction, array files written to a
+temporary name, fsynced and renamed into place before their index row commits.
+A process killed at any moment leaves the store as it was before the write or
+after it. Arrays are loaded with ``allow_pickle=False`` and checked against the
+SHA-256 recorded in the index; a file that fails is dropped and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import EvalData
+from .provenance import ModelRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY, position INTEGER, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS statics (name TEXT PRIMARY KEY, metrics TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, metrics TEXT NOT NULL,
+    file TEXT, sha256 TEXT);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+VERSION = "1"
+
+
+class StoreError(RuntimeError):
+    """The store folder cannot be used; the message says why and what to do."""
+
+
+class Store:
+    """A registry's persistent state in ``path`` (created if missing)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"store path {self.path} is a file; pass a folder path")
+        (self.path / "arrays").mkdir(parents=True, exist_ok=True)
+        self.db_path = self.path / "registry.sqlite"
+        try:
+            self._db = sqlite3.connect(self.db_path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            self._db.execute("PRAGMA integrity_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{self.db_path} is not a readable SQLite database ({exc}); move the folder "
+                "aside and open a new store, or restore it from a backup"
+            ) from None
+        row = self._db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+        if row is None:
+            self._write("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (VERSION,))
+        elif row[0] != VERSION:
+            raise StoreError(f"{self.path} is store version {row[0]}; this library reads {VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, args: tuple = ()) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(sql, args)
+
+    # -- provenance and static metrics --------------------------------------------
+
+    def put_record(self, record: ModelRecord) -> None:
+        self._write(
+            "INSERT INTO models VALUES (?, (SELECT COALESCE(MAX(position), 0) + 1 FROM models), ?) "
+            "ON CONFLICT(name) DO UPDATE SET record=excluded.record",
+            (record.name, json.dumps(record.to_dict(), sort_keys=True)),
+        )
+
+    def records(self) -> list[ModelRecord]:
+        rows = self._db.execute("SELECT record FROM models ORDER BY position").fetchall()
+        return [ModelRecord.from_dict(json.loads(r[0])) for r in rows]
+
+    def put_static(self, name: str, metrics: dict[str, Any]) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO statics VALUES (?, ?)", (name, json.dumps(metrics, default=str))
+        )
+
+    def statics(self) -> dict[str, dict[str, Any]]:
+        rows = self._db.execute("SELECT name, metrics FROM statics").fetchall()
+        return {name: json.loads(m) for name, m in rows}
+
+    # -- evaluation data --------------------------------------------------------------
+
+    def put_data(self, data: EvalData) -> None:
+        """Remember labels, classes, instances and ids (not the inputs) of the current data."""
+        arrays = {"labels": data.labels}
+        if isinstance(data.instances, np.ndarray):
+            arrays["instances"] = data.instances
+        meta = {
+            "classes": data.classes,
+            "ids": data.ids,
+            "instances": data.instances if isinstance(data.instances, list) else None,
+            "batch_size": data.batch_size,
+            "embedding": data.embedding,
+            "fingerprint": data.fingerprint,
+        }
+        file, digest = self._save_arrays("data-" + data.fingerprint, arrays)
+        self._write(
+            "INSERT OR REPLACE INTO meta VALUES ('data', ?)",
+            (json.dumps({**meta, "file": file, "sha256": digest}),),
+        )
+
+    def get_data(self) -> EvalData | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='data'").fetchone()
+        if row is None:
+            return None
+        meta = json.loads(row[0])
+        arrays = self._load_arrays(meta["file"], meta["sha256"])
+        if arrays is None:
+            return None
+        instances = arrays["instances"] if "instances" in arrays else meta["instances"]
+        return EvalData(
+            inputs=None,
+            labels=arrays["labels"],
+            classes=meta["classes"],
+            instances=instances,
+            ids=meta["ids"],
+            batch_size=meta["batch_size"],
+            embedding=meta["embedding"],
+            fingerprint=meta["fingerprint"],
+        )
+
+    # -- results ------------------------------------------------------------------------
+
+    def put_result(self, key: str, result: dict[str, Any]) -> None:
+        """Store the arrays of ``result`` and its metrics under ``key``, atomically."""
+        arrays = {k: v for k, v in result.items() if isinstance(v, np.ndarray)}
+        rest = {k: v for k, v in result.items() if not isinstance(v, np.ndarray) and k != "metrics"}
+        file, digest = self._save_arrays(key, arrays) if arrays else (None, None)
+        payload = {"metrics": result.get("metrics", {}), "extra": rest}
+        self._write(
+            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
+            (key, key.split("|", 1)[0], json.dumps(payload, default=_json_default), file, digest),
+        )
+
+    def get_result(self, key: str) -> dict[str, Any] | None:
+        """The result stored under ``key``, or None (also when its file is damaged)."""
+        row = self._db.execute(
+            "SELECT metrics, file, sha256 FROM results WHERE key=?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        payload, file, digest = json.loads(row[0]), row[1], row[2]
+        result: dict[str, Any] = {"metrics": payload["metrics"], **payload.get("extra", {})}
+        if file is not None:
+            arrays = self._load_arrays(file, digest)
+            if arrays is None:
+                self._write("DELETE FROM results WHERE key=?", (key,))
+                return None
+            result.update(arrays)
+        return result
+
+    def has_result(self, key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM results WHERE key=?", (key,)).fetchone() is not None
+
+    def drop_results(self, fingerprint: str) -> None:
+        rows = self._db.execute(
+            "SELECT file FROM results WHERE fingerprint=?", (fingerprint,)
+        ).fetchall()
+        self._write("DELETE FROM results WHERE fingerprint=?", (fingerprint,))
+        for (file,) in rows:
+            if file:
+                (self.path / "arrays" / file).unlink(missing_ok=True)
+
+    # -- array files -----------------------------------------------------------------------
+
+    def _save_arrays(self, key: str, arrays: dict[str, np.ndarray]) -> tuple[str, str]:
+        name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz"
+        target = self.path / "arrays" / name
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            digest = _sha256(Path(tmp))
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return name, digest
+
+    def _load_arrays(self, file: str, digest: str | None) -> dict[str, np.ndarray] | None:
+        path = self.path / "arrays" / file
+        if not path.is_file() or (digest is not None and _sha256(path) != digest):
+            warnings.warn(
+                f"store array file {path} is missing or fails its checksum; "
+                "it is dropped and will be recomputed",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            path.unlink(missing_ok=True)
+            return None
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)

@@ -1,0 +1,28 @@
+"""Shared wiring of a view to its registry: the selection link and refreshes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import traitlets
+
+
+def link_selection(widget: traitlets.HasTraits, registry: traitlets.HasTraits) -> traitlets.link:
+    """Keep ``widget.selected`` and ``registry.selected`` equal in both directions."""
+    return traitlets.link((registry, "selected"), (widget, "selected"))
+
+
+def json_value(value: Any) -> Any:
+    """A value JSON can carry: NaN and inf become None, numpy scalars plain Python."""
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    return str(value)
