@@ -14,6 +14,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from .operations import operations
 from .registry import EvaluationError, ModelRegistry
 
 __version__ = "0.1.0"
@@ -21,7 +22,7 @@ __version__ = "0.1.0"
 # Views load lazily: the core (registry, metrics) works without a notebook stack.
 _WIDGETS = {"ProvenanceGraph", "show_provenance"}
 
-__all__ = ["EvaluationError", "ModelRegistry", "__version__", *sorted(_WIDGETS)]
+__all__ = ["EvaluationError", "ModelRegistry", "__version__", "operations", *sorted(_WIDGETS)]
 
 
 def __getattr__(name: str) -> Any:

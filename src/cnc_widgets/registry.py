@@ -7,10 +7,12 @@ registry is the one source of truth for what is shown and chosen.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import traitlets
 from torch import nn
@@ -25,6 +27,9 @@ __all__ = ["ModelRegistry", "EvaluationError"]
 
 # Columns that describe provenance; every other metrics column is a measurement.
 PROVENANCE_COLUMNS = ["parent", "operation", "operation_params"]
+# Measurements every metrics() table has, NaN until a model is evaluated.
+MEASURE_COLUMNS = ["accuracy", "params", "nonzero_params", "sparsity", "size_bytes",
+                   "sparse_size_bytes", "latency_ms", "macs"]
 
 
 class ModelRegistry(traitlets.HasTraits):
@@ -184,6 +189,54 @@ class ModelRegistry(traitlets.HasTraits):
             self._store.put_record(record)
         self._touch()
         return name
+
+    def compress(
+        self, parent: str, operation: str | Callable[..., nn.Module], *, name: str | None = None,
+        **params: Any,
+    ) -> str:
+        """Make a compressed child of ``parent`` and register it with its provenance.
+
+        The parent is never modified. The child records the operation (a built-in name
+        from :func:`cnc_widgets.operations`, or a callable's qualified name), every
+        parameter including defaults, library versions and the seconds it took.
+
+        Examples
+        --------
+        >>> reg.compress("base", "prune", amount=0.5)
+        'base-prune-0.5'
+        >>> reg.compress("base", "quantize_dynamic", name="int8")
+        'int8'
+        """
+        from .operations import apply_operation, operation_record, operations
+
+        source = self.model(parent)
+        builtin = operations().get(operation) if isinstance(operation, str) else None
+        if builtin is not None:
+            resolved = {k: v for k, v in builtin["params"].items() if v != "<required>"}
+            resolved.update(params)
+        else:
+            resolved = dict(params)
+        grandparent = self._records[parent].parent
+        restore_from = None
+        if operation == "restore":
+            if grandparent is None or grandparent not in self._models:
+                raise ValueError(
+                    f"restore copies tensors back from the parent of {parent!r}, which has "
+                    "none with weights in this session; restore from a model that has a parent"
+                )
+            restore_from = self._models[grandparent]
+        example = None
+        if self._data is not None and self._data.inputs is not None:
+            example = self._data.batch(0, min(len(self._data), self._data.batch_size))
+        start = time.perf_counter()
+        child = apply_operation(source, operation, source=restore_from, example_input=example, **params)
+        elapsed = time.perf_counter() - start
+        record = operation_record(operation, resolved)
+        if name is None:
+            name = default_name(parent, record["operation"], params)
+        info = {"versions": record["versions"], "elapsed_s": elapsed, "callable": record["callable"]}
+        return self.add(name, child, parent=parent, operation=record["operation"],
+                        params=record["params"], info=info)
 
     def provenance(self) -> pd.DataFrame:
         """One row per model: parent, operation and its parameters."""
@@ -350,10 +403,12 @@ class ModelRegistry(traitlets.HasTraits):
                 if key in self._results:
                     row.update(self._results[key]["metrics"])
             rows.append(row)
-        frame = pd.DataFrame(rows)
-        if frame.empty:
-            return pd.DataFrame(columns=PROVENANCE_COLUMNS).rename_axis("name")
-        return frame.set_index("name")
+        frame = pd.DataFrame(rows, columns=["name", *PROVENANCE_COLUMNS]) if not rows else pd.DataFrame(rows)
+        frame = frame.set_index("name")
+        missing = [c for c in MEASURE_COLUMNS if c not in frame.columns]
+        for column in missing:
+            frame[column] = np.nan
+        return frame
 
     def _drop_results(self, name: str) -> None:
         key = self._key(name)
@@ -378,3 +433,10 @@ class ModelRegistry(traitlets.HasTraits):
     def copy_model(self, name: str) -> nn.Module:
         """A deep copy of ``name``'s module, safe to modify."""
         return copy.deepcopy(self.model(name))
+
+
+def default_name(parent: str, operation: str, params: dict[str, Any]) -> str:
+    """``parent-operation-v1-v2`` from the parameter values, e.g. ``base-prune-0.5-global``."""
+    short = operation.rsplit(".", 1)[-1]
+    values = [str(v) for v in params.values() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    return "-".join([parent, short, *values])
