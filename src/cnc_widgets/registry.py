@@ -346,7 +346,7 @@ class ModelRegistry(traitlets.HasTraits):
         failures: list[EvaluationError] = []
         for name in todo:
             key = self._key(name)
-            if key in self._results:
+            if key in self._results or (self._store is not None and self._store.verify_result(key)):
                 continue
             try:
                 result = evaluate_one(name, self._models[name], self._data, progress=progress)
@@ -365,18 +365,32 @@ class ModelRegistry(traitlets.HasTraits):
                 + "\n".join(f"- {f}" for f in failures)
             ) from failures[0]
 
+    def _cached(self, key: str | None) -> dict[str, Any] | None:
+        """The result under ``key`` from memory, else from the store (then kept in memory)."""
+        if key is None:
+            return None
+        if key not in self._results and self._store is not None:
+            stored = self._store.get_result(key)
+            if stored is not None:
+                self._results[key] = stored
+        return self._results.get(key)
+
+    def _metrics_of(self, key: str | None) -> dict[str, Any]:
+        if key is None:
+            return {}
+        if key in self._results:
+            return self._results[key]["metrics"]
+        if self._store is not None:
+            return self._store.get_metrics(key) or {}
+        return {}
+
     def result(self, name: str) -> dict[str, Any]:
-        """Cached results of ``name`` on the current data (logits, predictions, metrics...)."""
+        """Cached results of ``name`` on the current data: arrays and ``metrics``."""
         self._require(name)
-        key = self._key(name)
-        if key is None or key not in self._results:
-            if self._store is not None and key is not None:
-                stored = self._store.get_result(key)
-                if stored is not None:
-                    self._results[key] = stored
-                    return stored
+        result = self._cached(self._key(name))
+        if result is None:
             raise KeyError(f"model {name!r} has not been evaluated on this data: call reg.evaluate()")
-        return self._results[key]
+        return result
 
     def metrics(self) -> pd.DataFrame:
         """One row per model: provenance, efficiency and quality metrics.
@@ -394,14 +408,7 @@ class ModelRegistry(traitlets.HasTraits):
                 "operation_params": record.params,
             }
             row.update(self._static.get(name, {}))
-            key = self._key(name)
-            if key is not None:
-                if key not in self._results and self._store is not None:
-                    stored = self._store.get_result(key)
-                    if stored is not None:
-                        self._results[key] = stored
-                if key in self._results:
-                    row.update(self._results[key]["metrics"])
+            row.update(self._metrics_of(self._key(name)))
             rows.append(row)
         frame = pd.DataFrame(rows, columns=["name", *PROVENANCE_COLUMNS]) if not rows else pd.DataFrame(rows)
         frame = frame.set_index("name")

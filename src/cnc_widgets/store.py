@@ -172,8 +172,33 @@ class Store:
             result.update(arrays)
         return result
 
-    def has_result(self, key: str) -> bool:
-        return self._db.execute("SELECT 1 FROM results WHERE key=?", (key,)).fetchone() is not None
+    def get_metrics(self, key: str) -> dict[str, Any] | None:
+        """Only the metrics stored under ``key`` (no array file is read)."""
+        row = self._db.execute("SELECT metrics FROM results WHERE key=?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])["metrics"]
+
+    def verify_result(self, key: str) -> bool:
+        """True when ``key`` is stored and its array file passes its checksum.
+
+        A damaged entry is deleted, so the caller recomputes it.
+        """
+        row = self._db.execute("SELECT file, sha256 FROM results WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return False
+        file, digest = row
+        if file is None:
+            return True
+        path = self.path / "arrays" / file
+        if path.is_file() and _sha256(path) == digest:
+            return True
+        warnings.warn(
+            f"store array file {path} is missing or fails its checksum; it is recomputed",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self._write("DELETE FROM results WHERE key=?", (key,))
+        path.unlink(missing_ok=True)
+        return False
 
     def drop_results(self, fingerprint: str) -> None:
         rows = self._db.execute(
