@@ -1,0 +1,346 @@
+"""Efficiency of one model: size, parameters, sparsity, MACs, latency and peak memory.
+
+What each number means (design.md section 4):
+
+- ``params``: elements of all parameters, plus the packed int8 weights and biases of
+  dynamically quantized Linears (which hold no ``nn.Parameter``).
+- ``nonzero_params``, ``sparsity``: nonzero elements among those; ``sparsity = 1 -
+  nonzero_params / params`` over all of them (norm and bias parameters included).
+- ``size_bytes``: length of ``torch.save(model.state_dict())``, the file one would ship
+  (buffers included, int8 weights one byte each, pickle overhead included).
+- ``sparse_size_bytes``: the same file if each tensor were stored in the cheapest of three
+  forms: dense; a bitmap (one bit per element) plus the nonzero values; or coordinates (per
+  nonzero, its value plus a flat int32 index, int64 past 2**31 elements).
+- ``macs``: multiply-accumulates of one forward pass on ``example_input``: FLOPs counted by
+  ``torch.utils.flop_counter.FlopCounterMode`` / 2, zeros not discounted. The counter does
+  not see int8 dynamic Linear kernels nor CPU fused attention; those are added from shapes
+  (``batch x in x out`` per quantized Linear, the standard attention count otherwise).
+- ``effective_macs``: ``macs`` minus, for every Linear / Conv (float or int8), its MACs times
+  its weight's fraction of zeros: the work a sparse kernel would skip.
+- ``latency_ms``: median wall time of ``repeats`` forward passes after ``warmup`` passes,
+  under ``torch.inference_mode``; ``latency_batch_size`` and ``latency_threads`` say how.
+- ``peak_memory_bytes``: the most bytes that torch's CPU allocator held at once during one
+  forward pass beyond what it held before it (activations and temporaries, not weights), from
+  ``torch.profiler`` memory events at operator granularity (an operator's internal scratch
+  that it frees before returning is not seen).
+
+Example
+-------
+>>> import torch
+>>> from torch import nn
+>>> from cnc_widgets.efficiency import efficiency
+>>> stats = efficiency(nn.Linear(4, 3), torch.zeros(1, 4), latency=False)
+>>> stats["params"], stats["macs"]
+(15, 12)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import statistics
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+__all__ = [
+    "efficiency",
+    "latency_ms",
+    "macs",
+    "parameter_counts",
+    "peak_memory_bytes",
+    "size_bytes",
+    "sparse_size_bytes",
+]
+
+Inputs = torch.Tensor | Mapping[str, torch.Tensor]
+_DYNAMIC_LINEAR = torch.ao.nn.quantized.dynamic.Linear
+_WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd, _DYNAMIC_LINEAR)
+
+
+def _weights(model: nn.Module) -> Iterator[torch.Tensor]:
+    """Every parameter once, plus the packed weight and bias of int8 dynamic Linears."""
+    seen: set[int] = set()
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            yield p.detach()
+    for m in model.modules():
+        if isinstance(m, _DYNAMIC_LINEAR):
+            yield m.weight()
+            if m.bias() is not None:
+                yield m.bias()
+
+
+def _nonzero(t: torch.Tensor) -> int:
+    if t.is_quantized:
+        return (
+            int((t.int_repr() != t.q_zero_point()).sum())
+            if t.qscheme()
+            in (
+                torch.per_tensor_affine,
+                torch.per_tensor_symmetric,
+            )
+            else int((t.dequantize() != 0).sum())
+        )
+    return int(torch.count_nonzero(t))
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """``(params, nonzero_params)``, int8 dynamic Linear weights included.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> parameter_counts(nn.Linear(4, 3))[0]
+    15
+    """
+    total = nonzero = 0
+    for t in _weights(model):
+        total += t.numel()
+        nonzero += _nonzero(t)
+    return total, nonzero
+
+
+def size_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> size_bytes(nn.Linear(1000, 1000)) > 4_000_000
+    True
+    """
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    # Packed quantized params appear in state_dict as (weight, bias) tuples.
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _tensors(v)
+
+
+def sparse_size_bytes(model: nn.Module, dense_size: int | None = None) -> int:
+    """Serialized size if each state_dict tensor took its cheapest dense or sparse form.
+
+    Per tensor: dense ``numel * b``; bitmap ``ceil(numel / 8) + nnz * b``; coordinates
+    ``nnz * (b + i)`` with ``b`` the element bytes and ``i`` a flat int32 index (int64 past
+    2**31 elements). The pickle overhead of the dense file is kept.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> layer = nn.Linear(100, 100)
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.zero_()
+    >>> size_bytes(layer) - sparse_size_bytes(layer)  # 10,000 zeros: 0 bytes, not 4 each
+    40000
+    """
+    dense_size = size_bytes(model) if dense_size is None else dense_size
+    saved = 0
+    for value in model.state_dict().values():
+        for t in _tensors(value):
+            dense, nnz, b = t.numel() * t.element_size(), _nonzero(t), t.element_size()
+            bitmap = -(-t.numel() // 8) + nnz * b
+            coordinates = nnz * (b + (4 if t.numel() < 2**31 else 8))
+            saved += dense - min(dense, bitmap, coordinates)
+    return dense_size - saved
+
+
+def _call(model: nn.Module, inputs: Inputs) -> Any:
+    return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
+def _module_macs(module: nn.Module, args: tuple, output: Any) -> int:
+    out = output[0] if isinstance(output, tuple) else output
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return out.numel() * module.in_channels // module.groups * math.prod(module.kernel_size)
+    return out.numel() * module.in_features
+
+
+def _zero_fraction(module: nn.Module) -> float:
+    w = module.weight() if isinstance(module, _DYNAMIC_LINEAR) else module.weight.detach()
+    return 1.0 - _nonzero(w) / max(1, w.numel())
+
+
+def _cpu_sdpa_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
+    # FlopCounterMode passes shapes here (custom mappings are shape-wrapped).
+    return sdpa_flop_count(query, key, value)
+
+
+def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
+    """``(macs, effective_macs)`` of one forward pass on ``example_input``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> macs(nn.Linear(4, 3), torch.zeros(2, 4))
+    (24, 24)
+    """
+    per_module: list[tuple[nn.Module, int]] = []
+
+    def record(module: nn.Module, args: tuple, output: Any) -> None:
+        per_module.append((module, _module_macs(module, args, output)))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, _WEIGHTED)]
+    # CPU fused attention is missing from the counter's table; count it like the CUDA kernels.
+    mapping = {}
+    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_sdpa is not None:
+        mapping[cpu_sdpa] = _cpu_sdpa_flops
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+            _call(model, example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    total = counter.get_total_flops() // 2
+    total += sum(n for m, n in per_module if isinstance(m, _DYNAMIC_LINEAR))
+    skipped = sum(n * _zero_fraction(m) for m, n in per_module)
+    return int(total), round(total - skipped)
+
+
+def _batch_size(inputs: Inputs) -> int:
+    first = next(iter(inputs.values())) if isinstance(inputs, Mapping) else inputs
+    return int(first.shape[0]) if first.dim() else 1
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[int]:
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def latency_ms(
+    model: nn.Module,
+    example_input: Inputs,
+    *,
+    warmup: int = 3,
+    repeats: int = 20,
+    threads: int | None = None,
+) -> tuple[float, int]:
+    """Median milliseconds of one forward pass and the number of threads used."""
+    with _threads(threads) as used, torch.inference_mode():
+        for _ in range(warmup):
+            _call(model, example_input)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            _call(model, example_input)
+            times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times), used
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    # Kineto writes start/stop lines straight to file descriptor 2.
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_memory_bytes(model: nn.Module, example_input: Inputs) -> int:
+    """Most bytes torch's CPU allocator held at once during a forward, beyond the start."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with (
+        _quiet_stderr(),
+        torch.inference_mode(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
+        _call(model, example_input)
+    events = sorted(
+        (e.time_range.start, e.self_cpu_memory_usage)
+        for e in prof.events()
+        if e.self_cpu_memory_usage
+    )
+    live = peak = 0
+    for _, delta in events:
+        live += delta
+        peak = max(peak, live)
+    return int(peak)
+
+
+def efficiency(
+    model: nn.Module,
+    example_input: Inputs,
+    *,
+    latency: bool = True,
+    memory: bool = True,
+    warmup: int = 3,
+    repeats: int = 20,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """All efficiency metrics of ``model`` on ``example_input`` (see the module docstring).
+
+    Parameters
+    ----------
+    model
+        Any ``nn.Module``; put in eval mode by the caller (it is not changed here).
+    example_input
+        A Tensor, or a dict of Tensors called as ``model(**d)``; its first dimension is the
+        batch size used for MACs, latency and memory.
+    latency, memory
+        Skip the timed runs / the profiled run when False (their keys are then None).
+    warmup, repeats, threads
+        Latency protocol; ``threads`` temporarily sets ``torch.set_num_threads``.
+
+    Returns
+    -------
+    dict
+        params, nonzero_params, sparsity, size_bytes, sparse_size_bytes, macs,
+        effective_macs, latency_ms, latency_batch_size, latency_threads, peak_memory_bytes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> efficiency(nn.Linear(4, 3), torch.zeros(1, 4), latency=False)["sparsity"]
+    0.0
+    """
+    params, nonzero = parameter_counts(model)
+    size = size_bytes(model)
+    total_macs, effective = macs(model, example_input)
+    stats: dict[str, Any] = {
+        "params": params,
+        "nonzero_params": nonzero,
+        "sparsity": 1.0 - nonzero / params if params else 0.0,
+        "size_bytes": size,
+        "sparse_size_bytes": sparse_size_bytes(model, size),
+        "macs": total_macs,
+        "effective_macs": effective,
+        "latency_ms": None,
+        "latency_batch_size": _batch_size(example_input),
+        "latency_threads": None,
+        "peak_memory_bytes": None,
+    }
+    if latency:
+        stats["latency_ms"], stats["latency_threads"] = latency_ms(
+            model, example_input, warmup=warmup, repeats=repeats, threads=threads
+        )
+    if memory:
+        stats["peak_memory_bytes"] = peak_memory_bytes(model, example_input)
+    return stats

@@ -1,0 +1,289 @@
+"""Compression operations: the built-in catalogue, applying one, and recording it.
+
+Every operation takes a model and returns a new one; the model passed in is deep-copied
+first and never modified, so a parent in the provenance tree stays what it was. The
+implementations live in modules named after what they do (:mod:`.pruning`,
+:mod:`.structured`, :mod:`.precision`, :mod:`.low_rank`, :mod:`.encoder_layers`); this
+module holds the catalogue, the parameter checks and the provenance record.
+
+Example
+-------
+>>> from torch import nn
+>>> from cnc_widgets.operations import apply_operation, operation_record
+>>> parent = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+>>> child = apply_operation(parent, "prune", amount=0.5)
+>>> operation_record("prune", {"amount": 0.5})["operation"]
+'prune'
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import encoder_layers, low_rank, precision, pruning, structured
+
+__all__ = ["apply_operation", "operation_record", "operations", "restore"]
+
+
+def restore(model: nn.Module, *, pattern: str, source: nn.Module) -> nn.Module:
+    """Copy the tensors whose state_dict name matches ``pattern`` back from ``source``.
+
+    ``pattern`` is a regular expression searched (``re.search``) in each state_dict name of
+    ``model`` (parameters and persistent buffers). Every match must exist in ``source`` with
+    the same shape; values are cast to the dtype of ``model``'s tensor. Modifies ``model``.
+    """
+    try:
+        regex = re.compile(pattern)
+    except (re.error, TypeError) as exc:
+        raise ValueError(f"restore: pattern={pattern!r} is not a valid regular expression") from exc
+    target = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    names = [k for k in target if regex.search(k)]
+    if not names:
+        raise ValueError(
+            f"restore: pattern={pattern!r} matches no tensor; names look like {list(target)[:5]}"
+        )
+    have = source.state_dict()
+    problems = []
+    for k in names:
+        if not isinstance(have.get(k), torch.Tensor):
+            problems.append(f"{k}: not in the parent")
+        elif have[k].shape != target[k].shape:
+            problems.append(f"{k}: child {tuple(target[k].shape)} vs parent {tuple(have[k].shape)}")
+        elif target[k].is_quantized or have[k].is_quantized:
+            problems.append(f"{k}: quantized tensors cannot be copied")
+    if problems:
+        raise ValueError("restore: cannot copy back " + "; ".join(problems))
+    with torch.no_grad():
+        for k in names:
+            # state_dict tensors share storage with the module, so copy_ writes into the model.
+            target[k].copy_(have[k].to(target[k].dtype))
+    return model
+
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class _Operation:
+    fn: Callable[..., nn.Module]
+    description: str
+    params: dict[str, Any]
+    # Context the caller supplies besides the params (not part of the provenance record).
+    needs: tuple[str, ...] = field(default=())
+
+
+_BUILTINS: dict[str, _Operation] = {
+    "prune": _Operation(
+        pruning.prune,
+        "L1-magnitude unstructured pruning, made permanent (zeros in the plain weights).",
+        {"amount": _REQUIRED, "scope": "global", "include_norms": False, "modules": None},
+    ),
+    "prune_structured": _Operation(
+        structured.prune_structured,
+        "Physically remove the lowest-norm attention heads and FFN units (BERT-style encoders) "
+        "or Conv/Linear output channels (other models; needs example_input).",
+        {"amount": _REQUIRED},
+        needs=("example_input",),
+    ),
+    "quantize_dynamic": _Operation(
+        precision.quantize_dynamic,
+        "Dynamic int8 quantization of every nn.Linear (torch.ao.quantization).",
+        {"dtype": "qint8"},
+    ),
+    "half": _Operation(
+        precision.half,
+        "Cast to float16; float inputs are cast in and outputs cast back to float32.",
+        {},
+    ),
+    "bfloat16": _Operation(
+        precision.bfloat16,
+        "Cast to bfloat16; float inputs are cast in and outputs cast back to float32.",
+        {},
+    ),
+    "low_rank": _Operation(
+        low_rank.low_rank,
+        "Replace nn.Linear layers by two thinner ones (truncated SVD) where that saves params.",
+        {"rank": None, "energy": None},
+    ),
+    "drop_layers": _Operation(
+        encoder_layers.drop_layers,
+        "Remove encoder layers by index (BERT-style encoder.layer lists).",
+        {"layers": _REQUIRED},
+    ),
+    "restore": _Operation(
+        restore,
+        "Copy tensors whose name matches a regex back from the parent model.",
+        {"pattern": _REQUIRED},
+        needs=("source",),
+    ),
+}
+
+
+def operations() -> dict[str, dict[str, Any]]:
+    """The built-in operations, what each does and the parameters it accepts.
+
+    Returns
+    -------
+    dict
+        ``name -> {"description": str, "params": {param: default}, "needs": [context]}``.
+        A default of ``"<required>"`` marks a parameter that must be given. ``needs`` names
+        what :func:`apply_operation` takes besides the params: ``source`` (the model to copy
+        from, for ``restore``) or ``example_input`` (a batch, to trace a model).
+
+    Examples
+    --------
+    >>> sorted(operations())[:3]
+    ['bfloat16', 'drop_layers', 'half']
+    >>> operations()["prune"]["params"]["scope"]
+    'global'
+    """
+    return {
+        name: {
+            "description": op.description,
+            "params": {k: "<required>" if v is _REQUIRED else v for k, v in op.params.items()},
+            "needs": list(op.needs),
+        }
+        for name, op in _BUILTINS.items()
+    }
+
+
+def apply_operation(
+    model: nn.Module,
+    operation: str | Callable[..., nn.Module],
+    *,
+    source: nn.Module | None = None,
+    example_input: torch.Tensor | Mapping[str, torch.Tensor] | None = None,
+    **params: Any,
+) -> nn.Module:
+    """Return a compressed copy of ``model``; ``model`` itself is never modified.
+
+    Parameters
+    ----------
+    model
+        The model to compress (the parent of the result).
+    operation
+        A name from :func:`operations`, or a callable ``fn(model, **params) -> model``
+        that receives a deep copy (so it may modify it in place).
+    source
+        For ``"restore"``: the model whose tensors are copied back, normally the parent of
+        ``model`` in the provenance tree.
+    example_input
+        A batch of inputs (a Tensor, or a dict called as ``model(**d)``); needed by
+        ``"prune_structured"`` on models without transformer encoder layers.
+    **params
+        The operation's parameters; unknown names and bad values raise ``ValueError``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> parent = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
+    >>> child = apply_operation(parent, "low_rank", rank=4)
+    >>> sum(p.numel() for p in child.parameters()) < sum(p.numel() for p in parent.parameters())
+    True
+    """
+    if callable(operation) and not isinstance(operation, str):
+        child = operation(copy.deepcopy(model), **params)
+        if not isinstance(child, nn.Module):
+            raise TypeError(
+                f"operation {_qualified_name(operation)} returned {type(child).__name__}, "
+                "not an nn.Module"
+            )
+        return child
+    if operation not in _BUILTINS:
+        raise ValueError(
+            f"unknown operation {operation!r}; built-in operations are {sorted(_BUILTINS)} "
+            "(or pass a callable fn(model, **params) -> model)"
+        )
+    op = _BUILTINS[operation]
+    unknown = sorted(set(params) - set(op.params))
+    if unknown:
+        raise ValueError(
+            f"{operation}: unknown parameter(s) {unknown}; accepted parameters are "
+            f"{sorted(op.params) or 'none'}"
+        )
+    kwargs = {k: params.get(k, default) for k, default in op.params.items()}
+    missing = [k for k, v in kwargs.items() if v is _REQUIRED]
+    if missing:
+        raise ValueError(f"{operation}: missing required parameter(s) {missing}")
+    if "source" in op.needs:
+        if source is None:
+            raise ValueError(f"{operation}: needs source= (the model to copy tensors from)")
+        kwargs["source"] = source
+    if "example_input" in op.needs:
+        kwargs["example_input"] = example_input
+    return op.fn(copy.deepcopy(model), **kwargs)
+
+
+def _qualified_name(fn: Callable) -> str:
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{qualname}"
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, type) or callable(value):
+        return _qualified_name(value)
+    if isinstance(value, torch.dtype):
+        return str(value)
+    if isinstance(value, torch.Tensor) and value.numel() <= 64:
+        return value.tolist()
+    return repr(value)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def operation_record(
+    operation: str | Callable[..., nn.Module], params: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A JSON-able provenance record of one operation.
+
+    Parameters
+    ----------
+    operation
+        A built-in name or the callable that was applied; a callable is recorded by its
+        qualified name ``module.qualname``.
+    params
+        The parameters it was given. Values that JSON cannot hold (types, dtypes) are
+        recorded by name; anything else by ``repr``.
+
+    Returns
+    -------
+    dict
+        ``operation``, ``callable`` (bool), ``params`` and ``versions`` (torch,
+        transformers, cnc_widgets). A caller may add ``elapsed_s``.
+
+    Examples
+    --------
+    >>> operation_record("prune", {"amount": 0.5})["params"]
+    {'amount': 0.5}
+    """
+    is_callable = callable(operation) and not isinstance(operation, str)
+    return {
+        "operation": _qualified_name(operation) if is_callable else str(operation),
+        "callable": is_callable,
+        "params": _jsonable(dict(params or {})),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": _version("transformers"),
+            "cnc_widgets": _version("cnc_widgets") or _version("cnc-widgets"),
+        },
+    }

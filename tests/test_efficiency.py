@@ -1,0 +1,167 @@
+"""Efficiency numbers checked against direct computation on small known models."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from cnc_widgets.efficiency import (
+    efficiency,
+    macs,
+    parameter_counts,
+    peak_memory_bytes,
+    size_bytes,
+    sparse_size_bytes,
+)
+
+KEYS = {
+    "params",
+    "nonzero_params",
+    "sparsity",
+    "size_bytes",
+    "sparse_size_bytes",
+    "macs",
+    "effective_macs",
+    "latency_ms",
+    "latency_batch_size",
+    "latency_threads",
+    "peak_memory_bytes",
+}
+
+
+def quantized(model: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+def test_linear_counts_and_macs():
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 3)
+    s = efficiency(layer, torch.randn(1, 4), latency=False, memory=False)
+    assert set(s) == KEYS
+    assert (s["params"], s["nonzero_params"], s["sparsity"]) == (15, 15, 0.0)
+    assert s["macs"] == 12 and s["effective_macs"] == 12
+    assert macs(layer, torch.randn(5, 4)) == (60, 60)
+
+
+def test_known_zeros_give_known_sparsity_and_effective_macs():
+    layer = nn.Linear(4, 3)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        layer.weight[:, :2] = 0.0  # 6 of 12 weights
+        layer.bias.fill_(0.5)
+    s = efficiency(layer, torch.randn(2, 4), latency=False, memory=False)
+    assert s["nonzero_params"] == 9
+    assert s["sparsity"] == pytest.approx(6 / 15)
+    assert s["macs"] == 24 and s["effective_macs"] == 12
+
+
+def test_size_bytes_is_the_serialized_state_dict():
+    model = nn.Sequential(nn.Linear(100, 50), nn.BatchNorm1d(50))
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    assert size_bytes(model) == len(buffer.getvalue())
+    # 10,000 more float32 weights cost 40,000 bytes, give or take torch.save's 64-byte alignment.
+    grown = size_bytes(nn.Linear(300, 50)) - size_bytes(nn.Linear(100, 50))
+    assert abs(grown - 40_000) <= 128
+
+
+def test_sparse_size_encoding():
+    layer = nn.Linear(100, 100)
+    dense = size_bytes(layer)
+    assert sparse_size_bytes(layer) == dense  # nothing is zero: dense is cheapest
+    with torch.no_grad():
+        layer.weight.view(-1)[::2] = 0.0  # half zero: bitmap 1,250 + 5,000 values x 4 bytes
+    assert sparse_size_bytes(layer) == dense - (40_000 - (1_250 + 20_000))
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.weight[0, 0] = 1.0  # one nonzero: coordinates, 4 bytes value + 4 bytes index
+    assert sparse_size_bytes(layer) == dense - (40_000 - 8)
+
+
+def test_conv_macs():
+    conv = nn.Conv2d(2, 4, 3, padding=1)
+    # 4 x 5 x 5 outputs, each 2 x 3 x 3 multiply-accumulates.
+    assert macs(conv, torch.randn(1, 2, 5, 5)) == (1800, 1800)
+    grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+    assert macs(grouped, torch.randn(1, 4, 5, 5)) == (1800, 1800)
+
+
+def test_int8_dynamic_linear_is_counted():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 8))
+    q = quantized(model)
+    x = torch.randn(3, 256)
+    params, nonzero = parameter_counts(q)
+    assert params == parameter_counts(model)[0] == 256 * 128 + 128 + 128 * 8 + 8
+    assert nonzero <= params
+    assert macs(q, x)[0] == macs(model, x)[0] == 3 * (256 * 128 + 128 * 8)
+    # One byte per weight instead of four; float biases and pickle overhead remain.
+    assert size_bytes(q) < 0.3 * size_bytes(model)
+
+
+def test_int8_zeros_count_in_effective_macs():
+    model = nn.Linear(16, 4)
+    with torch.no_grad():
+        model.weight.fill_(0.5)
+        model.weight[:2] = 0.0  # half the rows
+    q = quantized(nn.Sequential(model))
+    total, effective = macs(q, torch.randn(1, 16))
+    assert (total, effective) == (64, 32)
+    s = efficiency(q, torch.randn(1, 16), latency=False, memory=False)
+    assert s["nonzero_params"] == 32 + 4 - int((model.bias == 0).sum())
+
+
+def test_bert_attention_macs_are_counted():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=16,
+    )
+    ids = torch.randint(0, 50, (2, 8))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    batch, seq, h, inter, heads = 2, 8, 32, 64, 4
+    attention = 2 * batch * heads * seq * seq * (h // heads)  # scores and weighted values
+    per_layer = batch * seq * (4 * h * h + 2 * h * inter) + attention
+    expected = 2 * per_layer + batch * h * h  # + pooler
+    for implementation in ("sdpa", "eager"):
+        config._attn_implementation = implementation
+        model = BertModel(config).eval()
+        assert macs(model, inputs)[0] == expected, implementation
+
+
+def test_dict_input_latency_and_threads():
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 4), nn.Linear(6, 4)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.a(x) + self.b(y)
+
+    inputs = {"x": torch.randn(7, 8), "y": torch.randn(7, 6)}
+    s = efficiency(TwoInputs(), inputs, warmup=1, repeats=5, threads=1, memory=False)
+    assert s["macs"] == 7 * (32 + 24)
+    assert s["latency_batch_size"] == 7 and s["latency_threads"] == 1
+    assert 0 < s["latency_ms"] < 1000
+    assert s["params"] == 36 + 28
+
+
+def test_peak_memory_counts_live_activations():
+    model = nn.Sequential(nn.Linear(1000, 2000), nn.ReLU(), nn.Linear(2000, 10))
+    # The hidden layer (64 x 2000 float32) and its ReLU copy are alive together.
+    expected = 2 * 64 * 2000 * 4
+    peak = peak_memory_bytes(model, torch.randn(64, 1000))
+    assert expected <= peak <= 1.1 * expected
+    assert peak_memory_bytes(model, torch.randn(8, 1000)) < peak / 4
