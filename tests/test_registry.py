@@ -146,3 +146,49 @@ def test_revision_notifies_views(reg, digits_cnn):
     reg.add("child", scaled(digits_cnn, 0.5), parent="base")
     reg.evaluate(progress=False)
     assert len(seen) >= 2
+
+
+class NaNAfter(nn.Module):
+    """Wraps a model; its ``poison`` module returns NaN from the second batch on."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.poison = nn.Identity()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        h = self.poison(x) * (float("nan") if self.calls >= 2 else 1.0)
+        return self.inner(h)
+
+
+class Raises(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 10)
+
+    def forward(self, x):
+        raise RuntimeError("boom")
+
+
+def test_failing_models_are_named_and_others_kept(reg, digits_cnn):
+    reg.add("nan", NaNAfter(copy.deepcopy(digits_cnn)), parent="base")
+    reg.add("raises", Raises(), parent="base")
+    reg.add("fine", scaled(digits_cnn, 0.9), parent="base")
+    with pytest.raises(cnc.EvaluationError) as info:
+        reg.evaluate(progress=False)
+    message = str(info.value)
+    assert "'nan'" in message and "batch 1" in message
+    assert "'raises'" in message and "boom" in message
+    table = reg.metrics()
+    assert 0 < table.loc["fine", "accuracy"] <= 1 and 0 < table.loc["base", "accuracy"] <= 1
+    assert np.isnan(table.loc["nan", "accuracy"]) and np.isnan(table.loc["raises", "accuracy"])
+
+
+def test_wrong_input_shape_is_named(digits):
+    r = cnc.ModelRegistry()
+    r.set_data(digits.test_inputs, digits.test_labels)
+    r.add("mlp", nn.Sequential(nn.Flatten(), nn.Linear(10, 10)))
+    with pytest.raises(cnc.EvaluationError, match=r"'mlp'.*(shape|size)"):
+        r.evaluate(progress=False)

@@ -1,43 +1,67 @@
-"""Evaluate one registered model on the registry's data: results and metrics."""
+"""Evaluate one registered model on the registry's data: result arrays and metrics.
+
+The registry caches what this returns under a key made of the weights' and the
+data's fingerprints, so nothing here runs twice for the same content.
+"""
 
 from __future__ import annotations
 
-import io
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from .data import EvalData
+from .efficiency import efficiency
+from .evaluation import EvalResult, EvaluationError, evaluate_model
+
+__all__ = ["EvaluationError", "evaluate_one"]
+
+LATENCY_WARMUP, LATENCY_REPEATS = 2, 10
 
 
-class EvaluationError(RuntimeError):
-    """A model failed on the evaluation data; the message names model and batch."""
+def evaluate_one(
+    name: str, model: nn.Module, data: EvalData, *, progress: bool = True, latency: bool = True
+) -> dict[str, Any]:
+    """Logits, predictions, embeddings, activation statistics and metrics of ``model``.
+
+    ``macs`` and ``effective_macs`` are per instance; ``latency_ms`` and
+    ``peak_memory_bytes`` are for one batch of ``data.batch_size`` rows.
+    """
+    if data.inputs is None:
+        raise ValueError(
+            "the evaluation inputs are not loaded (reopened store); call reg.set_data(inputs, labels)"
+        )
+    result = evaluate_model(
+        model, data.inputs, batch_size=data.batch_size, embedding=data.embedding,
+        activations=True, progress=progress, name=name,
+    )
+    rows = min(len(data), data.batch_size)
+    example = data.batch(0, rows)
+    try:
+        cost = efficiency(model, example, latency=latency, memory=True,
+                          warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS)
+    except Exception as exc:
+        raise EvaluationError(f"model {name!r}: measuring efficiency failed: {exc}") from exc
+    cost["macs"] = cost["macs"] / rows
+    cost["effective_macs"] = cost["effective_macs"] / rows
+    predictions = result.logits.argmax(1)
+    n_classes = len(data.classes)
+    if result.logits.shape[1] != n_classes:
+        raise EvaluationError(
+            f"model {name!r} outputs {result.logits.shape[1]} logits per instance but the data "
+            f"has {n_classes} classes; pass classes= to set_data or fix the model's head"
+        )
+    metrics = {"accuracy": float(np.mean(predictions == data.labels)), **cost,
+               "eval_batch_size": data.batch_size}
+    return to_record(result, metrics)
 
 
-def evaluate_one(name: str, model: nn.Module, data: EvalData, *, progress: bool = True) -> dict[str, Any]:
-    """Logits, predictions and metrics of ``model`` on ``data``."""
-    model.eval()
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(data), data.batch_size):
-            batch = data.batch(start, start + data.batch_size)
-            try:
-                out = model(**batch) if isinstance(batch, dict) else model(batch)
-            except Exception as exc:
-                raise EvaluationError(
-                    f"model {name!r} raised on batch {start // data.batch_size} "
-                    f"(rows {start}..{start + data.batch_size - 1}): {exc}"
-                ) from exc
-            chunks.append(out.float().cpu())
-    logits = torch.cat(chunks).numpy()
-    preds = logits.argmax(1)
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    metrics = {
-        "accuracy": float(np.mean(preds == data.labels)),
-        "params": int(sum(p.numel() for p in model.parameters())),
-        "size_bytes": buffer.tell(),
-    }
-    return {"logits": logits, "predictions": preds, "metrics": metrics}
+def to_record(result: EvalResult, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A flat dict of arrays plus JSON facts, as the store keeps it."""
+    record: dict[str, Any] = {"metrics": metrics, "predictions": result.logits.argmax(1)}
+    for f in fields(result):
+        value = getattr(result, f.name)
+        record[f.name] = value
+    return record

@@ -1,0 +1,92 @@
+"""Overhead of :func:`cnc_widgets.evaluation.evaluate_model` over a bare inference loop.
+
+For the digits CNN and the MiniLM tweet classifier, times on the same batches:
+
+- ``plain``: ``for batch: model(batch)`` under ``torch.inference_mode``;
+- ``fast``: ``evaluate_model(..., activations=False)`` (logits and embeddings);
+- ``stats``: ``evaluate_model(...)`` with activation statistics of every leaf module.
+
+Runs are interleaved (plain, fast, stats, plain, ...) and the median of the repeats is
+reported, so a noisy neighbour on a shared machine hits all three alike.
+
+Usage::
+
+    PYTHONPATH=src python benchmarks/bench_evaluate.py [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from cnc_widgets import examples
+from cnc_widgets.activations import call_model, n_rows, slice_rows
+from cnc_widgets.evaluation import evaluate_model
+
+
+def plain_loop(model: torch.nn.Module, inputs, batch_size: int) -> None:
+    """The baseline: slice, call, nothing kept."""
+    n = n_rows(inputs)
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            call_model(model, slice_rows(inputs, start, start + batch_size, None))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def compare(label: str, model: torch.nn.Module, inputs, batch_size: int, repeats: int) -> None:
+    runs = {
+        "plain": lambda: plain_loop(model, inputs, batch_size),
+        "fast": lambda: evaluate_model(model, inputs, batch_size=batch_size,
+                                       activations=False, progress=False),
+        "stats": lambda: evaluate_model(model, inputs, batch_size=batch_size, progress=False),
+    }
+    for fn in runs.values():  # warm-up: allocator, oneDNN kernels, lazy imports
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for key, fn in runs.items():
+            times[key].append(timed(fn))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    n = n_rows(inputs)
+    print(f"{label}: N={n}, batch_size={batch_size}, threads={torch.get_num_threads()}, "
+          f"repeats={repeats}")
+    print(f"  plain loop            {med['plain'] * 1e3:8.1f} ms")
+    print(f"  logits + embeddings   {med['fast'] * 1e3:8.1f} ms   "
+          f"ratio {med['fast'] / med['plain']:.3f}  (goal <= 1.05)")
+    print(f"  + activation stats    {med['stats'] * 1e3:8.1f} ms   "
+          f"ratio {med['stats'] / med['plain']:.3f}  (goal <= 1.5)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--tweets", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; on a busy shared machine more than one makes "
+                             "OpenMP stall and the ratios meaningless")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    data = examples.digits(test_fraction=0.9)
+    cnn = examples.train_digits_cnn(data, epochs=1)
+    compare("digits CNN", cnn, data.test_inputs, 64, args.repeats)
+    compare("digits CNN", cnn, data.test_inputs, 256, args.repeats)
+
+    encoder, tokenizer = examples.load_minilm()
+    tweets = examples.tweets(8, args.tweets, max_length=48, tokenizer=tokenizer)
+    torch.manual_seed(0)
+    clf = examples.TextClassifier(encoder, 3).eval()
+    compare("MiniLM classifier", clf, tweets.test_inputs, 64, max(3, args.repeats // 2))
+
+
+if __name__ == "__main__":
+    main()

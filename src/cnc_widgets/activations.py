@@ -1,0 +1,539 @@
+"""Streaming access to module activations: batching, hooks, running statistics.
+
+Nothing here keeps more than one batch of activations: statistics are running sums,
+and :func:`iter_activations` hands out one batch at a time. Every function is a pure
+function of (model, data): hooks are removed and the model's train/eval mode is
+restored on the way out, so calls can run side by side in separate workers.
+
+Example
+-------
+>>> import torch
+>>> from cnc_widgets.activations import paired_activation_stats
+>>> a = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+>>> stats = paired_activation_stats(a, a, torch.randn(10, 4), ["0"], batch_size=4)
+>>> float(stats.rel_change[0])
+0.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "EvaluationError",
+    "NonFinite",
+    "PairedActivationStats",
+    "RunningStats",
+    "iter_activations",
+    "leaf_modules",
+    "paired_activation_stats",
+]
+
+Inputs = torch.Tensor | Mapping[str, torch.Tensor]
+Flatten = Literal["auto", "flatten", "pool"]
+
+# Modules that, in eval mode, only pass their input on or reshape it: their output
+# statistics repeat those of the module before, so they are not hooked by default.
+_PASS_THROUGH = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                 nn.Identity, nn.Flatten, nn.Unflatten)
+
+
+class EvaluationError(RuntimeError):
+    """A model failed, or produced NaN/inf, while it was being evaluated."""
+
+
+def n_rows(inputs: Inputs) -> int:
+    """Number of instances in a tensor or a mapping of equally long tensors."""
+    if isinstance(inputs, torch.Tensor):
+        if inputs.dim() == 0:
+            raise ValueError("inputs must have a leading instance dimension, got a scalar")
+        return int(inputs.shape[0])
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise TypeError("inputs must be a Tensor (N, ...) or a non-empty dict of Tensors")
+    sizes = {k: int(v.shape[0]) for k, v in inputs.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"all input tensors must have the same number of rows, got {sizes}")
+    return next(iter(sizes.values()))
+
+
+def describe(batch: Inputs) -> str:
+    """Shapes and dtypes of a batch, for error messages."""
+    if isinstance(batch, torch.Tensor):
+        return f"Tensor{tuple(batch.shape)} {batch.dtype}"
+    return "{" + ", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in batch.items()) + "}"
+
+
+def slice_rows(inputs: Inputs, start: int, stop: int, float_dtype: torch.dtype | None,
+               device: torch.device | None = None) -> Inputs:
+    """Rows ``start:stop``; floating tensors cast to ``float_dtype`` (a half model),
+    everything moved to ``device`` when given (a model on an accelerator)."""
+
+    def cut(t: torch.Tensor) -> torch.Tensor:
+        t = t[start:stop]
+        if float_dtype is not None and t.is_floating_point() and t.dtype != float_dtype:
+            t = t.to(float_dtype)
+        if device is not None:
+            t = t.to(device, non_blocking=True)
+        return t
+
+    if isinstance(inputs, torch.Tensor):
+        return cut(inputs)
+    return {k: cut(v) for k, v in inputs.items()}
+
+
+def call_model(model: nn.Module, batch: Inputs) -> Any:
+    """``model(batch)`` for a tensor, ``model(**batch)`` for a mapping."""
+    return model(batch) if isinstance(batch, torch.Tensor) else model(**batch)
+
+
+def float_dtype(model: nn.Module) -> torch.dtype | None:
+    """dtype of the model's first floating parameter (inputs are cast to it)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return None if p.dtype == torch.float32 else p.dtype
+    return None
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    """Device of the model's first parameter or buffer, ``None`` for the CPU."""
+    t = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return None if t is None or t.device.type == "cpu" else t.device
+
+
+def first_tensor(output: Any) -> torch.Tensor | None:
+    """The tensor a module produced: itself, the first of a tuple or model output."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return item
+    return None
+
+
+def is_packed_params(module: nn.Module) -> bool:
+    """Holders of quantized weights (never called; their owner is the layer)."""
+    return type(module).__name__.endswith("PackedParams")
+
+
+def leaf_modules(model: nn.Module, *, pass_through: bool = False) -> list[str]:
+    """Dotted names of modules without children (quantized wrappers count as leaves).
+
+    Parameters
+    ----------
+    model
+        Any module.
+    pass_through
+        Include Dropout, Identity, Flatten and Unflatten, which repeat the activations
+        of the module before them in eval mode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> leaf_modules(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()))
+    ['0']
+    """
+    names = []
+    for name, module in model.named_modules():
+        if not name or is_packed_params(module):
+            continue
+        if any(not is_packed_params(c) for c in module.children()):
+            continue
+        if not pass_through and isinstance(module, _PASS_THROUGH):
+            continue
+        names.append(name)
+    return names
+
+
+def reduce_output(x: torch.Tensor, mask: torch.Tensor | None, flatten: Flatten) -> torch.Tensor:
+    """Turn one module output ``(B, ...)`` into a float32 matrix ``(B, p)``.
+
+    ``mask`` is the batch's ``attention_mask`` ``(B, L)`` when the inputs have one; it
+    applies to outputs whose first two dimensions are ``(B, L)`` (token sequences).
+
+    - ``"auto"``: token sequences become the masked mean over real tokens ``(B, d)``;
+      everything else is flattened.
+    - ``"flatten"``: all non-batch dimensions flattened; padded tokens are zeroed so
+      they add nothing to norms or cross products.
+    - ``"pool"``: token sequences as in ``"auto"``; other outputs with more than two
+      dimensions are averaged over dimensions 2 and up (``(B, C, H, W)`` -> ``(B, C)``).
+    """
+    x = x.detach()
+    if x.dtype != torch.float32:
+        x = x.float()
+    if x.dim() == 1:
+        return x.unsqueeze(1)
+    tokens = mask is not None and x.dim() >= 3 and tuple(x.shape[:2]) == tuple(mask.shape)
+    if tokens:
+        m = mask.to(x.device, torch.float32).reshape(*mask.shape, *([1] * (x.dim() - 2)))
+        if flatten == "flatten":
+            return (x * m).flatten(1)
+        return (x * m).sum(1).flatten(1) / m.sum(1).flatten(1).clamp_min(1.0)
+    if flatten == "pool" and x.dim() > 2:
+        return x.flatten(2).mean(2)
+    return x.flatten(1)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and inference mode, the model's own mode restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def iter_activations(
+    model: nn.Module,
+    inputs: Inputs,
+    modules: Sequence[str],
+    *,
+    batch_size: int = 64,
+    flatten: Flatten = "auto",
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield, batch by batch, the outputs of chosen modules as ``(B, p)`` float32 tensors.
+
+    Only one batch of activations exists at a time, so any per-layer comparison (CKA
+    cross products, norms of differences) can stream over all instances. Each module's
+    output is reduced by :func:`reduce_output` with the given ``flatten`` rule (token
+    sequences: masked mean over real tokens when the inputs hold an
+    ``attention_mask``). A module called several times in one forward pass reports its
+    last call; a module that returns a tuple reports its first tensor.
+
+    Parameters
+    ----------
+    model
+        Evaluated in eval mode under ``torch.inference_mode``.
+    inputs
+        A tensor ``(N, ...)`` (called as ``model(batch)``) or a dict of tensors with N
+        rows (called as ``model(**batch)``).
+    modules
+        Dotted module names (``model.get_submodule`` paths).
+    batch_size
+        Rows per forward pass.
+    flatten
+        ``"auto"``, ``"flatten"`` or ``"pool"``, see :func:`reduce_output`.
+
+    Yields
+    ------
+    dict[str, torch.Tensor]
+        Module name -> ``(B, p)`` tensor for rows ``[i * batch_size, (i + 1) * batch_size)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU())
+    >>> batches = list(iter_activations(model, torch.randn(10, 3), ["0"], batch_size=4))
+    >>> [b["0"].shape[0] for b in batches]
+    [4, 4, 2]
+    """
+    n = n_rows(inputs)
+    mask_all = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in modules:
+        def hook(_m: nn.Module, _args: Any, output: Any, name: str = name) -> None:
+            t = first_tensor(output)
+            if t is not None:
+                captured[name] = t
+        handles.append(_submodule(model, name).register_forward_hook(hook))
+    dtype, device = float_dtype(model), model_device(model)
+    try:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            batch = slice_rows(inputs, start, stop, dtype, device)
+            captured.clear()
+            # Modes are set per batch, not across the yield, so that the caller's code
+            # between batches (and a second stream interleaved with this one) runs in
+            # whatever grad and train/eval mode it had.
+            with evaluating(model):
+                try:
+                    call_model(model, batch)
+                except Exception as exc:
+                    raise EvaluationError(
+                        f"forward pass failed on batch {start // batch_size} (rows {start}:{stop}, "
+                        f"inputs {describe(batch)}): {type(exc).__name__}: {exc}"
+                    ) from exc
+                mask = None if mask_all is None else mask_all[start:stop]
+                missing = [m for m in modules if m not in captured]
+                if missing:
+                    raise EvaluationError(f"modules produced no tensor output: {missing}")
+                acts = {m: reduce_output(captured[m], mask, flatten) for m in modules}
+            yield acts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(
+            f"model {type(model).__name__} has no module {name!r}; "
+            f"leaf modules are {leaf_modules(model)}"
+        ) from None
+
+
+@dataclass
+class PairedActivationStats:
+    """Running sums behind the relative activation change of matched modules.
+
+    ``rel_change[i] = sqrt(sq_diff[i] / sq_ref[i])`` is
+    ``||act_b - act_a||_F / ||act_a||_F`` over all instances; NaN where the two
+    outputs have different shapes. Sums of disjoint shards add up, see :meth:`merge`.
+    """
+
+    names_a: list[str]
+    names_b: list[str]
+    sq_diff: np.ndarray
+    sq_ref: np.ndarray
+    n: int
+
+    @property
+    def rel_change(self) -> np.ndarray:
+        """Relative Frobenius change per pair, float64 ``(P,)``."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.sqrt(self.sq_diff / self.sq_ref)
+
+    def as_dict(self) -> dict[str, float]:
+        """``{name_a: rel_change}``."""
+        return dict(zip(self.names_a, self.rel_change.tolist(), strict=True))
+
+    @staticmethod
+    def merge(parts: Sequence[PairedActivationStats]) -> PairedActivationStats:
+        """Combine results computed on disjoint shards of the data."""
+        first = parts[0]
+        return PairedActivationStats(
+            first.names_a, first.names_b,
+            np.sum([p.sq_diff for p in parts], axis=0),
+            np.sum([p.sq_ref for p in parts], axis=0),
+            sum(p.n for p in parts),
+        )
+
+
+def paired_activation_stats(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: Inputs,
+    pairs: Sequence[str | tuple[str, str]] | None = None,
+    batch_size: int = 64,
+) -> PairedActivationStats:
+    """``||act_b - act_a||_F / ||act_a||_F`` for matched modules, over all instances.
+
+    Both models see the same batches; only running sums of squares are kept. Outputs
+    are compared element by element (``flatten="flatten"``), with padded tokens
+    excluded when the inputs carry an ``attention_mask``.
+
+    Parameters
+    ----------
+    model_a
+        The reference model.
+    model_b
+        The compared model, e.g. a compressed variant of ``model_a``.
+    inputs
+        As for :func:`iter_activations`.
+    pairs
+        Module names present in both models, or ``(name_a, name_b)`` tuples. ``None``
+        matches every leaf module name the two models share (a dynamic-quantized
+        Linear keeps the name of the float Linear it replaced).
+    batch_size
+        Rows per forward pass.
+
+    Returns
+    -------
+    PairedActivationStats
+
+    Examples
+    --------
+    >>> import copy, torch
+    >>> a = torch.nn.Sequential(torch.nn.Linear(3, 3))
+    >>> b = copy.deepcopy(a)
+    >>> with torch.no_grad():
+    ...     b[0].bias += 1.0
+    >>> s = paired_activation_stats(a, b, torch.randn(8, 3), batch_size=4)
+    >>> bool(s.rel_change[0] > 0)
+    True
+    """
+    if pairs is None:
+        in_b = set(leaf_modules(model_b))
+        pairs = [m for m in leaf_modules(model_a) if m in in_b]
+    names_a = [p if isinstance(p, str) else p[0] for p in pairs]
+    names_b = [p if isinstance(p, str) else p[1] for p in pairs]
+    sq_diff = np.zeros(len(pairs))
+    sq_ref = np.zeros(len(pairs))
+    stream_a = iter_activations(model_a, inputs, list(dict.fromkeys(names_a)),
+                                batch_size=batch_size, flatten="flatten")
+    stream_b = iter_activations(model_b, inputs, list(dict.fromkeys(names_b)),
+                                batch_size=batch_size, flatten="flatten")
+    for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
+        for i, (na, nb) in enumerate(zip(names_a, names_b, strict=True)):
+            xa, xb = acts_a[na], acts_b[nb]
+            sq_ref[i] += float(torch.dot(xa.reshape(-1), xa.reshape(-1)))
+            if xa.shape == xb.shape:
+                d = (xb - xa).reshape(-1)
+                sq_diff[i] += float(torch.dot(d, d))
+            else:
+                sq_diff[i] = math.nan
+    return PairedActivationStats(names_a, names_b, sq_diff, sq_ref, n_rows(inputs))
+
+
+class NonFinite(Exception):
+    """Raised from a hook to stop the forward pass at the first NaN/inf output."""
+
+    def __init__(self, module: str, value: float) -> None:
+        super().__init__(module, value)
+        self.module, self.value = module, value
+
+
+class _Accumulator:
+    """Running sums of one module's outputs (float64 Python scalars + a histogram)."""
+
+    __slots__ = ("count", "edge0", "hi", "hist", "lo", "nonzero", "s1", "s2", "scale", "shift")
+
+    def __init__(self) -> None:
+        self.count = self.nonzero = 0
+        self.s1 = self.s2 = 0.0
+        self.lo, self.hi = math.inf, -math.inf
+        self.edge0 = self.scale = self.shift = 0.0
+        self.hist: torch.Tensor | None = None
+
+
+class RunningStats:
+    """Streaming count, mean, std, zero fraction, min, max and histogram per module.
+
+    :meth:`hook` gives a forward hook per module. Each call costs a few fused
+    reductions (sum, dot product, nonzero count, aminmax) on the output and a bincount
+    over a fixed sample of it; only scalars and one histogram per module are kept.
+    The first call of a module fixes its histogram range (see
+    :func:`cnc_widgets.evaluation.evaluate_model`) and, when the mean is large against
+    the spread, a shift subtracted before summing squares to avoid cancellation.
+    """
+
+    def __init__(self, bins: int = 64, hist_sample: int | None = 128,
+                 hist_ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
+        self.bins, self.hist_sample = bins, hist_sample
+        self.hist_ranges = dict(hist_ranges or {})
+        self.acc: dict[str, _Accumulator] = {}  # insertion order = execution order
+        self.samples: dict[int, torch.Tensor] = {}  # row length -> sampled positions
+
+    def hook(self, name: str) -> Any:
+        """A forward hook that adds the module's output to the statistics of ``name``."""
+
+        def on_output(_m: nn.Module, _args: Any, output: Any) -> None:
+            t = first_tensor(output)
+            if t is None or not t.is_floating_point():
+                return
+            self.add(name, t)
+
+        return on_output
+
+    def add(self, name: str, t: torch.Tensor) -> None:
+        """Add one output tensor ``(B, ...)`` to module ``name``."""
+        flat = t.detach().reshape(-1)
+        if flat.dtype != torch.float32:
+            flat = flat.float()
+        if flat.numel() == 0:
+            return
+        lo_t, hi_t = torch.aminmax(flat)
+        lo, hi = lo_t.item(), hi_t.item()
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise NonFinite(name, hi if not math.isfinite(hi) else lo)
+        acc = self.acc.get(name)
+        s1, s2 = flat.sum().item(), torch.dot(flat, flat).item()
+        if acc is None:
+            acc = self.acc[name] = self._start(name, flat.numel(), s1, s2, lo, hi)
+        if acc.shift:
+            # Large mean against the spread: sums of squares about a shift avoid
+            # cancellation in E[x^2] - E[x]^2 (one extra pass, such modules only).
+            centred = flat - acc.shift
+            s1, s2 = centred.sum().item(), torch.dot(centred, centred).item()
+        acc.s1 += s1
+        acc.s2 += s2
+        if lo <= 0.0 <= hi:  # otherwise no element can be zero: skip the pass
+            # count_nonzero is one fused pass; bool().sum() is ~10x slower on CPU.
+            acc.nonzero += torch.count_nonzero(flat).item()
+        else:
+            acc.nonzero += flat.numel()
+        acc.count += flat.numel()
+        acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
+        rows = t.shape[0] if t.dim() > 0 else 1
+        sample = flat
+        if self.hist_sample is not None and flat.numel() > rows * self.hist_sample:
+            per_row = flat.numel() // rows
+            idx = self.samples.get(per_row)
+            if idx is None:
+                # A fixed random set of positions, seeded: the same in every batch and
+                # every process, and not aligned with channel strides.
+                gen = torch.Generator().manual_seed(per_row)
+                idx = torch.randperm(per_row, generator=gen)[: self.hist_sample].sort().values
+                self.samples[per_row] = idx
+            sample = flat.view(rows, per_row).index_select(1, idx).reshape(-1)
+        # Bin k + 1 holds [edge0 + k / scale, edge0 + (k + 1) / scale); 0 and bins + 1
+        # are under- and overflow.
+        bins = sample.mul(acc.scale).add_(1.0 - acc.edge0 * acc.scale)
+        bins = bins.clamp_(0.0, self.bins + 1.0).to(torch.int64)
+        acc.hist.add_(torch.bincount(bins, minlength=self.bins + 2))
+
+    def _start(self, name: str, n: int, s1: float, s2: float, lo: float,
+               hi: float) -> _Accumulator:
+        acc = _Accumulator()
+        mean = s1 / n
+        std = math.sqrt(max(s2 / n - mean * mean, 0.0))
+        if name in self.hist_ranges:
+            a, b = (float(v) for v in self.hist_ranges[name])
+        else:
+            a, b = max(lo, mean - 6 * std), min(hi, mean + 6 * std)
+            span = b - a
+            # Later batches may reach past this batch's extremes: leave them room,
+            # except at an exact 0 (ReLU outputs), which should open the first bin.
+            if a == lo and lo != 0.0:
+                a -= 0.1 * span
+            if b == hi and hi != 0.0:
+                b += 0.1 * span
+            if b <= a:
+                pad = 0.5 * max(abs(a), 1.0)
+                a, b = a - pad, b + pad
+        self.hist_ranges[name] = (a, b)
+        acc.edge0, acc.scale = a, self.bins / (b - a)
+        acc.shift = mean if abs(mean) > 3 * std else 0.0
+        acc.hist = torch.zeros(self.bins + 2, dtype=torch.int64)
+        return acc
+
+    def arrays(self) -> dict[str, Any]:
+        """The statistics as :class:`~cnc_widgets.evaluation.EvalResult` fields."""
+        names = list(self.acc)
+        accs = [self.acc[m] for m in names]
+        count = np.array([a.count for a in accs], dtype=np.int64)
+        n = np.maximum(count, 1).astype(np.float64)
+        m1 = np.array([a.s1 for a in accs]) / n
+        m2 = np.array([a.s2 for a in accs]) / n
+        shift = np.array([a.shift for a in accs])
+        edges = [np.linspace(*self.hist_ranges[m], self.bins + 1) for m in names]
+        return {
+            "modules": names,
+            "act_count": count,
+            "act_mean": shift + m1,
+            "act_std": np.sqrt(np.maximum(m2 - m1 * m1, 0.0)),
+            "act_zero_frac": 1.0 - np.array([a.nonzero for a in accs]) / n,
+            "act_min": np.array([a.lo for a in accs]),
+            "act_max": np.array([a.hi for a in accs]),
+            "act_hist": (np.stack([a.hist.numpy() for a in accs]) if accs
+                         else np.zeros((0, self.bins + 2), np.int64)),
+            "act_hist_edges": (np.stack(edges) if edges else np.zeros((0, self.bins + 1))),
+        }

@@ -1,0 +1,453 @@
+"""Batched evaluation of one model on one data shard: logits, embeddings, activations.
+
+:func:`evaluate_model` is a pure function of (model, inputs) -> :class:`EvalResult`
+(numpy arrays): no global state, hooks removed and modes restored afterwards, so the
+registry can run it in a ``concurrent.futures`` executor (Dask) over shards and
+combine the parts with :func:`merge_results`.
+
+Example
+-------
+>>> import torch
+>>> from cnc_widgets.evaluation import evaluate_model
+>>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+>>> result = evaluate_model(model, torch.randn(20, 4), batch_size=8, progress=False)
+>>> result.logits.shape, result.embeddings.shape, result.embedding_module
+((20, 3), (20, 8), '2')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .activations import (
+    EvaluationError,
+    Inputs,
+    NonFinite,
+    RunningStats,
+    call_model,
+    describe,
+    evaluating,
+    first_tensor,
+    float_dtype,
+    leaf_modules,
+    model_device,
+    n_rows,
+    reduce_output,
+    slice_rows,
+)
+
+__all__ = ["EvalResult", "EvaluationError", "evaluate_model", "merge_results"]
+
+
+@dataclass
+class EvalResult:
+    """Everything one evaluation produced, as numpy arrays (N instances, M modules).
+
+    Attributes
+    ----------
+    name
+        The model's name, as given to :func:`evaluate_model`.
+    logits
+        ``(N, C)`` float32.
+    embeddings
+        ``(N, d)`` float32, the representation read at ``embedding_module``.
+    embedding_module
+        Dotted module name; ``embedding_kind`` says whether its ``"input"`` (the
+        default: the input of the last Linear) or its ``"output"`` was read.
+    embedding_kind
+        ``"input"`` or ``"output"``.
+    modules
+        Hooked modules in execution order (first call); the ``act_*`` rows follow it.
+    act_count
+        ``(M,)`` int64, output elements seen over all instances (and all calls).
+    act_mean, act_std, act_zero_frac, act_min, act_max
+        ``(M,)`` float64, over all those elements (``act_std`` is the population std).
+    act_hist
+        ``(M, bins + 2)`` int64: ``[underflow, bins..., overflow]`` counts over a fixed
+        random sample of up to ``hist_sample`` element positions per instance (all
+        instances contribute; the same positions are used in every row).
+    act_hist_edges
+        ``(M, bins + 1)`` float64, the inner bin edges; bins are ``[e_k, e_k+1)``.
+    """
+
+    name: str
+    logits: np.ndarray
+    embeddings: np.ndarray
+    embedding_module: str
+    embedding_kind: str = "input"
+    modules: list[str] = field(default_factory=list)
+    act_count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    act_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    act_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    act_zero_frac: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    act_min: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    act_max: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    act_hist: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    act_hist_edges: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    @property
+    def n(self) -> int:
+        """Number of instances."""
+        return int(self.logits.shape[0])
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """``(N,)`` int64 argmax of the logits."""
+        return self.logits.argmax(1)
+
+    def hist_ranges(self) -> dict[str, tuple[float, float]]:
+        """``{module: (lo, hi)}``, to give other shards the same histogram bins."""
+        return {m: (float(e[0]), float(e[-1])) for m, e in zip(self.modules, self.act_hist_edges,
+                                                              strict=True)}
+
+    def activation_frame(self) -> Any:
+        """Per-module statistics as a pandas DataFrame indexed by module name."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {"count": self.act_count, "mean": self.act_mean, "std": self.act_std,
+             "zero_frac": self.act_zero_frac, "min": self.act_min, "max": self.act_max},
+            index=pd.Index(self.modules, name="module"),
+        )
+
+
+def evaluate_model(
+    model: nn.Module,
+    inputs: Inputs,
+    *,
+    batch_size: int = 64,
+    embedding: str | None = None,
+    activations: bool | Sequence[str] = True,
+    progress: bool = True,
+    name: str = "model",
+    bins: int = 64,
+    hist_sample: int | None = 128,
+    hist_ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> EvalResult:
+    """Run a model over all inputs in batches and collect what the views need.
+
+    The model runs in eval mode under ``torch.inference_mode`` (its own mode is
+    restored afterwards); floating inputs are cast to the dtype of its parameters, so
+    half and bfloat16 variants take the same data, and batches are moved to the
+    model's device. A dynamic-quantized model quantizes activations with per-batch
+    ranges, so its outputs depend slightly on ``batch_size``. Nothing holds more than one batch of
+    activations: statistics are running sums.
+
+    Logits are read from what the model returns: a tensor; else its ``.logits``
+    attribute (Hugging Face outputs) or ``"logits"`` key; else the first tensor of a
+    tuple. A 1-D output ``(B,)`` becomes ``(B, 1)``.
+
+    Parameters
+    ----------
+    model
+        Any ``nn.Module``, called as ``model(batch)`` for tensor inputs and as
+        ``model(**batch)`` for a dict.
+    inputs
+        A tensor ``(N, ...)`` or a dict of tensors with N rows (tokenized text).
+    batch_size
+        Rows per forward pass.
+    embedding
+        Dotted name of the module whose output is the representation. ``None``: the
+        input of the model's last ``nn.Linear`` in registration order (a dynamic
+        quantized Linear counts). Outputs ``(B, L, d)`` are mean-pooled over the real
+        tokens of an ``attention_mask``, other shapes flattened.
+    activations
+        ``True``: statistics of every leaf module's output (pass-through modules such
+        as Dropout and Flatten skipped); a list of names: those modules; ``False``:
+        none (the fast path: logits and embeddings only).
+    progress
+        Show a tqdm progress bar.
+    name
+        Names the model in progress bars and error messages.
+    bins
+        Inner histogram bins per module. Their range comes from the first batch
+        (mean +- 6 std, clipped to the batch's min/max and widened by 10% on a side
+        set by an extreme other than 0); later values outside it land in the
+        underflow/overflow bins, and ``act_min``/``act_max`` stay exact.
+    hist_sample
+        Element positions per instance sampled for the histogram (``None``: all).
+        Count, mean, std, zeros, min and max always use every element.
+    hist_ranges
+        ``{module: (lo, hi)}`` fixing histogram ranges, e.g. from
+        :meth:`EvalResult.hist_ranges` of another shard so the parts merge.
+
+    Returns
+    -------
+    EvalResult
+
+    Raises
+    ------
+    EvaluationError
+        The model raised (the message names the model, batch, rows, input shapes and,
+        found by re-running that batch once, the module that raised; the original
+        error is chained), or logits, the embedding or a hooked module's output held
+        NaN/inf (the message names the first such module in execution order).
+    ValueError
+        No Linear to take the default embedding from, or an unknown module name.
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    >>> r = evaluate_model(model, torch.randn(10, 4), batch_size=4, progress=False)
+    >>> r.modules
+    ['0', '1', '2']
+    >>> bool(r.act_zero_frac[1] > 0)
+    True
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n = n_rows(inputs)
+    if n == 0:
+        raise ValueError("inputs hold no rows")
+    emb_name, emb_kind = resolve_embedding(model, embedding)
+    emb_module = model.get_submodule(emb_name)
+    if activations is True:
+        stat_names = leaf_modules(model)
+    elif activations is False:
+        stat_names = []
+    else:
+        stat_names = list(activations)
+        for m in stat_names:
+            model.get_submodule(m)  # fail early on a typo
+    stats = RunningStats(bins, hist_sample, hist_ranges or {})
+    mask_all = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    dtype, device = float_dtype(model), model_device(model)
+
+    captured: list[Any] = [None]
+    if emb_kind == "input":
+        def grab(_m: nn.Module, args: tuple) -> None:
+            captured[0] = args[0]
+        handles = [emb_module.register_forward_pre_hook(grab)]
+    else:
+        def grab_out(_m: nn.Module, _args: tuple, output: Any) -> None:
+            captured[0] = first_tensor(output)
+        handles = [emb_module.register_forward_hook(grab_out)]
+    handles += [model.get_submodule(m).register_forward_hook(stats.hook(m)) for m in stat_names]
+
+    logits_buf = emb_buf = None
+    bar = tqdm(total=n, desc=name, unit="inst", disable=not progress, leave=False)
+    try:
+        with evaluating(model):
+            for b, start in enumerate(range(0, n, batch_size)):
+                stop = min(start + batch_size, n)
+                batch = slice_rows(inputs, start, stop, dtype, device)
+                captured[0] = None
+                try:
+                    logits = extract_logits(call_model(model, batch))
+                    emb = captured[0]
+                    if emb is None:
+                        raise RuntimeError(f"embedding module {emb_name!r} was not called")
+                    mask = None if mask_all is None else mask_all[start:stop]
+                    emb = reduce_output(emb, mask, "auto")
+                    if logits_buf is None:
+                        logits_buf = torch.empty((n, logits.shape[1]), dtype=torch.float32)
+                        emb_buf = torch.empty((n, emb.shape[1]), dtype=torch.float32)
+                    logits_buf[start:stop] = logits
+                    emb_buf[start:stop] = emb
+                except NonFinite as exc:
+                    raise EvaluationError(
+                        f"model {name!r}: non-finite output ({exc.value}) in module "
+                        f"{exc.module!r} ({_kind(model, exc.module)}) on batch {b} "
+                        f"(rows {start}:{stop}, inputs {describe(batch)})"
+                    ) from None
+                except Exception as exc:
+                    where = locate_exception(model, batch)
+                    where = f" in module {where!r} ({_kind(model, where)})" if where else ""
+                    raise EvaluationError(
+                        f"model {name!r} failed on batch {b} (rows {start}:{stop}, inputs "
+                        f"{describe(batch)}){where}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                bar.update(stop - start)
+            logits_np, emb_np = logits_buf.numpy(), emb_buf.numpy()
+            _check_finite(model, inputs, name, batch_size, (dtype, device), logits_np, emb_np)
+    finally:
+        bar.close()
+        for h in handles:
+            h.remove()
+    return EvalResult(name, logits_np, emb_np, emb_name, emb_kind, **stats.arrays())
+
+
+def extract_logits(output: Any) -> torch.Tensor:
+    """The ``(B, C)`` logits in a model's output (see :func:`evaluate_model`)."""
+    logits = output
+    if not isinstance(logits, torch.Tensor):
+        logits = getattr(output, "logits", None)
+        if logits is None and isinstance(output, Mapping):
+            logits = output.get("logits")
+        if logits is None and isinstance(output, (tuple, list)):
+            logits = first_tensor(output)
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+    if logits.dim() == 1:
+        logits = logits.unsqueeze(1)
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be (batch, classes), got shape {tuple(logits.shape)}")
+    return logits
+
+
+def resolve_embedding(model: nn.Module, embedding: str | None) -> tuple[str, str]:
+    """``(module name, "input" | "output")`` where the embedding is read."""
+    if embedding is not None:
+        try:
+            model.get_submodule(embedding)
+        except AttributeError:
+            raise ValueError(
+                f"embedding={embedding!r} is not a module of {type(model).__name__}; "
+                f"candidates: {_candidates(model)}"
+            ) from None
+        return embedding, "output"
+    linear_types: tuple[type, ...] = (nn.Linear,)
+    try:
+        from torch.ao.nn.quantized import Linear as QuantizedLinear
+
+        linear_types += (QuantizedLinear,)  # the dynamic quantized Linear subclasses it
+    except ImportError:  # pragma: no cover - torch without torch.ao
+        pass
+    from .low_rank import LowRankLinear
+
+    # A factorised Linear is one layer: its input, not the rank-r middle, is the embedding.
+    linear_types += (LowRankLinear,)
+    last = None
+    for mname, module in model.named_modules():
+        if isinstance(module, linear_types) and not (last and mname.startswith(last + ".")):
+            last = mname
+    if last is None:
+        raise ValueError(
+            f"{type(model).__name__} has no nn.Linear to take the default embedding "
+            f"from (its input); set embedding= to the dotted name of the module whose "
+            f"output is the representation, one of {_candidates(model)}"
+        )
+    return last, "input"
+
+
+def merge_results(parts: Sequence[EvalResult]) -> EvalResult:
+    """Combine results of disjoint shards, in order, into one result.
+
+    Histograms add only when every part used the same bins: evaluate the first shard,
+    then the others with ``hist_ranges=first.hist_ranges()``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    >>> x = torch.randn(10, 3)
+    >>> a = evaluate_model(model, x[:6], progress=False)
+    >>> b = evaluate_model(model, x[6:], progress=False, hist_ranges=a.hist_ranges())
+    >>> merge_results([a, b]).n
+    10
+    """
+    first = parts[0]
+    for p in parts[1:]:
+        if p.modules != first.modules or not np.array_equal(p.act_hist_edges, first.act_hist_edges):
+            raise ValueError("parts differ in modules or histogram bins; pass hist_ranges")
+    counts = np.stack([p.act_count for p in parts]).astype(np.float64)
+    total = counts.sum(0)
+    w = counts / np.where(total > 0, total, 1)
+    means = np.stack([p.act_mean for p in parts])
+    mean = (w * means).sum(0)
+    var = (w * (np.stack([p.act_std for p in parts]) ** 2 + (means - mean) ** 2)).sum(0)
+    return EvalResult(
+        first.name,
+        np.concatenate([p.logits for p in parts]),
+        np.concatenate([p.embeddings for p in parts]),
+        first.embedding_module,
+        first.embedding_kind,
+        list(first.modules),
+        total.astype(np.int64),
+        mean,
+        np.sqrt(var),
+        (w * np.stack([p.act_zero_frac for p in parts])).sum(0),
+        np.min([p.act_min for p in parts], axis=0),
+        np.max([p.act_max for p in parts], axis=0),
+        np.sum([p.act_hist for p in parts], axis=0),
+        first.act_hist_edges.copy(),
+    )
+
+
+def locate_exception(model: nn.Module, batch: Inputs) -> str | None:
+    """Re-run a failing batch once; the innermost module that raised, if it does again."""
+    stack: list[str] = []
+
+    def leave(_m: nn.Module, _a: Any, _o: Any) -> None:
+        stack.pop()  # a hook that returned the popped name would replace the output
+
+    handles = []
+    for mname, module in model.named_modules():
+        if not mname:
+            continue
+        handles.append(module.register_forward_pre_hook(
+            lambda _m, _a, mname=mname: stack.append(mname)))
+        handles.append(module.register_forward_hook(leave))
+    try:
+        with torch.inference_mode():
+            call_model(model, batch)
+    except Exception:
+        return stack[-1] if stack else None
+    finally:
+        for h in handles:
+            h.remove()
+    return None
+
+
+def locate_nonfinite(model: nn.Module, batch: Inputs) -> str | None:
+    """Re-run a batch once; the first module (in execution order) with NaN/inf output."""
+    hits: list[str] = []
+
+    def hook(name: str) -> Any:
+        def check(_m: nn.Module, _a: Any, output: Any) -> None:
+            t = first_tensor(output)
+            if not hits and t is not None and t.is_floating_point() and not bool(
+                    torch.isfinite(t).all()):
+                hits.append(name)
+        return check
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.inference_mode():
+            call_model(model, batch)
+    except Exception:
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    return hits[0] if hits else None
+
+
+def _check_finite(model: nn.Module, inputs: Inputs, name: str, batch_size: int,
+                  cast: tuple[torch.dtype | None, torch.device | None], logits: np.ndarray,
+                  emb: np.ndarray) -> None:
+    # One vectorised check after the loop keeps the per-batch path free of syncs; the
+    # module is then found by re-running only the first bad batch.
+    bad = ~(np.isfinite(logits).all(1) & np.isfinite(emb).all(1))
+    if not bad.any():
+        return
+    b = int(np.flatnonzero(bad)[0]) // batch_size
+    start, stop = b * batch_size, min((b + 1) * batch_size, len(logits))
+    batch = slice_rows(inputs, start, stop, *cast)
+    module = locate_nonfinite(model, batch)
+    where = (f"first in module {module!r} ({_kind(model, module)})" if module else
+             "not reproduced by any module output when the batch was re-run")
+    what = "logits" if not np.isfinite(logits[start:stop]).all() else "embeddings"
+    raise EvaluationError(
+        f"model {name!r}: non-finite {what} on batch {b} (rows {start}:{stop}, inputs "
+        f"{describe(batch)}), {where}"
+    )
+
+
+def _kind(model: nn.Module, module: str | None) -> str:
+    return type(model.get_submodule(module)).__name__ if module else "?"
+
+
+def _candidates(model: nn.Module, limit: int = 12) -> list[str]:
+    names = [n for n, _ in model.named_children()] + leaf_modules(model)
+    names = list(dict.fromkeys(names))
+    return names[-limit:] if len(names) > limit else names
+
