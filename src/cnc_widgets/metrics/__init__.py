@@ -1,0 +1,47 @@
+"""Comparison metrics: pure functions on numpy arrays and torch tensors.
+
+Nothing here knows about the registry or the widgets; model ``a`` is always the reference and
+``b`` the model compared with it. Definitions follow design.md section 4.
+"""
+
+from .agreement import (
+    agreement,
+    change_matrix,
+    error_jaccard,
+    group_accuracy_change,
+    instance_table,
+    jaccard,
+)
+from .cka import CKAMatrix, LinearCKA, cka_memory_estimate, linear_cka
+from .knn import (
+    DEFAULT_BLOCK_BYTES,
+    knn_agreement,
+    knn_agreement_sweep,
+    knn_indices,
+    knn_search,
+    neighbour_jaccard,
+)
+from .ood import dknn_scores, ood_agreement, ood_flags, ood_split
+
+__all__ = [
+    "DEFAULT_BLOCK_BYTES",
+    "CKAMatrix",
+    "LinearCKA",
+    "agreement",
+    "change_matrix",
+    "cka_memory_estimate",
+    "dknn_scores",
+    "error_jaccard",
+    "group_accuracy_change",
+    "instance_table",
+    "jaccard",
+    "knn_agreement",
+    "knn_agreement_sweep",
+    "knn_indices",
+    "knn_search",
+    "linear_cka",
+    "neighbour_jaccard",
+    "ood_agreement",
+    "ood_flags",
+    "ood_split",
+]
