@@ -7,15 +7,20 @@ registry is the one source of truth for what is shown and chosen.
 from __future__ import annotations
 
 import copy
+import io
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import traitlets
 from torch import nn
+
+if TYPE_CHECKING:
+    from .comparison import Comparison
 
 from . import cnc_json
 from .data import EvalData, make_data
@@ -60,6 +65,7 @@ class ModelRegistry(traitlets.HasTraits):
         self._models: dict[str, nn.Module] = {}
         self._static: dict[str, dict[str, Any]] = {}
         self._results: dict[str, dict[str, Any]] = {}
+        self._measures: dict[str, Any] = {}
         self._data: EvalData | None = None
         self._store = None
         if store is not None:
@@ -392,6 +398,55 @@ class ModelRegistry(traitlets.HasTraits):
             raise KeyError(f"model {name!r} has not been evaluated on this data: call reg.evaluate()")
         return result
 
+    def compare(self, a: str, b: str) -> Comparison:
+        """Compare ``b`` with ``a`` (the reference): predictions, errors, neighbourhoods,
+        OOD flags, adversarial sets, layers and CKA. Both must be evaluated.
+
+        Examples
+        --------
+        >>> cmp = reg.compare("base", "int8")
+        >>> cmp.agreement, cmp.knn_agreement(10)
+        """
+        from .comparison import Comparison
+
+        for name in (a, b):
+            self._require(name)
+            if self._cached(self._key(name)) is None:
+                raise ValueError(f"model {name!r} has not been evaluated on this data: call reg.evaluate()")
+        return Comparison(self, a, b)
+
+    def compare_many(
+        self, reference: str, others: Sequence[str] | None = None, *, k: int = 10,
+        adversarial: bool = True,
+    ) -> pd.DataFrame:
+        """One row per compared model: every scalar measure of :meth:`compare`.
+
+        ``others`` defaults to every evaluated model but the reference.
+        """
+        if others is None:
+            others = [n for n in self._records if n != reference and self._cached(self._key(n)) is not None]
+        rows = [self.compare(reference, name).summary(k=k, adversarial=adversarial) for name in others]
+        return pd.DataFrame(rows).set_index("model")
+
+    def _memo(self, parts: tuple, compute: Callable[[], Any]) -> Any:
+        """Compute once per (models' weights, data, measure, parameters); keep it in the store."""
+        _kind, a, b, measure, params = parts
+        fa, fb = self._records[a].fingerprint, self._records[b].fingerprint
+        key = "cmp|{}|{}|{}|{}|{}".format(fa, fb, self._data.fingerprint, measure,
+                                          json.dumps(params, sort_keys=True, default=str))
+        if key in self._measures:
+            return self._measures[key]
+        if self._store is not None:
+            stored = self._store.get_metrics(key)
+            if stored is not None:
+                self._measures[key] = decode_value(stored)
+                return self._measures[key]
+        value = compute()
+        self._measures[key] = value
+        if self._store is not None:
+            self._store.put_result(key, {"metrics": encode_value(value)})
+        return value
+
     def metrics(self) -> pd.DataFrame:
         """One row per model: provenance, efficiency and quality metrics.
 
@@ -447,3 +502,25 @@ def default_name(parent: str, operation: str, params: dict[str, Any]) -> str:
     short = operation.rsplit(".", 1)[-1]
     values = [str(v) for v in params.values() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
     return "-".join([parent, short, *values])
+
+
+def encode_value(value: Any) -> dict[str, Any]:
+    """A JSON form of a cached measure: a number, a dict, a Series or a DataFrame."""
+    if isinstance(value, pd.DataFrame):
+        return {"kind": "frame", "value": value.to_json(orient="split"), "index": value.index.name}
+    if isinstance(value, pd.Series):
+        return {"kind": "series", "value": value.to_json(orient="split"), "index": value.index.name}
+    if isinstance(value, dict):
+        return {"kind": "dict", "value": value}
+    return {"kind": "float", "value": float(value)}
+
+
+def decode_value(stored: dict[str, Any]) -> Any:
+    kind, value = stored["kind"], stored["value"]
+    if kind == "frame":
+        frame = pd.read_json(io.StringIO(value), orient="split")
+        return frame.rename_axis(stored.get("index"))
+    if kind == "series":
+        series = pd.read_json(io.StringIO(value), orient="split", typ="series")
+        return series.rename_axis(stored.get("index"))
+    return value

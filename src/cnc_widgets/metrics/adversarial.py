@@ -78,7 +78,9 @@ def _forward(model: nn.Module, batch: Inputs) -> torch.Tensor:
 
 
 def has_gradients(model: nn.Module) -> bool:
-    """True when the model has float parameters that can carry gradients."""
+    """True when gradients reach the input: float32/64 parameters and no quantized modules."""
+    if any(type(mod).__module__.startswith("torch.ao.nn.quantized") for mod in model.modules()):
+        return False
     params = list(model.parameters())
     return bool(params) and all(p.dtype in (torch.float32, torch.float64) for p in params)
 

@@ -1,0 +1,276 @@
+"""Comparison of two registered models: b is compared with a, the reference.
+
+Predictions, errors and per-instance measures come from the cached results of
+both models; neighbourhoods and OOD flags from their cached embeddings; the layer
+table, CKA and adversarial sets run the models (their weights must be in the
+session). Every measure is cached in the registry's store under both models'
+fingerprints, the data's fingerprint and the measure's parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import metrics as m
+from .layers import cka_between, default_cka_modules, layer_table
+from .metrics.adversarial import Attack, adversarial_overlap, attack_model, has_gradients
+
+if TYPE_CHECKING:
+    from .registry import ModelRegistry
+
+DEFAULT_KS = (10, 20, 50, 100, 200, 500)
+
+
+class Comparison:
+    """What compression changed between model ``a`` (reference) and model ``b``.
+
+    Examples
+    --------
+    >>> cmp = reg.compare("base", "int8")
+    >>> cmp.agreement, cmp.error_jaccard
+    >>> cmp.knn_agreement(10), cmp.ood_agreement(), cmp.adversarial_overlap()
+    >>> cmp.layers[["weight_rel_change", "cka"]]
+    """
+
+    def __init__(self, registry: ModelRegistry, a: str, b: str) -> None:
+        self.registry, self.a, self.b = registry, a, b
+        self._ra, self._rb = registry.result(a), registry.result(b)
+        ca, cb = self._ra["logits"].shape[1], self._rb["logits"].shape[1]
+        if ca != cb:
+            raise ValueError(
+                f"model {a!r} has {ca} classes but {b!r} has {cb}; compare models that "
+                "share one label set"
+            )
+        data = registry.data
+        assert data is not None
+        self.labels = data.labels
+        self.classes = data.classes
+        self.adversarial: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return (f"Comparison({self.a!r} -> {self.b!r}: agreement {self.agreement:.4f}, "
+                f"error_jaccard {self.error_jaccard:.4f})")
+
+    def _memo(self, measure: str, params: dict[str, Any], compute: Callable[[], Any]) -> Any:
+        return self.registry._memo(("compare", self.a, self.b, measure, params), compute)
+
+    # -- predictions and errors ---------------------------------------------------
+
+    @property
+    def pred_a(self) -> np.ndarray:
+        return self._ra["logits"].argmax(1)
+
+    @property
+    def pred_b(self) -> np.ndarray:
+        return self._rb["logits"].argmax(1)
+
+    @cached_property
+    def agreement(self) -> float:
+        """Fraction of instances on which both models predict the same class."""
+        return m.agreement(self.pred_a, self.pred_b)
+
+    @cached_property
+    def error_jaccard(self) -> float:
+        """|E_a ∩ E_b| / |E_a ∪ E_b| of the two error sets; 1.0 when neither errs."""
+        return m.error_jaccard(self.pred_a, self.pred_b, self.labels)
+
+    @cached_property
+    def change_matrix(self) -> pd.DataFrame:
+        """Counts of (a's prediction, b's prediction); rows are a's, columns b's."""
+        return m.change_matrix(self.pred_a, self.pred_b, len(self.classes), classes=self.classes)
+
+    @cached_property
+    def instances(self) -> pd.DataFrame:
+        """One row per instance: label, predictions, true-class confidences, KL, MSE.
+
+        ``conf_true_diff`` is b - a and ``conf_true_ratio`` is b / a; ``kl`` is
+        KL(p_a || p_b) in nats; ``mse`` the mean squared logit difference.
+        """
+        data = self.registry.data
+        table = m.instance_table(self._ra["logits"], self._rb["logits"], self.labels, ids=data.ids)
+        if isinstance(data.instances, list):
+            table.insert(0, "instance", data.instances)
+        return table
+
+    def group_accuracy(self, groups: Sequence[Any] | None = None,
+                       names: Sequence[str] | None = None) -> pd.DataFrame:
+        """Accuracy of a and b and its change per group (default: per true class).
+
+        ``groups`` is one label per instance (an attribute, a source, a length bucket).
+        """
+        if groups is None:
+            return m.group_accuracy_change(self.pred_a, self.pred_b, self.labels,
+                                           names=names or self.classes)
+        return m.group_accuracy_change(self.pred_a, self.pred_b, self.labels, groups=groups,
+                                       names=names)
+
+    # -- representations -------------------------------------------------------------
+
+    def _embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._ra["embeddings"], self._rb["embeddings"]
+
+    def knn_agreement(self, k: int = 10) -> float:
+        """Mean Jaccard overlap of each instance's k nearest neighbours under a and b."""
+        return self._memo("knn", {"k": k}, lambda: m.knn_agreement(*self._embeddings(), k))
+
+    def knn_sweep(self, ks: Sequence[int] = DEFAULT_KS) -> pd.Series:
+        """kNN agreement for several k (one search at the largest k), as a curve."""
+        return self._memo("knn_sweep", {"ks": list(ks)},
+                          lambda: m.knn_agreement_sweep(*self._embeddings(), ks=tuple(ks)))
+
+    def ood_agreement(
+        self,
+        *,
+        reference: Any = None,
+        heldout: Any = None,
+        evaluated: Any = None,
+        k: int = m.ood.DEFAULT_K,
+        percentile: float = m.ood.DEFAULT_PERCENTILE,
+        seed: int = 0,
+    ) -> float:
+        """Jaccard of the instances each model flags as out of distribution (Deep kNN).
+
+        By default the evaluation set is split at random (``seed``) into 50%
+        in-distribution reference, 25% held-out (sets the threshold at its
+        ``percentile``-th score) and 25% evaluated. Pass row indices of the evaluation
+        set as ``reference`` / ``heldout`` / ``evaluated`` to choose the splits, e.g.
+        the training rows as reference and a shifted subset as evaluated.
+        """
+        def split(value: Any) -> Any:
+            return None if value is None else np.asarray(value, dtype=np.int64)
+
+        params = {"reference": _digest(reference), "heldout": _digest(heldout),
+                  "evaluated": _digest(evaluated), "k": k, "percentile": percentile, "seed": seed}
+        return self._memo("ood", params, lambda: m.ood_agreement(
+            *self._embeddings(), reference=split(reference), heldout=split(heldout),
+            evaluated=split(evaluated), k=k, percentile=percentile, seed=seed))
+
+    # -- adversarial -------------------------------------------------------------------
+
+    def adversarial_overlap(
+        self,
+        *,
+        eps: float | None = None,
+        steps: int = 10,
+        max_instances: int = 256,
+        seed: int = 0,
+    ) -> float:
+        """Jaccard of the instances an attack flips for a and for b.
+
+        Continuous inputs get an L-inf PGD attack on the input (``eps`` default: 5% of
+        the data's range, inputs clipped to that range); token inputs a PGD attack on
+        the word embeddings (``eps`` default 0.5, relative to their mean magnitude).
+        A model without float gradients (int8, half) is attacked by transfer from its
+        nearest float ancestor. The attack, budget and sources are in
+        ``self.adversarial`` afterwards.
+        """
+        data = self.registry.data
+        rows = np.sort(np.random.default_rng(seed).permutation(len(data))[:max_instances])
+        tokens = isinstance(data.inputs, dict)
+        if tokens:
+            attack = Attack(eps=0.5 if eps is None else eps, steps=steps, clip=None, seed=seed)
+        else:
+            lo, hi = float(data.inputs.min()), float(data.inputs.max())
+            attack = Attack(eps=0.05 * (hi - lo) if eps is None else eps, steps=steps,
+                            clip=(lo, hi), seed=seed)
+        params = {**attack.describe(), "rows": _digest(rows)}
+
+        def compute() -> dict[str, Any]:
+            batches = []
+            idx = torch.from_numpy(rows)
+            labels = torch.from_numpy(data.labels)[idx]
+            for s in range(0, len(rows), data.batch_size):
+                part = idx[s:s + data.batch_size]
+                batch = ({k: v[part] for k, v in data.inputs.items()} if tokens
+                         else data.inputs[part])
+                batches.append((batch, labels[s:s + data.batch_size]))
+            sets, sources = [], []
+            for name in (self.a, self.b):
+                model = self.registry.model(name)
+                surrogate = None if has_gradients(model) else self._float_ancestor(name)
+                result = attack_model(model, batches, attack,
+                                      surrogate=None if surrogate is None else self.registry.model(surrogate),
+                                      surrogate_name=surrogate)
+                sets.append(result.flipped)
+                sources.append(result.source)
+            return {"value": adversarial_overlap(*sets), "flipped_a": int(sets[0].sum()),
+                    "flipped_b": int(sets[1].sum()), "source_a": sources[0],
+                    "source_b": sources[1], "instances": len(rows), **attack.describe()}
+
+        self.adversarial = self._memo("adversarial", params, compute)
+        return float(self.adversarial["value"])
+
+    def _float_ancestor(self, name: str) -> str:
+        cursor = self.registry.record(name).parent
+        while cursor is not None:
+            try:
+                if has_gradients(self.registry.model(cursor)):
+                    return cursor
+            except KeyError:
+                pass
+            cursor = self.registry.record(cursor).parent
+        raise ValueError(
+            f"model {name!r} has no float gradients (int8 or half) and no float ancestor with "
+            "weights in this session to craft a transfer attack on; add its float parent"
+        )
+
+    # -- layers ---------------------------------------------------------------------------
+
+    @property
+    def layers(self) -> pd.DataFrame:
+        """One row per module with parameters in both models (see :func:`layer_table`)."""
+        data = self.registry.data
+        return self._memo("layers", {}, lambda: layer_table(
+            self.registry.model(self.a), self.registry.model(self.b), data.inputs,
+            batch_size=data.batch_size))
+
+    def cka_matrix(self, modules_a: Sequence[str] | None = None,
+                   modules_b: Sequence[str] | None = None) -> pd.DataFrame:
+        """Linear CKA between layers of a (rows) and layers of b (columns), exact over all data.
+
+        Defaults: the encoder blocks of transformer models, else every module with weights.
+        """
+        model_a, model_b = self.registry.model(self.a), self.registry.model(self.b)
+        mods_a = list(modules_a or default_cka_modules(model_a))
+        mods_b = list(modules_b or default_cka_modules(model_b))
+        data = self.registry.data
+        return self._memo("cka_matrix", {"a": mods_a, "b": mods_b}, lambda: cka_between(
+            model_a, model_b, data.inputs, mods_a, mods_b, batch_size=data.batch_size,
+            matrix=True))
+
+    # -- all at once -------------------------------------------------------------------
+
+    def summary(self, *, k: int = 10, adversarial: bool = True) -> dict[str, Any]:
+        """Every scalar measure, as one row of :meth:`ModelRegistry.compare_many`."""
+        acc_a = float(np.mean(self.pred_a == self.labels))
+        acc_b = float(np.mean(self.pred_b == self.labels))
+        inst = self.instances
+        row: dict[str, Any] = {
+            "reference": self.a, "model": self.b, "accuracy_a": acc_a, "accuracy_b": acc_b,
+            "accuracy_change": acc_b - acc_a, "agreement": self.agreement,
+            "error_jaccard": self.error_jaccard, "mean_kl": float(inst["kl"].mean()),
+            "mean_mse": float(inst["mse"].mean()), f"knn_agreement@{k}": self.knn_agreement(k),
+            "ood_agreement": self.ood_agreement(),
+        }
+        if adversarial:
+            row["adversarial_overlap"] = self.adversarial_overlap()
+            row["adversarial_attack"] = self.adversarial["attack"]
+            row["adversarial_eps"] = self.adversarial["eps"]
+            row["adversarial_source_b"] = self.adversarial["source_b"]
+        return row
+
+
+def _digest(value: Any) -> Any:
+    """A short stable stand-in for an index array in a cache key."""
+    if value is None:
+        return None
+    import hashlib
+
+    array = np.ascontiguousarray(np.asarray(value, dtype=np.int64))
+    return hashlib.sha256(array.tobytes()).hexdigest()[:16]

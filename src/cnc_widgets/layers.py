@@ -1,0 +1,181 @@
+"""Per-module comparison of two models: sparsity masks, weight and activation change, CKA.
+
+Modules are matched by dotted name. Quantized and cast models are unwrapped first:
+a dynamic int8 Linear contributes its dequantized weight under the float Linear's
+name, half and bfloat16 weights are compared in float32. A module whose tensors
+changed shape (structured pruning) keeps its row with NaN weight measures; CKA
+still compares its outputs, which need not have the same width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .activations import iter_activations, paired_activation_stats
+from .metrics.cka import CKAMatrix, LinearCKA, cka_memory_estimate
+
+__all__ = ["module_weights", "layer_table", "cka_between", "default_cka_modules"]
+
+LAYER_COLUMNS = ["module", "kind", "params", "zero_both", "zero_a_only", "zero_b_only",
+                 "sparsity_a", "sparsity_b", "weight_rel_change", "activation_rel_change", "cka"]
+
+
+def _is_dynamic_linear(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("torch.ao.nn.quantized.dynamic") and hasattr(
+        module, "_packed_params"
+    )
+
+
+def module_weights(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """Float32 parameter tensors of every module that owns some, by module name.
+
+    Examples
+    --------
+    >>> sorted(module_weights(nn.Sequential(nn.Linear(2, 3)))["0"])
+    ['bias', 'weight']
+    """
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name, module in model.named_modules():
+        if _is_dynamic_linear(module):
+            tensors = {"weight": module.weight().dequantize()}
+            bias = module.bias()
+            if bias is not None:
+                tensors["bias"] = bias
+        else:
+            tensors = {k: p for k, p in module.named_parameters(recurse=False)}
+        if tensors and name:
+            out[name] = {k: v.detach().float() for k, v in tensors.items()}
+    return out
+
+
+def _weight_row(wa: dict[str, torch.Tensor], wb: dict[str, torch.Tensor]) -> dict[str, float]:
+    keys = sorted(set(wa) & set(wb))
+    if not keys or any(wa[k].shape != wb[k].shape for k in keys):
+        sa = torch.cat([wa[k].flatten() for k in sorted(wa)])
+        sb = torch.cat([wb[k].flatten() for k in sorted(wb)])
+        return {"params": int(sa.numel()), "zero_both": np.nan, "zero_a_only": np.nan,
+                "zero_b_only": np.nan, "sparsity_a": float((sa == 0).double().mean()),
+                "sparsity_b": float((sb == 0).double().mean()), "weight_rel_change": np.nan}
+    a = torch.cat([wa[k].flatten() for k in keys]).double()
+    b = torch.cat([wb[k].flatten() for k in keys]).double()
+    za, zb = a == 0, b == 0
+    n = a.numel()
+    norm_a = torch.linalg.vector_norm(a).item()
+    change = torch.linalg.vector_norm(b - a).item()
+    return {
+        "params": int(n),
+        "zero_both": (za & zb).sum().item() / n,
+        "zero_a_only": (za & ~zb).sum().item() / n,
+        "zero_b_only": (~za & zb).sum().item() / n,
+        "sparsity_a": za.sum().item() / n,
+        "sparsity_b": zb.sum().item() / n,
+        "weight_rel_change": change / norm_a if norm_a > 0 else (0.0 if change == 0 else np.inf),
+    }
+
+
+def _pairs(model_a: nn.Module, model_b: nn.Module) -> list[str]:
+    wa, wb = module_weights(model_a), module_weights(model_b)
+    return [name for name in wa if name in wb]
+
+
+def cka_between(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: torch.Tensor | dict[str, torch.Tensor],
+    modules_a: Sequence[str],
+    modules_b: Sequence[str] | None = None,
+    *,
+    batch_size: int = 64,
+    matrix: bool = False,
+    memory_budget: int = 4 << 30,
+) -> pd.Series | pd.DataFrame:
+    """Exact linear CKA of module outputs over all instances, streaming both models.
+
+    With ``matrix=False`` the i-th module of a is compared with the i-th of b (a
+    Series indexed by a's names); with ``matrix=True`` every module of a with every
+    module of b (a DataFrame). Token sequences are mean-pooled over real tokens.
+    """
+    modules_b = list(modules_a if modules_b is None else modules_b)
+    modules_a = list(modules_a)
+    n = next(iter(inputs.values())).shape[0] if isinstance(inputs, dict) else inputs.shape[0]
+    stream_a = iter_activations(model_a, inputs, modules_a, batch_size=batch_size)
+    stream_b = iter_activations(model_b, inputs, modules_b, batch_size=batch_size)
+    if matrix:
+        acc = CKAMatrix(modules_a, modules_b, n=n)
+        first = True
+        for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
+            if first:
+                need = cka_memory_estimate([acts_a[m].shape[1] for m in modules_a],
+                                           [acts_b[m].shape[1] for m in modules_b], n=n)["total"]
+                if need > memory_budget:
+                    raise MemoryError(
+                        f"a CKA matrix of {len(modules_a)} x {len(modules_b)} layers over {n} "
+                        f"instances needs about {need / 2**30:.1f} GiB; pass fewer modules or "
+                        "raise memory_budget"
+                    )
+                first = False
+            acc.update(acts_a, acts_b)
+        return acc.result()
+    if len(modules_a) != len(modules_b):
+        raise ValueError("pairwise CKA needs as many modules of a as of b")
+    accs = [LinearCKA(n=n) for _ in modules_a]
+    for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
+        for acc, ma, mb in zip(accs, modules_a, modules_b, strict=True):
+            acc.update(acts_a[ma], acts_b[mb])
+    return pd.Series([acc.result() for acc in accs], index=modules_a, name="cka", dtype=float)
+
+
+def layer_table(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: torch.Tensor | dict[str, torch.Tensor],
+    *,
+    batch_size: int = 64,
+    activations: bool = True,
+) -> pd.DataFrame:
+    """One row per module with parameters in both models (b compared with a).
+
+    Columns: ``kind`` (a's module class), ``params``, ``zero_both``, ``zero_a_only``,
+    ``zero_b_only`` (fractions of the module's parameter elements that are zero in
+    both, only in a, only in b), ``sparsity_a``, ``sparsity_b``, ``weight_rel_change``
+    (``||w_b - w_a|| / ||w_a||`` over the module's parameters), ``activation_rel_change``
+    (the same over its outputs on all of ``inputs``) and ``cka`` (linear CKA of its
+    outputs, exact over all instances).
+    """
+    names = _pairs(model_a, model_b)
+    if not names:
+        raise ValueError("the two models share no module names with parameters; nothing to compare")
+    wa, wb = module_weights(model_a), module_weights(model_b)
+    rows = []
+    for name in names:
+        row = {"module": name, "kind": type(model_a.get_submodule(name)).__name__}
+        row.update(_weight_row(wa[name], wb[name]))
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("module")
+    if activations:
+        stats = paired_activation_stats(model_a, model_b, inputs, pairs=names, batch_size=batch_size)
+        table["activation_rel_change"] = pd.Series(stats.as_dict())
+        table["cka"] = cka_between(model_a, model_b, inputs, names, batch_size=batch_size)
+    else:
+        table["activation_rel_change"] = np.nan
+        table["cka"] = np.nan
+    return table[[c for c in LAYER_COLUMNS if c in table.columns and c != "module"]]
+
+
+def default_cka_modules(model: nn.Module) -> list[str]:
+    """Representative modules for a CKA matrix: encoder blocks, else modules with weights."""
+    from .encoder_layers import find_encoder_layers
+
+    try:
+        prefix, _owner, _attr, layers = find_encoder_layers(model)
+    except ValueError:
+        return list(module_weights(model))
+    blocks = [f"{prefix}.{i}" for i in range(len(layers))]
+    embeddings = [n for n, m in model.named_modules() if n.endswith("embeddings") and
+                  not isinstance(m, nn.Embedding)]
+    return embeddings[:1] + blocks
