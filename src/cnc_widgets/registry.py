@@ -240,7 +240,9 @@ class ModelRegistry(traitlets.HasTraits):
         record = operation_record(operation, resolved)
         if name is None:
             name = default_name(parent, record["operation"], params)
-        info = {"versions": record["versions"], "elapsed_s": elapsed, "callable": record["callable"]}
+        # "given": the parameters the user wrote, which the views show on the edge.
+        info = {"versions": record["versions"], "elapsed_s": elapsed,
+                "callable": record["callable"], "given": sorted(params)}
         return self.add(name, child, parent=parent, operation=record["operation"],
                         params=record["params"], info=info)
 

@@ -5,7 +5,7 @@ import { getSelected, select, markSelected } from "../shared/selection.js";
 import { addStyles } from "../shared/styles.js";
 import { buildForest, layout, countDescendants } from "../shared/tree.js";
 
-const COL = 230;
+const COL = 250;
 const ROW = 46;
 const RADIUS = 9;
 const PAD = 40;
@@ -21,7 +21,9 @@ function metricNames(nodes) {
 }
 
 function edgeLabel(node) {
-  const params = formatParams(node.params);
+  const shown = node.shown_params ? Object.fromEntries(
+    Object.entries(node.params || {}).filter(([k]) => node.shown_params.includes(k))) : node.params;
+  const params = formatParams(shown);
   const op = node.operation || "";
   return params ? `${op} (${params})` : op;
 }
@@ -95,10 +97,16 @@ function render({ model, el }) {
     const anchor = event && event.clientX !== undefined
       ? { x: event.clientX, y: event.clientY }
       : (() => { const r = event.target.getBoundingClientRect(); return { x: r.right, y: r.bottom }; })();
-    const left = Math.min(anchor.x - box.left + 14, Math.max(0, box.width - tooltip.offsetWidth - 4));
+    let left = anchor.x - box.left + 14;
+    if (left + tooltip.offsetWidth > box.width) {
+      // Near the right edge: show it left of the pointer so the model stays visible.
+      left = Math.max(0, anchor.x - box.left - tooltip.offsetWidth - 14);
+    }
     let top = anchor.y - box.top + 14;
-    if (top + tooltip.offsetHeight > box.height && anchor.y - box.top - tooltip.offsetHeight - 8 > 0) {
-      top = anchor.y - box.top - tooltip.offsetHeight - 8;
+    if (top + tooltip.offsetHeight > box.height) {
+      // Keep the tooltip inside the view: above the pointer, or as low as it fits.
+      const above = anchor.y - box.top - tooltip.offsetHeight - 8;
+      top = above >= 0 ? above : Math.max(0, box.height - tooltip.offsetHeight - 2);
     }
     tooltip.style.left = `${left}px`;
     tooltip.style.top = `${top}px`;
@@ -199,7 +207,7 @@ function render({ model, el }) {
         const isCollapsed = collapsed.has(node.name);
         const hidden = isCollapsed ? countDescendants(forest, node.name) : 0;
         const toggle = svg("g", {
-          class: "cnc-collapse", transform: `translate(${p.x + RADIUS + 4},${p.y - RADIUS - 12})`,
+          class: "cnc-collapse", transform: `translate(${p.x + RADIUS + 3},${p.y + 3})`,
           role: "button", tabindex: 0,
           "aria-label": isCollapsed ? `Expand ${node.name} (${hidden} hidden)` : `Collapse ${node.name}`,
         }, [

@@ -29,6 +29,7 @@ def provenance_nodes(registry: ModelRegistry) -> list[dict[str, Any]]:
                 "parent": row.get("parent") if isinstance(row.get("parent"), str) else None,
                 "operation": row.get("operation") if isinstance(row.get("operation"), str) else None,
                 "params": json_value(row.get("operation_params") or {}),
+                "shown_params": registry.record(str(name)).info.get("given"),
                 "metrics": measured,
             }
         )
