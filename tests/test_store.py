@@ -206,3 +206,45 @@ def test_sigkill_during_evaluate_keeps_earlier_results(tmp_path):
     leftovers = [p for p in (store / "arrays").iterdir() if p.name.startswith(".tmp-")]
     # A temporary file of the killed write may remain; it is never read as a result.
     assert all(not p.name.endswith(".npz") or p.name.startswith(".tmp-") for p in leftovers)
+
+
+def test_reopen_rebuilds_descendants_by_replay(tmp_path, digits, digits_cnn):
+    reg = build(tmp_path / "s", digits, copy.deepcopy(digits_cnn))
+    reg.compress("base", "prune", amount=0.5, name="p50")
+    reg.compress("p50", "prune", amount=0.8, name="p80")
+    reg.compress("base", "quantize_dynamic", name="int8")
+    reg.evaluate(progress=False)
+    fingerprints = {n: reg.record(n).fingerprint for n in reg.names}
+
+    again = build(tmp_path / "s", digits, copy.deepcopy(digits_cnn))  # only the root re-added
+    counter = None
+    for name in ["p80", "int8"]:
+        model = again.model(name)  # replayed from the root, checked against the fingerprint
+        from cnc_widgets.fingerprint import model_fingerprint
+
+        assert model_fingerprint(model) == fingerprints[name]
+        counter = Counter(model)
+    again.evaluate(progress=False)
+    assert counter.calls == 0  # replayed weights hit the cache
+    assert again.compare("base", "p80").agreement <= 1.0
+
+
+def test_keep_weights_saves_safetensors(tmp_path, digits, digits_cnn):
+    reg = cnc.ModelRegistry(store=tmp_path / "s", keep_weights=True)
+    reg.set_data(digits.test_inputs, digits.test_labels)
+    reg.add("base", copy.deepcopy(digits_cnn))
+    reg.compress("base", "quantize_dynamic", name="int8")
+    assert reg.record("base").info["weights_saved"] is True
+    assert reg.record("int8").info["weights_saved"] is False  # packed int8: rebuilt by replay
+    files = list((tmp_path / "s" / "weights").glob("*.safetensors"))
+    assert len(files) == 1
+    again = cnc.ModelRegistry(store=tmp_path / "s")
+    from cnc_widgets import examples
+
+    skeleton = examples.DigitsCNN()
+    loaded = again.load("base", skeleton)
+    for (k, v), (k2, v2) in zip(loaded.state_dict().items(), digits_cnn.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)
+    assert again.model("int8") is not None  # replayed from the loaded base
+    with pytest.raises(ValueError, match="do not fit the given skeleton"):
+        cnc.ModelRegistry(store=tmp_path / "s").load("base", examples.DigitsCNN(channels=8))

@@ -45,6 +45,11 @@ class ModelRegistry(traitlets.HasTraits):
     store : str or Path or None
         ``None`` keeps everything in memory. A folder path persists provenance,
         metrics and results there; opening the same path again gives them back.
+    keep_weights : bool
+        Also save every model's weights in the store (safetensors). Off by default:
+        forty variants of a 90 MB model is a lot of disk. Either way, after reopening,
+        re-adding a root model lets the registry rebuild its descendants by replaying
+        their recorded operations (checked against the stored fingerprints).
 
     Examples
     --------
@@ -59,7 +64,7 @@ class ModelRegistry(traitlets.HasTraits):
     selected = traitlets.List(traitlets.Unicode(), help="Names of the selected models.")
     revision = traitlets.Int(0, help="Bumped whenever models, data or results change.")
 
-    def __init__(self, store: str | Path | None = None) -> None:
+    def __init__(self, store: str | Path | None = None, *, keep_weights: bool = False) -> None:
         super().__init__()
         self._records: dict[str, ModelRecord] = {}
         self._models: dict[str, nn.Module] = {}
@@ -68,6 +73,7 @@ class ModelRegistry(traitlets.HasTraits):
         self._measures: dict[str, Any] = {}
         self._data: EvalData | None = None
         self._store = None
+        self.keep_weights = keep_weights
         if store is not None:
             from .store import Store
 
@@ -118,11 +124,73 @@ class ModelRegistry(traitlets.HasTraits):
         """
         self._require(name)
         if name not in self._models:
-            raise KeyError(
-                f"model {name!r} has no weights in this session (metric-only, or reopened from "
-                f"a store); add it again with reg.add({name!r}, model, ...) to evaluate it"
-            )
+            self._materialise(name)
         return self._models[name]
+
+    def load(self, name: str, skeleton: nn.Module | None = None) -> nn.Module:
+        """Bring ``name``'s weights into this session after reopening a store.
+
+        With ``skeleton`` (a module of the same architecture) the weights saved with
+        ``keep_weights=True`` are loaded into it; without, the model is rebuilt by
+        replaying its operation on its parent. Either way the result must match the
+        stored fingerprint.
+        """
+        self._require(name)
+        if name in self._models:
+            return self._models[name]
+        record = self._records[name]
+        if skeleton is not None:
+            try:
+                found = self._store is not None and self._store.load_weights(record.fingerprint, skeleton)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"the saved weights of {name!r} do not fit the given skeleton "
+                    f"({type(skeleton).__name__}): {str(exc)[:300]}; pass a module built like "
+                    "the one that was added"
+                ) from None
+            if not found:
+                raise KeyError(f"the store holds no saved weights of {name!r} (keep_weights=False)")
+            self._attach(name, skeleton)
+            return skeleton
+        self._materialise(name)
+        return self._models[name]
+
+    def _attach(self, name: str, model: nn.Module) -> None:
+        found = model_fingerprint(model)
+        if found != self._records[name].fingerprint:
+            raise ValueError(
+                f"the weights rebuilt for {name!r} differ from the ones it was evaluated with; "
+                f"add it again with reg.add({name!r}, model, replace=True)"
+            )
+        self._models[name] = model
+
+    def _materialise(self, name: str) -> None:
+        from .operations import apply_operation, operations
+
+        record = self._records[name]
+        if record.fingerprint is None or record.parent is None or record.operation not in operations():
+            raise KeyError(
+                f"model {name!r} has no weights in this session (metric-only, reopened from a "
+                f"store, or made by a custom function); add it with reg.add({name!r}, model) "
+                "or load(name, skeleton) its saved weights"
+            )
+        if record.parent not in self._models:
+            self._materialise(record.parent)
+        source = None
+        if record.operation == "restore":
+            grandparent = self._records[record.parent].parent
+            if grandparent is not None and grandparent not in self._models:
+                self._materialise(grandparent)
+            source = self._models.get(grandparent) if grandparent else None
+        parent = self._models[record.parent]
+        example = None
+        if self._data is not None and self._data.inputs is not None:
+            example = self._data.batch(0, min(len(self._data), self._data.batch_size))
+        known = operations()[record.operation]["params"]
+        params = {k: v for k, v in record.params.items() if k in known}
+        child = apply_operation(parent, record.operation, source=source, example_input=example,
+                                **params)
+        self._attach(name, child)
 
     def _require(self, name: str) -> None:
         if name not in self._records:
@@ -188,6 +256,8 @@ class ModelRegistry(traitlets.HasTraits):
                     f"or choose another name"
                 )
             self._drop_results(name)
+        if self._store is not None and self.keep_weights:
+            record.info["weights_saved"] = self._store.put_weights(record.fingerprint, model)
         self._records[name] = record
         self._models[name] = model
         self._static.pop(name, None)

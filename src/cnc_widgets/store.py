@@ -4,7 +4,7 @@ Layout::
 
     STORE/registry.sqlite      models, provenance, metrics, data and the result index
     STORE/arrays/KEY.npz       result arrays, named by a hash of their result key
-    STORE/weights/NAME.safetensors   model weights, only when the user asks for them
+    STORE/weights/FINGERPRINT.safetensors   weights, only with keep_weights=True
 
 Every write is atomic: rows in one SQLite transaction, array files written to a
 temporary name, fsynced and renamed into place before their index row commits.
@@ -208,6 +208,45 @@ class Store:
         for (file,) in rows:
             if file:
                 (self.path / "arrays" / file).unlink(missing_ok=True)
+
+    # -- weights ---------------------------------------------------------------------------
+
+    def weights_path(self, fingerprint: str) -> Path:
+        return self.path / "weights" / f"{fingerprint[:40]}.safetensors"
+
+    def put_weights(self, fingerprint: str, model: Any) -> bool:
+        """Save ``model``'s tensors with safetensors; False when they are not plain tensors.
+
+        int8 dynamic quantized layers keep packed parameters that safetensors cannot
+        hold; such models are rebuilt from their parent by replaying their operation.
+        """
+        from safetensors.torch import save_model
+
+        target = self.weights_path(fingerprint)
+        if target.is_file():
+            return True
+        target.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".safetensors")
+        os.close(fd)
+        try:
+            save_model(model, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except (ValueError, TypeError, AttributeError, RuntimeError):
+            Path(tmp).unlink(missing_ok=True)
+            return False
+        return True
+
+    def load_weights(self, fingerprint: str, model: Any) -> bool:
+        """Load saved tensors into ``model`` (same architecture); False when none are saved."""
+        from safetensors.torch import load_model
+
+        path = self.weights_path(fingerprint)
+        if not path.is_file():
+            return False
+        load_model(model, str(path), strict=True)
+        return True
 
     # -- array files -----------------------------------------------------------------------
 
