@@ -47,8 +47,9 @@ def timed(fn: Callable[[], object]) -> float:
 def compare(label: str, model: torch.nn.Module, inputs, batch_size: int, repeats: int) -> None:
     runs = {
         "plain": lambda: plain_loop(model, inputs, batch_size),
-        "fast": lambda: evaluate_model(model, inputs, batch_size=batch_size,
-                                       activations=False, progress=False),
+        "fast": lambda: evaluate_model(
+            model, inputs, batch_size=batch_size, activations=False, progress=False
+        ),
         "stats": lambda: evaluate_model(model, inputs, batch_size=batch_size, progress=False),
     }
     for fn in runs.values():  # warm-up: allocator, oneDNN kernels, lazy imports
@@ -59,13 +60,19 @@ def compare(label: str, model: torch.nn.Module, inputs, batch_size: int, repeats
             times[key].append(timed(fn))
     med = {k: statistics.median(v) for k, v in times.items()}
     n = n_rows(inputs)
-    print(f"{label}: N={n}, batch_size={batch_size}, threads={torch.get_num_threads()}, "
-          f"repeats={repeats}")
+    print(
+        f"{label}: N={n}, batch_size={batch_size}, threads={torch.get_num_threads()}, "
+        f"repeats={repeats}"
+    )
     print(f"  plain loop            {med['plain'] * 1e3:8.1f} ms")
-    print(f"  logits + embeddings   {med['fast'] * 1e3:8.1f} ms   "
-          f"ratio {med['fast'] / med['plain']:.3f}  (goal <= 1.05)")
-    print(f"  + activation stats    {med['stats'] * 1e3:8.1f} ms   "
-          f"ratio {med['stats'] / med['plain']:.3f}  (goal <= 1.5)")
+    print(
+        f"  logits + embeddings   {med['fast'] * 1e3:8.1f} ms   "
+        f"ratio {med['fast'] / med['plain']:.3f}  (goal <= 1.05)"
+    )
+    print(
+        f"  + activation stats    {med['stats'] * 1e3:8.1f} ms   "
+        f"ratio {med['stats'] / med['plain']:.3f}  (goal <= 1.5)"
+    )
 
 
 def cached(label: str, model: torch.nn.Module, inputs, labels, batch_size: int) -> None:
@@ -86,18 +93,26 @@ def cached(label: str, model: torch.nn.Module, inputs, labels, batch_size: int) 
         reopened.add("m", copy.deepcopy(model))
         store = timed(lambda: reopened.evaluate(progress=False))
     print(f"{label}: reg.evaluate() first run {first * 1e3:.1f} ms (with efficiency metrics)")
-    print(f"  cached re-run         {again * 1e3:8.2f} ms   ratio {again / first:.4f}  (goal < 0.01)")
-    print(f"  reopened store        {store * 1e3:8.2f} ms   ratio {store / first:.4f}  "
-          "(checksums verified)")
+    print(
+        f"  cached re-run         {again * 1e3:8.2f} ms   ratio {again / first:.4f}  (goal < 0.01)"
+    )
+    print(
+        f"  reopened store        {store * 1e3:8.2f} ms   ratio {store / first:.4f}  "
+        "(checksums verified)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--tweets", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; on a busy shared machine more than one makes "
-                             "OpenMP stall and the ratios meaningless")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; on a busy shared machine more than one makes "
+        "OpenMP stall and the ratios meaningless",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -24,7 +24,14 @@ def test_tutorial_file():
         assert reg.record(entry["id"]).parent == entry["base"]
         assert reg.record(entry["id"]).operation == entry["operation"]["name"]
     table = reg.metrics()
-    for metric in ["Top-1 Accuracy", "Top-5 Accuracy", "Latency", "Model Size", "Sparsity", "Epochs"]:
+    for metric in [
+        "Top-1 Accuracy",
+        "Top-5 Accuracy",
+        "Latency",
+        "Model Size",
+        "Sparsity",
+        "Epochs",
+    ]:
         assert metric in table.columns
     root = "resnet50trained"
     assert table.loc[root, "Top-1 Accuracy"] == pytest.approx(0.8031923448054037)

@@ -17,8 +17,12 @@ from cnc_widgets.metrics.cka import linear_cka
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory, digits, digits_cnn):
     r = cnc.ModelRegistry(store=tmp_path_factory.mktemp("store"))
-    r.set_data(digits.test_inputs, digits.test_labels, classes=digits.classes,
-               instances=digits.test_instances)
+    r.set_data(
+        digits.test_inputs,
+        digits.test_labels,
+        classes=digits.classes,
+        instances=digits.test_instances,
+    )
     r.add("base", copy.deepcopy(digits_cnn))
     r.compress("base", "prune", amount=0.6, name="p60")
     r.compress("base", "quantize_dynamic", name="int8")
@@ -43,13 +47,17 @@ def test_predictions_and_errors_match_direct(reg, digits):
     expected = pd.crosstab(pa, pb).reindex(index=range(10), columns=range(10), fill_value=0)
     np.testing.assert_array_equal(cmp.change_matrix.to_numpy(), expected.to_numpy())
     inst = cmp.instances
-    assert {"label", "pred_a", "pred_b", "conf_true_a", "conf_true_b", "kl", "mse"} <= set(inst.columns)
+    assert {"label", "pred_a", "pred_b", "conf_true_a", "conf_true_b", "kl", "mse"} <= set(
+        inst.columns
+    )
     pa_soft = torch.softmax(torch.from_numpy(la).double(), 1).numpy()
     pb_soft = torch.softmax(torch.from_numpy(lb).double(), 1).numpy()
     kl = (pa_soft * (np.log(pa_soft) - np.log(pb_soft))).sum(1)
     np.testing.assert_allclose(inst["kl"].to_numpy(), kl, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(inst["mse"].to_numpy(), ((la - lb) ** 2).mean(1), rtol=1e-5)
-    np.testing.assert_allclose(inst["conf_true_b"].to_numpy(), pb_soft[np.arange(len(y)), y], rtol=1e-5)
+    np.testing.assert_allclose(
+        inst["conf_true_b"].to_numpy(), pb_soft[np.arange(len(y)), y], rtol=1e-5
+    )
     groups = cmp.group_accuracy()
     assert groups["count"].sum() == len(y)
 
@@ -96,7 +104,9 @@ def test_layers_and_cka(reg, digits):
     # CKA of one layer's outputs against a direct computation on all instances.
     outs = {}
     for name, model in (("a", a), ("b", b)):
-        handle = model.classifier[1].register_forward_hook(lambda m, i, o, n=name: outs.__setitem__(n, o))
+        handle = model.classifier[1].register_forward_hook(
+            lambda m, i, o, n=name: outs.__setitem__(n, o)
+        )
         with torch.inference_mode():
             model(digits.test_inputs)
         handle.remove()
@@ -159,7 +169,8 @@ def test_bad_comparisons(reg, digits):
 
 def test_model_without_embedding_names_the_setting(digits):
     conv_only = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 10, 8), torch.nn.Flatten())  # (N, 10) logits, no nn.Linear
+        torch.nn.Conv2d(1, 10, 8), torch.nn.Flatten()
+    )  # (N, 10) logits, no nn.Linear
     r = cnc.ModelRegistry()
     r.set_data(digits.test_inputs, digits.test_labels)
     r.add("conv", conv_only)

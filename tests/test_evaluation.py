@@ -40,8 +40,10 @@ def text():
 def capture(model: nn.Module, names: list[str], call) -> dict[str, torch.Tensor]:
     """Outputs of modules in one direct forward pass."""
     out: dict[str, torch.Tensor] = {}
-    handles = [model.get_submodule(n).register_forward_hook(
-        lambda _m, _a, o, n=n: out.__setitem__(n, o)) for n in names]
+    handles = [
+        model.get_submodule(n).register_forward_hook(lambda _m, _a, o, n=n: out.__setitem__(n, o))
+        for n in names
+    ]
     with torch.inference_mode():
         call()
     for h in handles:
@@ -99,8 +101,9 @@ def test_activation_stats_match_full_activations(cnn, batch_size):
         edges = r.act_hist_edges[i]
         values = a.numpy().ravel()
         inner, _ = np.histogram(values, edges)
-        expected = np.concatenate([[np.sum(values < edges[0])], inner,
-                                   [np.sum(values >= edges[-1])]])
+        expected = np.concatenate(
+            [[np.sum(values < edges[0])], inner, [np.sum(values >= edges[-1])]]
+        )
         assert r.act_hist[i].sum() == a.numel()
         # Float rounding may move an element sitting on a bin edge by one bin.
         assert np.abs(r.act_hist[i] - expected).sum() <= 2e-4 * a.numel() + 2
@@ -119,10 +122,12 @@ def test_histogram_sample_covers_every_instance(cnn):
 def test_merged_shards_equal_one_run(cnn):
     model, x = cnn
     whole = evaluate_model(model, x, batch_size=16, progress=False)
-    first = evaluate_model(model, x[:37], batch_size=16, progress=False,
-                           hist_ranges=whole.hist_ranges())
-    rest = evaluate_model(model, x[37:], batch_size=16, progress=False,
-                          hist_ranges=whole.hist_ranges())
+    first = evaluate_model(
+        model, x[:37], batch_size=16, progress=False, hist_ranges=whole.hist_ranges()
+    )
+    rest = evaluate_model(
+        model, x[37:], batch_size=16, progress=False, hist_ranges=whole.hist_ranges()
+    )
     merged = merge_results([first, rest])
     np.testing.assert_allclose(merged.logits, whole.logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(merged.act_mean, whole.act_mean, rtol=1e-5, atol=1e-6)
@@ -190,17 +195,18 @@ def with_nan_module(model: nn.Module) -> nn.Module:
 
 def test_nan_names_first_module_and_batch(cnn):
     model, x = cnn
-    with pytest.raises(EvaluationError,
-                       match=r"'cnn8'.*nan.*'features\.2\.1' \(NanOnSecondCall\) on batch 1"):
+    with pytest.raises(
+        EvaluationError, match=r"'cnn8'.*nan.*'features\.2\.1' \(NanOnSecondCall\) on batch 1"
+    ):
         evaluate_model(with_nan_module(model), x, batch_size=30, progress=False, name="cnn8")
 
 
 def test_nan_without_activation_stats_is_located_by_rerun(cnn):
     model, x = cnn
-    with pytest.raises(EvaluationError,
-                       match=r"non-finite logits on batch 1 \(rows 30:60.*'features\.2\.1'"):
-        evaluate_model(with_nan_module(model), x, batch_size=30, progress=False,
-                       activations=False)
+    with pytest.raises(
+        EvaluationError, match=r"non-finite logits on batch 1 \(rows 30:60.*'features\.2\.1'"
+    ):
+        evaluate_model(with_nan_module(model), x, batch_size=30, progress=False, activations=False)
 
 
 def test_inf_in_a_module_output_is_caught_even_if_logits_recover(cnn):
@@ -253,8 +259,7 @@ def test_extract_logits_from_common_outputs():
 
 def test_text_classifier_logits_embeddings_and_stats(text):
     model, inputs = text
-    chosen = ["encoder.embeddings.LayerNorm", "encoder.encoder.layer.5.intermediate.dense",
-              "head"]
+    chosen = ["encoder.embeddings.LayerNorm", "encoder.encoder.layer.5.intermediate.dense", "head"]
     r = evaluate_model(model, inputs, batch_size=24, activations=chosen, progress=False)
     acts = capture(model, chosen, lambda: model(**inputs))
     pooled = capture(model, ["encoder"], lambda: model(**inputs))["encoder"].last_hidden_state
@@ -275,12 +280,12 @@ def test_text_classifier_logits_embeddings_and_stats(text):
 
 def test_text_classifier_default_stats_cover_every_layer(text):
     model, inputs = text
-    r = evaluate_model(model, {k: v[:8] for k, v in inputs.items()}, batch_size=4,
-                       progress=False)
+    r = evaluate_model(model, {k: v[:8] for k, v in inputs.items()}, batch_size=4, progress=False)
     assert len(r.modules) == len(set(r.modules)) > 60
     assert not any("dropout" in m for m in r.modules)
     assert r.modules.index("encoder.encoder.layer.0.attention.self.query") < r.modules.index(
-        "encoder.encoder.layer.5.output.dense")
+        "encoder.encoder.layer.5.output.dense"
+    )
     frame = r.activation_frame()
     assert list(frame.columns) == ["count", "mean", "std", "zero_frac", "min", "max"]
 
@@ -293,8 +298,9 @@ def test_iter_activations_masked_mean_and_flatten(text):
     pooled = (direct * mask).sum(1) / mask.sum(1)
     got = torch.cat([b[name] for b in iter_activations(model, inputs, [name], batch_size=20)])
     torch.testing.assert_close(got, pooled, rtol=1e-4, atol=1e-5)
-    flat = torch.cat([b[name] for b in iter_activations(model, inputs, [name], batch_size=20,
-                                                        flatten="flatten")])
+    flat = torch.cat(
+        [b[name] for b in iter_activations(model, inputs, [name], batch_size=20, flatten="flatten")]
+    )
     torch.testing.assert_close(flat, (direct * mask).flatten(1), rtol=1e-4, atol=1e-5)
 
 

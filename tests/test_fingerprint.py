@@ -65,8 +65,10 @@ def test_int8_differs_from_float_and_tracks_packed_weights():
 
 def test_bfloat16_half_and_non_contiguous_tensors():
     model = mlp()
-    fps = {model_fingerprint(copy.deepcopy(model).to(dt))
-           for dt in (torch.float32, torch.float16, torch.bfloat16)}
+    fps = {
+        model_fingerprint(copy.deepcopy(model).to(dt))
+        for dt in (torch.float32, torch.float16, torch.bfloat16)
+    }
     assert len(fps) == 3
     b16 = copy.deepcopy(model).to(torch.bfloat16)
     fp = model_fingerprint(b16)
@@ -87,13 +89,20 @@ def test_bfloat16_half_and_non_contiguous_tensors():
 
 
 def test_stable_across_processes():
-    code = ("import torch; from torch import nn; torch.manual_seed(0); "
-            "m = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)); "
-            "from cnc_widgets.fingerprint import model_fingerprint; "
-            "print(model_fingerprint(m))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).parents[1],
-                         env={"PYTHONPATH": "src", "PYTHONHASHSEED": "123"})
+    code = (
+        "import torch; from torch import nn; torch.manual_seed(0); "
+        "m = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)); "
+        "from cnc_widgets.fingerprint import model_fingerprint; "
+        "print(model_fingerprint(m))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+        env={"PYTHONPATH": "src", "PYTHONHASHSEED": "123"},
+    )
     assert out.stdout.strip() == model_fingerprint(mlp())
 
 

@@ -23,8 +23,13 @@ def reg(tmp_path_factory):
     data = examples.tweets(n_train=300, n_test=240, max_length=32, tokenizer=tokenizer)
     model = examples.train_text_classifier(data, encoder)
     r = cnc.ModelRegistry(store=tmp_path_factory.mktemp("minilm"))
-    r.set_data(data.test_inputs, data.test_labels, classes=data.classes,
-               instances=data.test_instances, batch_size=60)
+    r.set_data(
+        data.test_inputs,
+        data.test_labels,
+        classes=data.classes,
+        instances=data.test_instances,
+        batch_size=60,
+    )
     r.add("fp32", model)
     r.compress("fp32", "quantize_dynamic", name="int8")
     r.compress("fp32", "prune", amount=0.5, name="pruned")

@@ -23,8 +23,12 @@ def scaled(model: nn.Module, factor: float) -> nn.Module:
 @pytest.fixture
 def reg(digits, digits_cnn):
     r = cnc.ModelRegistry()
-    r.set_data(digits.test_inputs, digits.test_labels, classes=digits.classes,
-               instances=digits.test_instances)
+    r.set_data(
+        digits.test_inputs,
+        digits.test_labels,
+        classes=digits.classes,
+        instances=digits.test_instances,
+    )
     r.add("base", digits_cnn)
     return r
 
@@ -52,7 +56,9 @@ def test_same_name_other_weights_raises_unless_replace(reg, digits_cnn):
     reg.evaluate(progress=False)
     before = snapshot(reg)
     other = scaled(digits_cnn, 0.5)
-    with pytest.raises(ValueError, match=r"'base' already exists with different weights.*replace=True"):
+    with pytest.raises(
+        ValueError, match=r"'base' already exists with different weights.*replace=True"
+    ):
         reg.add("base", other)
     assert snapshot(reg) == before
     assert not np.isnan(reg.metrics().loc["base", "accuracy"])
@@ -72,7 +78,9 @@ def test_same_name_other_parent_raises(reg, digits_cnn):
 
 def test_unknown_parent_raises_and_leaves_registry(reg, digits_cnn):
     before = snapshot(reg)
-    with pytest.raises(ValueError, match=r"parent 'nope' of model 'x' is not in the registry.*add 'nope' first"):
+    with pytest.raises(
+        ValueError, match=r"parent 'nope' of model 'x' is not in the registry.*add 'nope' first"
+    ):
         reg.add("x", digits_cnn, parent="nope")
     assert snapshot(reg) == before
 
@@ -91,7 +99,7 @@ def test_cycle_raises(reg, digits_cnn):
 @pytest.mark.parametrize("bad", [None, "a string", torch.zeros(3), {"weight": torch.zeros(2)}])
 def test_non_module_raises(reg, bad):
     before = snapshot(reg)
-    with pytest.raises(ValueError, match="not a torch.nn.Module"):
+    with pytest.raises(ValueError, match=r"not a torch\.nn\.Module"):
         reg.add("x", bad)
     assert snapshot(reg) == before
 

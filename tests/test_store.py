@@ -32,8 +32,12 @@ class Counter:
 
 def build(path, digits, model):
     reg = cnc.ModelRegistry(store=path)
-    reg.set_data(digits.test_inputs, digits.test_labels, classes=digits.classes,
-                 instances=digits.test_instances)
+    reg.set_data(
+        digits.test_inputs,
+        digits.test_labels,
+        classes=digits.classes,
+        instances=digits.test_instances,
+    )
     reg.add("base", model)
     return reg
 
@@ -176,8 +180,12 @@ def test_sigkill_during_evaluate_keeps_earlier_results(tmp_path):
     store = tmp_path / "s"
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(SCRIPT))
-    proc = subprocess.Popen([sys.executable, str(script), str(store)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.time() + 120
     done = 0
     while time.time() < deadline and proc.poll() is None:
@@ -243,7 +251,9 @@ def test_keep_weights_saves_safetensors(tmp_path, digits, digits_cnn):
 
     skeleton = examples.DigitsCNN()
     loaded = again.load("base", skeleton)
-    for (k, v), (k2, v2) in zip(loaded.state_dict().items(), digits_cnn.state_dict().items(), strict=True):
+    for (k, v), (k2, v2) in zip(
+        loaded.state_dict().items(), digits_cnn.state_dict().items(), strict=True
+    ):
         assert k == k2 and torch.equal(v, v2)
     assert again.model("int8") is not None  # replayed from the loaded base
     with pytest.raises(ValueError, match="do not fit the given skeleton"):

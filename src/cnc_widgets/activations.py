@@ -43,8 +43,16 @@ Flatten = Literal["auto", "flatten", "pool"]
 
 # Modules that, in eval mode, only pass their input on or reshape it: their output
 # statistics repeat those of the module before, so they are not hooked by default.
-_PASS_THROUGH = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                 nn.Identity, nn.Flatten, nn.Unflatten)
+_PASS_THROUGH = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+)
 
 
 class EvaluationError(RuntimeError):
@@ -72,8 +80,13 @@ def describe(batch: Inputs) -> str:
     return "{" + ", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in batch.items()) + "}"
 
 
-def slice_rows(inputs: Inputs, start: int, stop: int, float_dtype: torch.dtype | None,
-               device: torch.device | None = None) -> Inputs:
+def slice_rows(
+    inputs: Inputs,
+    start: int,
+    stop: int,
+    float_dtype: torch.dtype | None,
+    device: torch.device | None = None,
+) -> Inputs:
     """Rows ``start:stop``; floating tensors cast to ``float_dtype`` (a half model),
     everything moved to ``device`` when given (a model on an accelerator)."""
 
@@ -247,10 +260,12 @@ def iter_activations(
     captured: dict[str, torch.Tensor] = {}
     handles = []
     for name in modules:
+
         def hook(_m: nn.Module, _args: Any, output: Any, name: str = name) -> None:
             t = first_tensor(output)
             if t is not None:
                 captured[name] = t
+
         handles.append(_submodule(model, name).register_forward_hook(hook))
     dtype, device = float_dtype(model), model_device(model)
     try:
@@ -320,7 +335,8 @@ class PairedActivationStats:
         """Combine results computed on disjoint shards of the data."""
         first = parts[0]
         return PairedActivationStats(
-            first.names_a, first.names_b,
+            first.names_a,
+            first.names_b,
             np.sum([p.sq_diff for p in parts], axis=0),
             np.sum([p.sq_ref for p in parts], axis=0),
             sum(p.n for p in parts),
@@ -377,10 +393,12 @@ def paired_activation_stats(
     names_b = [p if isinstance(p, str) else p[1] for p in pairs]
     sq_diff = np.zeros(len(pairs))
     sq_ref = np.zeros(len(pairs))
-    stream_a = iter_activations(model_a, inputs, list(dict.fromkeys(names_a)),
-                                batch_size=batch_size, flatten="flatten")
-    stream_b = iter_activations(model_b, inputs, list(dict.fromkeys(names_b)),
-                                batch_size=batch_size, flatten="flatten")
+    stream_a = iter_activations(
+        model_a, inputs, list(dict.fromkeys(names_a)), batch_size=batch_size, flatten="flatten"
+    )
+    stream_b = iter_activations(
+        model_b, inputs, list(dict.fromkeys(names_b)), batch_size=batch_size, flatten="flatten"
+    )
     for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
         for i, (na, nb) in enumerate(zip(names_a, names_b, strict=True)):
             xa, xb = acts_a[na], acts_b[nb]
@@ -425,8 +443,12 @@ class RunningStats:
     the spread, a shift subtracted before summing squares to avoid cancellation.
     """
 
-    def __init__(self, bins: int = 64, hist_sample: int | None = 128,
-                 hist_ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
+    def __init__(
+        self,
+        bins: int = 64,
+        hist_sample: int | None = 128,
+        hist_ranges: Mapping[str, tuple[float, float]] | None = None,
+    ) -> None:
         self.bins, self.hist_sample = bins, hist_sample
         self.hist_ranges = dict(hist_ranges or {})
         self.acc: dict[str, _Accumulator] = {}  # insertion order = execution order
@@ -490,8 +512,7 @@ class RunningStats:
         bins = bins.clamp_(0.0, self.bins + 1.0).to(torch.int64)
         acc.hist.add_(torch.bincount(bins, minlength=self.bins + 2))
 
-    def _start(self, name: str, n: int, s1: float, s2: float, lo: float,
-               hi: float) -> _Accumulator:
+    def _start(self, name: str, n: int, s1: float, s2: float, lo: float, hi: float) -> _Accumulator:
         acc = _Accumulator()
         mean = s1 / n
         std = math.sqrt(max(s2 / n - mean * mean, 0.0))
@@ -533,7 +554,10 @@ class RunningStats:
             "act_zero_frac": 1.0 - np.array([a.nonzero for a in accs]) / n,
             "act_min": np.array([a.lo for a in accs]),
             "act_max": np.array([a.hi for a in accs]),
-            "act_hist": (np.stack([a.hist.numpy() for a in accs]) if accs
-                         else np.zeros((0, self.bins + 2), np.int64)),
+            "act_hist": (
+                np.stack([a.hist.numpy() for a in accs])
+                if accs
+                else np.zeros((0, self.bins + 2), np.int64)
+            ),
             "act_hist_edges": (np.stack(edges) if edges else np.zeros((0, self.bins + 1))),
         }

@@ -36,9 +36,13 @@ def read(path: str | Path) -> tuple[list[ModelRecord], dict[str, dict[str, Any]]
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); expected a Compress and Compare file") from None
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}); expected a Compress and Compare file"
+        ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
-        raise ValueError(f"{path} has no 'models' list; expected a Compress and Compare experiment file")
+        raise ValueError(
+            f"{path} has no 'models' list; expected a Compress and Compare experiment file"
+        )
     units = {m.get("name"): m.get("unit") for m in doc.get("metrics", []) if isinstance(m, dict)}
     records, metrics, seen = [], {}, set()
     for i, entry in enumerate(doc["models"]):

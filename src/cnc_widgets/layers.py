@@ -19,10 +19,21 @@ from torch import nn
 from .activations import iter_activations, paired_activation_stats
 from .metrics.cka import CKAMatrix, LinearCKA, cka_memory_estimate
 
-__all__ = ["module_weights", "layer_table", "cka_between", "default_cka_modules"]
+__all__ = ["cka_between", "default_cka_modules", "layer_table", "module_weights"]
 
-LAYER_COLUMNS = ["module", "kind", "params", "zero_both", "zero_a_only", "zero_b_only",
-                 "sparsity_a", "sparsity_b", "weight_rel_change", "activation_rel_change", "cka"]
+LAYER_COLUMNS = [
+    "module",
+    "kind",
+    "params",
+    "zero_both",
+    "zero_a_only",
+    "zero_b_only",
+    "sparsity_a",
+    "sparsity_b",
+    "weight_rel_change",
+    "activation_rel_change",
+    "cka",
+]
 
 
 def _is_dynamic_linear(module: nn.Module) -> bool:
@@ -58,9 +69,15 @@ def _weight_row(wa: dict[str, torch.Tensor], wb: dict[str, torch.Tensor]) -> dic
     if not keys or any(wa[k].shape != wb[k].shape for k in keys):
         sa = torch.cat([wa[k].flatten() for k in sorted(wa)])
         sb = torch.cat([wb[k].flatten() for k in sorted(wb)])
-        return {"params": int(sa.numel()), "zero_both": np.nan, "zero_a_only": np.nan,
-                "zero_b_only": np.nan, "sparsity_a": float((sa == 0).double().mean()),
-                "sparsity_b": float((sb == 0).double().mean()), "weight_rel_change": np.nan}
+        return {
+            "params": int(sa.numel()),
+            "zero_both": np.nan,
+            "zero_a_only": np.nan,
+            "zero_b_only": np.nan,
+            "sparsity_a": float((sa == 0).double().mean()),
+            "sparsity_b": float((sb == 0).double().mean()),
+            "weight_rel_change": np.nan,
+        }
     a = torch.cat([wa[k].flatten() for k in keys]).double()
     b = torch.cat([wb[k].flatten() for k in keys]).double()
     za, zb = a == 0, b == 0
@@ -110,8 +127,11 @@ def cka_between(
         first = True
         for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
             if first:
-                need = cka_memory_estimate([acts_a[m].shape[1] for m in modules_a],
-                                           [acts_b[m].shape[1] for m in modules_b], n=n)["total"]
+                need = cka_memory_estimate(
+                    [acts_a[m].shape[1] for m in modules_a],
+                    [acts_b[m].shape[1] for m in modules_b],
+                    n=n,
+                )["total"]
                 if need > memory_budget:
                     raise MemoryError(
                         f"a CKA matrix of {len(modules_a)} x {len(modules_b)} layers over {n} "
@@ -158,7 +178,9 @@ def layer_table(
         rows.append(row)
     table = pd.DataFrame(rows).set_index("module")
     if activations:
-        stats = paired_activation_stats(model_a, model_b, inputs, pairs=names, batch_size=batch_size)
+        stats = paired_activation_stats(
+            model_a, model_b, inputs, pairs=names, batch_size=batch_size
+        )
         table["activation_rel_change"] = pd.Series(stats.as_dict())
         table["cka"] = cka_between(model_a, model_b, inputs, names, batch_size=batch_size)
     else:
@@ -176,6 +198,9 @@ def default_cka_modules(model: nn.Module) -> list[str]:
     except ValueError:
         return list(module_weights(model))
     blocks = [f"{prefix}.{i}" for i in range(len(layers))]
-    embeddings = [n for n, m in model.named_modules() if n.endswith("embeddings") and
-                  not isinstance(m, nn.Embedding)]
+    embeddings = [
+        n
+        for n, m in model.named_modules()
+        if n.endswith("embeddings") and not isinstance(m, nn.Embedding)
+    ]
     return embeddings[:1] + blocks

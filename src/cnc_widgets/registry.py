@@ -28,13 +28,21 @@ from .fingerprint import data_fingerprint, model_fingerprint
 from .provenance import ModelRecord, check_parent, jsonable_params, topological
 from .runner import EvaluationError, evaluate_one
 
-__all__ = ["ModelRegistry", "EvaluationError"]
+__all__ = ["EvaluationError", "ModelRegistry"]
 
 # Columns that describe provenance; every other metrics column is a measurement.
 PROVENANCE_COLUMNS = ["parent", "operation", "operation_params"]
 # Measurements every metrics() table has, NaN until a model is evaluated.
-MEASURE_COLUMNS = ["accuracy", "params", "nonzero_params", "sparsity", "size_bytes",
-                   "sparse_size_bytes", "latency_ms", "macs"]
+MEASURE_COLUMNS = [
+    "accuracy",
+    "params",
+    "nonzero_params",
+    "sparsity",
+    "size_bytes",
+    "sparse_size_bytes",
+    "latency_ms",
+    "macs",
+]
 
 
 class ModelRegistry(traitlets.HasTraits):
@@ -141,7 +149,9 @@ class ModelRegistry(traitlets.HasTraits):
         record = self._records[name]
         if skeleton is not None:
             try:
-                found = self._store is not None and self._store.load_weights(record.fingerprint, skeleton)
+                found = self._store is not None and self._store.load_weights(
+                    record.fingerprint, skeleton
+                )
             except RuntimeError as exc:
                 raise ValueError(
                     f"the saved weights of {name!r} do not fit the given skeleton "
@@ -168,7 +178,11 @@ class ModelRegistry(traitlets.HasTraits):
         from .operations import apply_operation, operations
 
         record = self._records[name]
-        if record.fingerprint is None or record.parent is None or record.operation not in operations():
+        if (
+            record.fingerprint is None
+            or record.parent is None
+            or record.operation not in operations()
+        ):
             raise KeyError(
                 f"model {name!r} has no weights in this session (metric-only, reopened from a "
                 f"store, or made by a custom function); add it with reg.add({name!r}, model) "
@@ -188,8 +202,9 @@ class ModelRegistry(traitlets.HasTraits):
             example = self._data.batch(0, min(len(self._data), self._data.batch_size))
         known = operations()[record.operation]["params"]
         params = {k: v for k, v in record.params.items() if k in known}
-        child = apply_operation(parent, record.operation, source=source, example_input=example,
-                                **params)
+        child = apply_operation(
+            parent, record.operation, source=source, example_input=example, **params
+        )
         self._attach(name, child)
 
     def _require(self, name: str) -> None:
@@ -267,7 +282,11 @@ class ModelRegistry(traitlets.HasTraits):
         return name
 
     def compress(
-        self, parent: str, operation: str | Callable[..., nn.Module], *, name: str | None = None,
+        self,
+        parent: str,
+        operation: str | Callable[..., nn.Module],
+        *,
+        name: str | None = None,
         **params: Any,
     ) -> str:
         """Make a compressed child of ``parent`` and register it with its provenance.
@@ -305,21 +324,38 @@ class ModelRegistry(traitlets.HasTraits):
         if self._data is not None and self._data.inputs is not None:
             example = self._data.batch(0, min(len(self._data), self._data.batch_size))
         start = time.perf_counter()
-        child = apply_operation(source, operation, source=restore_from, example_input=example, **params)
+        child = apply_operation(
+            source, operation, source=restore_from, example_input=example, **params
+        )
         elapsed = time.perf_counter() - start
         record = operation_record(operation, resolved)
         if name is None:
             name = default_name(parent, record["operation"], params)
         # "given": the parameters the user wrote, which the views show on the edge.
-        info = {"versions": record["versions"], "elapsed_s": elapsed,
-                "callable": record["callable"], "given": sorted(params)}
-        return self.add(name, child, parent=parent, operation=record["operation"],
-                        params=record["params"], info=info)
+        info = {
+            "versions": record["versions"],
+            "elapsed_s": elapsed,
+            "callable": record["callable"],
+            "given": sorted(params),
+        }
+        return self.add(
+            name,
+            child,
+            parent=parent,
+            operation=record["operation"],
+            params=record["params"],
+            info=info,
+        )
 
     def provenance(self) -> pd.DataFrame:
         """One row per model: parent, operation and its parameters."""
         rows = [
-            {"name": r.name, "parent": r.parent, "operation": r.operation, "operation_params": r.params}
+            {
+                "name": r.name,
+                "parent": r.parent,
+                "operation": r.operation,
+                "operation_params": r.params,
+            }
             for r in self._records.values()
         ]
         return pd.DataFrame(rows, columns=["name", *PROVENANCE_COLUMNS]).set_index("name")
@@ -467,7 +503,9 @@ class ModelRegistry(traitlets.HasTraits):
         self._require(name)
         result = self._cached(self._key(name))
         if result is None:
-            raise KeyError(f"model {name!r} has not been evaluated on this data: call reg.evaluate()")
+            raise KeyError(
+                f"model {name!r} has not been evaluated on this data: call reg.evaluate()"
+            )
         return result
 
     def compare(self, a: str, b: str) -> Comparison:
@@ -484,11 +522,17 @@ class ModelRegistry(traitlets.HasTraits):
         for name in (a, b):
             self._require(name)
             if self._cached(self._key(name)) is None:
-                raise ValueError(f"model {name!r} has not been evaluated on this data: call reg.evaluate()")
+                raise ValueError(
+                    f"model {name!r} has not been evaluated on this data: call reg.evaluate()"
+                )
         return Comparison(self, a, b)
 
     def compare_many(
-        self, reference: str, others: Sequence[str] | None = None, *, k: int = 10,
+        self,
+        reference: str,
+        others: Sequence[str] | None = None,
+        *,
+        k: int = 10,
         adversarial: bool = True,
     ) -> pd.DataFrame:
         """One row per compared model: every scalar measure of :meth:`compare`.
@@ -496,16 +540,22 @@ class ModelRegistry(traitlets.HasTraits):
         ``others`` defaults to every evaluated model but the reference.
         """
         if others is None:
-            others = [n for n in self._records if n != reference and self._cached(self._key(n)) is not None]
-        rows = [self.compare(reference, name).summary(k=k, adversarial=adversarial) for name in others]
+            others = [
+                n
+                for n in self._records
+                if n != reference and self._cached(self._key(n)) is not None
+            ]
+        rows = [
+            self.compare(reference, name).summary(k=k, adversarial=adversarial) for name in others
+        ]
         return pd.DataFrame(rows).set_index("model")
 
     def _memo(self, parts: tuple, compute: Callable[[], Any]) -> Any:
         """Compute once per (models' weights, data, measure, parameters); keep it in the store."""
         _kind, a, b, measure, params = parts
         fa, fb = self._records[a].fingerprint, self._records[b].fingerprint
-        key = "cmp|{}|{}|{}|{}|{}".format(fa, fb, self._data.fingerprint, measure,
-                                          json.dumps(params, sort_keys=True, default=str))
+        spec = json.dumps(params, sort_keys=True, default=str)
+        key = f"cmp|{fa}|{fb}|{self._data.fingerprint}|{measure}|{spec}"
         if key in self._measures:
             return self._measures[key]
         if self._store is not None:
@@ -537,7 +587,11 @@ class ModelRegistry(traitlets.HasTraits):
             row.update(self._static.get(name, {}))
             row.update(self._metrics_of(self._key(name)))
             rows.append(row)
-        frame = pd.DataFrame(rows, columns=["name", *PROVENANCE_COLUMNS]) if not rows else pd.DataFrame(rows)
+        frame = (
+            pd.DataFrame(rows, columns=["name", *PROVENANCE_COLUMNS])
+            if not rows
+            else pd.DataFrame(rows)
+        )
         frame = frame.set_index("name")
         missing = [c for c in MEASURE_COLUMNS if c not in frame.columns]
         for column in missing:
@@ -572,7 +626,11 @@ class ModelRegistry(traitlets.HasTraits):
 def default_name(parent: str, operation: str, params: dict[str, Any]) -> str:
     """``parent-operation-v1-v2`` from the parameter values, e.g. ``base-prune-0.5-global``."""
     short = operation.rsplit(".", 1)[-1]
-    values = [str(v) for v in params.values() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    values = [
+        str(v)
+        for v in params.values()
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+    ]
     return "-".join([parent, short, *values])
 
 

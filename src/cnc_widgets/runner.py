@@ -31,17 +31,29 @@ def evaluate_one(
     """
     if data.inputs is None:
         raise ValueError(
-            "the evaluation inputs are not loaded (reopened store); call reg.set_data(inputs, labels)"
+            "the evaluation inputs are not loaded (reopened store); "
+            "call reg.set_data(inputs, labels)"
         )
     result = evaluate_model(
-        model, data.inputs, batch_size=data.batch_size, embedding=data.embedding,
-        activations=True, progress=progress, name=name,
+        model,
+        data.inputs,
+        batch_size=data.batch_size,
+        embedding=data.embedding,
+        activations=True,
+        progress=progress,
+        name=name,
     )
     rows = min(len(data), data.batch_size)
     example = data.batch(0, rows)
     try:
-        cost = efficiency(model, example, latency=latency, memory=True,
-                          warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS)
+        cost = efficiency(
+            model,
+            example,
+            latency=latency,
+            memory=True,
+            warmup=LATENCY_WARMUP,
+            repeats=LATENCY_REPEATS,
+        )
     except Exception as exc:
         raise EvaluationError(f"model {name!r}: measuring efficiency failed: {exc}") from exc
     cost["macs"] = cost["macs"] / rows
@@ -53,8 +65,11 @@ def evaluate_one(
             f"model {name!r} outputs {result.logits.shape[1]} logits per instance but the data "
             f"has {n_classes} classes; pass classes= to set_data or fix the model's head"
         )
-    metrics = {"accuracy": float(np.mean(predictions == data.labels)), **cost,
-               "eval_batch_size": data.batch_size}
+    metrics = {
+        "accuracy": float(np.mean(predictions == data.labels)),
+        **cost,
+        "eval_batch_size": data.batch_size,
+    }
     return to_record(result, metrics)
 
 

@@ -64,21 +64,33 @@ def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 with a token, serving a fresh folder."""
     root = tmp_path_factory.mktemp("lab")
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(root / ".jupyter-config"),
-           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(root / ".jupyter-config"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     jupyter_bin = Path(sys.executable).parent / "jupyter"
     cmd = [
         str(jupyter_bin) if jupyter_bin.exists() else shutil.which("jupyter"),
-        "lab", "--allow-root", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-        "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True",
-        "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "lab",
+        "--allow-root",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        "--ServerApp.disable_check_xsrf=True",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
     # No announcement pop-ups over the views (and no attempt to fetch news).
     labconfig = root / ".jupyter-config" / "labconfig"
     labconfig.mkdir(parents=True)
-    (labconfig / "page_config.json").write_text(json.dumps(
-        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    (labconfig / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
     log = open(root / "lab.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
     base = f"http://127.0.0.1:{port}"
@@ -91,7 +103,8 @@ def lab(tmp_path_factory):
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                raise RuntimeError("JupyterLab did not start:\n" + (root / "lab.log").read_text())
+                log_text = (root / "lab.log").read_text()
+                raise RuntimeError("JupyterLab did not start:\n" + log_text) from None
             time.sleep(0.5)
     yield {"root": root, "base": base, "token": token}
     proc.terminate()

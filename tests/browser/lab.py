@@ -7,13 +7,15 @@ from pathlib import Path
 
 import nbformat
 
-KERNEL_JS = "() => window.jupyterapp.shell.currentWidget.context.sessionContext.session.kernel"
-
 
 def write_notebook(path: Path, cells: list[str]) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, path)
 
 
@@ -37,7 +39,8 @@ def kernel_eval(page, expression: str, code: str = "") -> str:
     """Evaluate ``expression`` in the notebook's kernel (after running ``code``); its repr."""
     reply = page.evaluate(
         """async ([code, expr]) => {
-          const kernel = window.jupyterapp.shell.currentWidget.context.sessionContext.session.kernel;
+          const context = window.jupyterapp.shell.currentWidget.context;
+          const kernel = context.sessionContext.session.kernel;
           const future = kernel.requestExecute({code, silent: false, store_history: false,
                                                 user_expressions: {value: expr}});
           const msg = await future.done;

@@ -65,7 +65,8 @@ def test_large_forest(lab, browser, tmp_path):
         page.mouse.wheel(0, -400)
         zoomed = transform(page)
         assert zoomed != before and float(zoomed.split("scale(")[1].rstrip(")")) > float(
-            before.split("scale(")[1].rstrip(")"))
+            before.split("scale(")[1].rstrip(")")
+        )
         page.mouse.move(box["x"] + 20, box["y"] + 20)
         page.mouse.down()
         page.mouse.move(box["x"] + 220, box["y"] + 120, steps=5)
@@ -77,7 +78,9 @@ def test_large_forest(lab, browser, tmp_path):
         page.locator('.cnc-provenance .cnc-collapse[aria-label^="Collapse root0"]').click()
         collapsed = visible_marks(page)
         assert 1 < collapsed < 200
-        label = page.get_attribute('.cnc-provenance .cnc-collapse[aria-label^="Expand root0"]', "aria-label")
+        label = page.get_attribute(
+            '.cnc-provenance .cnc-collapse[aria-label^="Expand root0"]', "aria-label"
+        )
         hidden = int(label.split("(")[1].split()[0])
         assert collapsed + hidden == 200
         page.locator('.cnc-provenance .cnc-collapse[aria-label^="Expand root0"]').click()

@@ -17,7 +17,8 @@ from cnc_widgets import examples
 data = examples.digits()
 base = examples.train_digits_cnn(data, epochs=2)
 reg = cnc.ModelRegistry()
-reg.set_data(data.test_inputs, data.test_labels, classes=data.classes, instances=data.test_instances)
+reg.set_data(data.test_inputs, data.test_labels, classes=data.classes,
+             instances=data.test_instances)
 reg.add("base", base)
 
 def scaled(model, factor):
@@ -28,7 +29,8 @@ def scaled(model, factor):
     return child
 
 reg.add("shrunk", scaled(base, 0.9), parent="base", operation="scale", params={"factor": 0.9})
-reg.add("<b>tiny</b>", scaled(base, 0.5), parent="shrunk", operation="scale", params={"factor": 0.5})
+reg.add("<b>tiny</b>", scaled(base, 0.5), parent="shrunk", operation="scale",
+        params={"factor": 0.5})
 reg.add("grown", scaled(base, 1.1), parent="base", operation="scale", params={"factor": 1.1})
 reg.evaluate(progress=False)
 """,
@@ -59,7 +61,9 @@ def test_one_mark_per_model(notebook_page):
         ".cnc-provenance [data-edge]", "els => els.map(e => e.getAttribute('data-edge'))"
     )
     assert sorted(edges) == sorted(["base->shrunk", "shrunk-><b>tiny</b>", "base->grown"])
-    labels = page.eval_on_selector_all(".cnc-provenance .cnc-edge-label", "els => els.map(e => e.textContent)")
+    labels = page.eval_on_selector_all(
+        ".cnc-provenance .cnc-edge-label", "els => els.map(e => e.textContent)"
+    )
     assert "scale (factor=0.9)" in labels
 
 

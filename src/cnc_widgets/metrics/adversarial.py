@@ -38,8 +38,13 @@ class Attack:
 
     def describe(self) -> dict[str, Any]:
         kind = "fgsm" if self.steps == 1 else "pgd"
-        return {"attack": f"{kind}-linf", "eps": self.eps, "steps": self.steps,
-                "step_size": self._step(), "embedding_module": self.embedding_module}
+        return {
+            "attack": f"{kind}-linf",
+            "eps": self.eps,
+            "steps": self.steps,
+            "step_size": self._step(),
+            "embedding_module": self.embedding_module,
+        }
 
     def _step(self) -> float:
         return self.step_size if self.step_size is not None else 2.5 * self.eps / max(1, self.steps)
@@ -56,7 +61,7 @@ class AttackResult:
 
 
 def find_word_embeddings(model: nn.Module) -> str:
-    """Dotted name of the token embedding table (the first ``nn.Embedding`` with the largest vocabulary)."""
+    """Dotted name of the token embedding table (the ``nn.Embedding`` with most rows)."""
     best, size = None, -1
     for name, module in model.named_modules():
         if isinstance(module, nn.Embedding) and module.num_embeddings > size:

@@ -27,7 +27,9 @@ def provenance_nodes(registry: ModelRegistry) -> list[dict[str, Any]]:
             {
                 "name": str(name),
                 "parent": row.get("parent") if isinstance(row.get("parent"), str) else None,
-                "operation": row.get("operation") if isinstance(row.get("operation"), str) else None,
+                "operation": row.get("operation")
+                if isinstance(row.get("operation"), str)
+                else None,
                 "params": json_value(row.get("operation_params") or {}),
                 "shown_params": registry.record(str(name)).info.get("given"),
                 "metrics": measured,
@@ -62,7 +64,9 @@ class ProvenanceGraph(anywidget.AnyWidget):
     color_by = traitlets.Unicode("accuracy").tag(sync=True)
     selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
-    def __init__(self, registry: ModelRegistry, *, color_by: str = "accuracy", **kwargs: Any) -> None:
+    def __init__(
+        self, registry: ModelRegistry, *, color_by: str = "accuracy", **kwargs: Any
+    ) -> None:
         super().__init__(color_by=color_by, **kwargs)
         self.registry = registry
         self.nodes = provenance_nodes(registry)
