@@ -179,3 +179,18 @@ def test_model_without_embedding_names_the_setting(digits):
     r.set_data(digits.test_inputs, digits.test_labels, embedding="0")
     r.evaluate(progress=False)
     assert r.result("conv")["embeddings"].shape[0] == len(digits.test_labels)
+
+
+def test_histograms_for_views(reg):
+    cmp = reg.compare("base", "p60")
+    hist = cmp.histograms("classifier.1", bins=20)
+    w = hist["weights"]
+    params = sum(t.numel() for t in reg.model("base").classifier[1].parameters())
+    assert len(w) == 20 and w["a"].sum() == params and w["b"].sum() == params
+    # 60% of the pruned model's weights are zero: the bin holding 0 grows.
+    zero_bin = w[(w["left"] <= 0) & (w["right"] >= 0)].index[0]
+    assert w.loc[zero_bin, "b"] > w.loc[zero_bin, "a"]
+    acts = hist["activations"]
+    n = len(reg.data)
+    assert acts.loc["a", "count"].sum() == min(n * 64, n * 128)  # sampled 128 of 64 outputs
+    assert set(acts.index.get_level_values("model")) == {"a", "b"}

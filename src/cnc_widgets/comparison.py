@@ -274,6 +274,54 @@ class Comparison:
             ),
         )
 
+    def histograms(self, module: str, *, bins: int = 40) -> dict[str, pd.DataFrame]:
+        """Weight and activation histograms of ``module`` in a and b, for the views.
+
+        ``weights``: one row per bin over a common range of both models' parameters
+        (columns ``left``, ``right``, ``a``, ``b``: element counts). ``activations``:
+        the streaming histograms kept at evaluation (each model's own bins, with
+        under- and overflow bins at either end), rows ``(model, bin)``.
+        """
+        from .layers import module_weights
+
+        wa = module_weights(self.registry.model(self.a)).get(module)
+        wb = module_weights(self.registry.model(self.b)).get(module)
+        if wa is None or wb is None:
+            raise KeyError(f"module {module!r} has parameters in only one model (or neither)")
+        va = torch.cat([t.flatten() for t in wa.values()])
+        vb = torch.cat([t.flatten() for t in wb.values()])
+        lo = float(min(va.min(), vb.min()))
+        hi = float(max(va.max(), vb.max()))
+        hi = hi if hi > lo else lo + 1.0
+        edges = np.linspace(lo, hi, bins + 1)
+        weights = pd.DataFrame(
+            {
+                "left": edges[:-1],
+                "right": edges[1:],
+                "a": np.histogram(va.numpy(), edges)[0],
+                "b": np.histogram(vb.numpy(), edges)[0],
+            }
+        )
+        parts = []
+        for label, res in (("a", self._ra), ("b", self._rb)):
+            modules = list(res.get("modules", []))
+            if module in modules:
+                i = modules.index(module)
+                e = np.asarray(res["act_hist_edges"][i], dtype=float)
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "model": label,
+                            "bin": np.arange(len(e) + 1),
+                            "left": np.concatenate([[-np.inf], e]),
+                            "right": np.concatenate([e, [np.inf]]),
+                            "count": res["act_hist"][i],
+                        }
+                    )
+                )
+        activations = pd.concat(parts).set_index(["model", "bin"]) if parts else pd.DataFrame()
+        return {"weights": weights, "activations": activations}
+
     def cka_matrix(
         self, modules_a: Sequence[str] | None = None, modules_b: Sequence[str] | None = None
     ) -> pd.DataFrame:
