@@ -194,3 +194,19 @@ def test_histograms_for_views(reg):
     n = len(reg.data)
     assert acts.loc["a", "count"].sum() == min(n * 64, n * 128)  # sampled 128 of 64 outputs
     assert set(acts.index.get_level_values("model")) == {"a", "b"}
+
+
+def test_compare_many_sixteen_variants(digits, digits_cnn):
+    r = cnc.ModelRegistry()
+    r.set_data(digits.test_inputs, digits.test_labels, classes=digits.classes)
+    r.add("base", copy.deepcopy(digits_cnn))
+    amounts = [round(0.05 * i, 2) for i in range(1, 17)]
+    names = [r.compress("base", "prune", amount=a) for a in amounts]
+    r.evaluate(progress=False)
+    table = r.compare_many("base", adversarial=False)
+    assert list(table.index) == names
+    assert table[["agreement", "knn_agreement@10", "ood_agreement"]].stack().between(0, 1).all()
+    sparsity = r.metrics().loc[names, "sparsity"].to_numpy()
+    assert np.all(np.diff(sparsity) > 0)
+    # Heavier pruning moves more neighbourhoods (compare the ends of the sweep).
+    assert table["knn_agreement@10"].iloc[-1] < table["knn_agreement@10"].iloc[0]
