@@ -21,7 +21,9 @@ def write_notebook(path: Path, cells: list[str]) -> None:
 
 def open_and_run(page, lab: dict, name: str, timeout_ms: int = 240_000) -> None:
     """Open notebook ``name``, wait for its kernel, run all cells, wait until idle."""
-    page.goto(f"{lab['base']}/lab/tree/{name}?token={lab['token']}")
+    # A workspace of its own, reset: no tab restored from an earlier test shares the page.
+    workspace = name.replace(".", "-")
+    page.goto(f"{lab['base']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}")
     page.wait_for_function(
         """() => {
           const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;

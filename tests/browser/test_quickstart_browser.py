@@ -22,6 +22,7 @@ def test_quickstart_in_lab(lab, browser, tmp_path):
         open_and_run(page, lab, "quickstart.ipynb")
         page.wait_for_selector(".cnc-provenance [data-model]", timeout=120_000)
         assert cell_errors(page) == []
+        assert page.locator(".cnc-provenance").count() == 1  # no tab left over from other tests
         names = sorted(
             page.eval_on_selector_all(
                 ".cnc-provenance [data-model]", "els => els.map(e => e.getAttribute('data-model'))"
