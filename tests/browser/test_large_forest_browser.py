@@ -59,11 +59,16 @@ def test_large_forest(lab, browser, tmp_path):
         # The view's height is bounded; the forest is reached by zooming and panning.
         assert view.bounding_box()["height"] <= 700
 
+        # Far out, edge labels are hidden (semantic zoom); zooming in brings them back.
+        assert "cnc-zoomed-out" in view.get_attribute("class")
+        assert not page.locator(".cnc-provenance .cnc-edge-label").first.is_visible()
         before = transform(page)
         box = page.locator(".cnc-provenance svg").bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.mouse.wheel(0, -400)
         zoomed = transform(page)
+        if float(zoomed.split("scale(")[1].rstrip(")")) >= 0.6:
+            assert "cnc-zoomed-out" not in view.get_attribute("class")
         assert zoomed != before and float(zoomed.split("scale(")[1].rstrip(")")) > float(
             before.split("scale(")[1].rstrip(")")
         )

@@ -24,6 +24,7 @@ const CSS = `
 .cnc-provenance .cnc-edge { fill: none; stroke: #9aa3ad; stroke-width: 1.5; }
 .cnc-provenance .cnc-edge-label { fill: #444; font-size: 11px; paint-order: stroke;
   stroke: #fff; stroke-width: 3px; stroke-linejoin: round; }
+.cnc-provenance.cnc-zoomed-out .cnc-edge-label { display: none; }
 .cnc-provenance .cnc-node { cursor: pointer; outline: none; }
 .cnc-provenance .cnc-node circle.cnc-dot { stroke: #333; stroke-width: 1; }
 .cnc-provenance .cnc-node .cnc-ring { fill: none; stroke: transparent; stroke-width: 3; }

@@ -59,6 +59,8 @@ function render({ model, el }) {
 
   function applyView() {
     viewport.setAttribute("transform", `translate(${view.x},${view.y}) scale(${view.k})`);
+    // Semantic zoom: far out, edge labels are unreadable clutter; their text stays in titles.
+    root.classList.toggle("cnc-zoomed-out", view.k < 0.6);
   }
 
   function zoomAt(factor, cx, cy) {
