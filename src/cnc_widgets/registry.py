@@ -6,7 +6,6 @@ registry is the one source of truth for what is shown and chosen.
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import time
@@ -617,10 +616,6 @@ class ModelRegistry(traitlets.HasTraits):
             self._records[record.name] = record
         self._static.update(self._store.statics())
         self._data = self._store.get_data()
-
-    def copy_model(self, name: str) -> nn.Module:
-        """A deep copy of ``name``'s module, safe to modify."""
-        return copy.deepcopy(self.model(name))
 
 
 def default_name(parent: str, operation: str, params: dict[str, Any]) -> str:

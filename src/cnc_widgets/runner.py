@@ -70,12 +70,14 @@ def evaluate_one(
         **cost,
         "eval_batch_size": data.batch_size,
     }
-    return to_record(result, metrics)
+    return to_record(result, metrics, predictions)
 
 
-def to_record(result: EvalResult, metrics: dict[str, Any]) -> dict[str, Any]:
+def to_record(
+    result: EvalResult, metrics: dict[str, Any], predictions: np.ndarray
+) -> dict[str, Any]:
     """A flat dict of arrays plus JSON facts, as the store keeps it."""
-    record: dict[str, Any] = {"metrics": metrics, "predictions": result.logits.argmax(1)}
+    record: dict[str, Any] = {"metrics": metrics, "predictions": predictions}
     for f in fields(result):
         value = getattr(result, f.name)
         record[f.name] = value
