@@ -95,11 +95,6 @@ def _weight_row(wa: dict[str, torch.Tensor], wb: dict[str, torch.Tensor]) -> dic
     }
 
 
-def _pairs(model_a: nn.Module, model_b: nn.Module) -> list[str]:
-    wa, wb = module_weights(model_a), module_weights(model_b)
-    return [name for name in wa if name in wb]
-
-
 def cka_between(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -167,10 +162,11 @@ def layer_table(
     (the same over its outputs on all of ``inputs``) and ``cka`` (linear CKA of its
     outputs, exact over all instances).
     """
-    names = _pairs(model_a, model_b)
+    # Dequantizing int8 weights costs a pass over the model: do it once per model.
+    wa, wb = module_weights(model_a), module_weights(model_b)
+    names = [name for name in wa if name in wb]
     if not names:
         raise ValueError("the two models share no module names with parameters; nothing to compare")
-    wa, wb = module_weights(model_a), module_weights(model_b)
     rows = []
     for name in names:
         row = {"module": name, "kind": type(model_a.get_submodule(name)).__name__}

@@ -598,13 +598,13 @@ class ModelRegistry(traitlets.HasTraits):
         return frame
 
     def _drop_results(self, name: str) -> None:
-        key = self._key(name)
-        if key is not None:
-            self._results.pop(key, None)
+        """Forget every result of ``name``'s weights, on any data, here and in the store."""
         fp = self._records[name].fingerprint
-        for k in [k for k in self._results if fp is not None and k.startswith(fp + "|")]:
+        if fp is None:
+            return
+        for k in [k for k in self._results if k.startswith(fp + "|")]:
             del self._results[k]
-        if self._store is not None and fp is not None:
+        if self._store is not None:
             self._store.drop_results(fp)
 
     def _touch(self) -> None:

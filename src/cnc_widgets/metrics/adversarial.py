@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .agreement import jaccard
+
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
 
 
@@ -185,8 +187,4 @@ def adversarial_overlap(flipped_a: np.ndarray, flipped_b: np.ndarray) -> float:
     >>> adversarial_overlap(np.array([1, 1, 0], bool), np.array([0, 1, 0], bool))
     0.5
     """
-    a, b = np.asarray(flipped_a, bool), np.asarray(flipped_b, bool)
-    if a.shape != b.shape:
-        raise ValueError(f"flipped sets have different lengths: {a.shape} and {b.shape}")
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else float(np.count_nonzero(a & b) / union)
+    return jaccard(flipped_a, flipped_b)
