@@ -1,4 +1,4 @@
-"""Overhead of :func:`cnc_widgets.evaluation.evaluate_model` over a bare inference loop.
+"""Overhead of :func:`cnc_widgets.evaluate.inference.evaluate_model` over a bare inference loop.
 
 For the digits CNN and the MiniLM tweet classifier, times on the same batches:
 
@@ -26,8 +26,8 @@ from collections.abc import Callable
 import torch
 
 from cnc_widgets import examples
-from cnc_widgets.activations import call_model, n_rows, slice_rows
-from cnc_widgets.evaluation import evaluate_model
+from cnc_widgets.evaluate.activations import call_model, n_rows, slice_rows
+from cnc_widgets.evaluate.inference import evaluate_model
 
 
 def plain_loop(model: torch.nn.Module, inputs, batch_size: int) -> None:

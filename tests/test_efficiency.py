@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnc_widgets.efficiency import (
+from cnc_widgets.evaluate.efficiency import (
     efficiency,
     macs,
     parameter_counts,

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from cnc_widgets import examples
-from cnc_widgets.activations import iter_activations, leaf_modules, paired_activation_stats
-from cnc_widgets.evaluation import (
+from cnc_widgets.evaluate.activations import iter_activations, leaf_modules, paired_activation_stats
+from cnc_widgets.evaluate.inference import (
     EvaluationError,
     evaluate_model,
     extract_logits,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from cnc_widgets import examples
-from cnc_widgets.fingerprint import data_fingerprint, model_fingerprint
+from cnc_widgets.evaluate.fingerprint import data_fingerprint, model_fingerprint
 
 
 def mlp(seed: int = 0) -> nn.Module:
@@ -92,7 +92,7 @@ def test_stable_across_processes():
     code = (
         "import torch; from torch import nn; torch.manual_seed(0); "
         "m = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)); "
-        "from cnc_widgets.fingerprint import model_fingerprint; "
+        "from cnc_widgets.evaluate.fingerprint import model_fingerprint; "
         "print(model_fingerprint(m))"
     )
     out = subprocess.run(

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from cnc_widgets import examples
-from cnc_widgets.efficiency import efficiency
-from cnc_widgets.low_rank import LowRankLinear
-from cnc_widgets.operations import apply_operation, operation_record, operations
-from cnc_widgets.pruning import prunable_tensors
+from cnc_widgets.compress import apply_operation, operation_record, operations
+from cnc_widgets.compress.low_rank import LowRankLinear
+from cnc_widgets.compress.pruning import prunable_tensors
+from cnc_widgets.evaluate.efficiency import efficiency
 
 
 def state_hash(model: nn.Module) -> str:

@@ -228,7 +228,7 @@ def test_reopen_rebuilds_descendants_by_replay(tmp_path, digits, digits_cnn):
     counter = None
     for name in ["p80", "int8"]:
         model = again.model(name)  # replayed from the root, checked against the fingerprint
-        from cnc_widgets.fingerprint import model_fingerprint
+        from cnc_widgets.evaluate.fingerprint import model_fingerprint
 
         assert model_fingerprint(model) == fingerprints[name]
         counter = Counter(model)

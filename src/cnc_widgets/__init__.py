@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .operations import operations
+from .compress import operations
 from .registry import EvaluationError, ModelRegistry
 
 __version__ = "0.1.0"

@@ -11,20 +11,46 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from . import metrics as m
-from .layers import cka_between, default_cka_modules, layer_table
+from .evaluate.data import EvalData
 from .metrics.adversarial import Attack, adversarial_overlap, attack_model, has_gradients
-
-if TYPE_CHECKING:
-    from .registry import ModelRegistry
+from .metrics.layers import cka_between, default_cka_modules, layer_table, module_weights
+from .provenance import ModelRecord
 
 DEFAULT_KS = (10, 20, 50, 100, 200, 500)
+
+
+class ResultSource(Protocol):
+    """What a comparison needs from whoever holds the models: :class:`ModelRegistry` is one.
+
+    A narrow interface, so that a comparison can be built and tested without a registry
+    and the registry can import this module without this module importing it.
+    """
+
+    @property
+    def data(self) -> EvalData | None:
+        """The evaluation set both models were run on."""
+
+    def result(self, name: str) -> dict[str, Any]:
+        """Cached evaluation arrays of ``name`` (``logits``, ``embeddings``, ...)."""
+
+    def model(self, name: str) -> nn.Module:
+        """The module registered as ``name`` (raises ``KeyError`` without weights)."""
+
+    def record(self, name: str) -> ModelRecord:
+        """The provenance record of ``name`` (its ``parent``)."""
+
+    def cached_measure(
+        self, a: str, b: str, measure: str, params: dict[str, Any], compute: Callable[[], Any]
+    ) -> Any:
+        """``compute()`` once per (weights of a and b, data, measure, params), then cached."""
 
 
 class Comparison:
@@ -38,7 +64,7 @@ class Comparison:
     >>> cmp.layers[["weight_rel_change", "cka"]]
     """
 
-    def __init__(self, registry: ModelRegistry, a: str, b: str) -> None:
+    def __init__(self, registry: ResultSource, a: str, b: str) -> None:
         self.registry, self.a, self.b = registry, a, b
         self._ra, self._rb = registry.result(a), registry.result(b)
         ca, cb = self._ra["logits"].shape[1], self._rb["logits"].shape[1]
@@ -60,7 +86,7 @@ class Comparison:
         )
 
     def _memo(self, measure: str, params: dict[str, Any], compute: Callable[[], Any]) -> Any:
-        return self.registry._memo(("compare", self.a, self.b, measure, params), compute)
+        return self.registry.cached_measure(self.a, self.b, measure, params, compute)
 
     # -- predictions and errors ---------------------------------------------------
 
@@ -282,8 +308,6 @@ class Comparison:
         the streaming histograms kept at evaluation (each model's own bins, with
         under- and overflow bins at either end), rows ``(model, bin)``.
         """
-        from .layers import module_weights
-
         wa = module_weights(self.registry.model(self.a)).get(module)
         wb = module_weights(self.registry.model(self.b)).get(module)
         if wa is None or wb is None:

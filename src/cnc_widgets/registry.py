@@ -11,21 +11,21 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import traitlets
 from torch import nn
 
-if TYPE_CHECKING:
-    from .comparison import Comparison
-
-from . import cnc_json
-from .data import EvalData, make_data
-from .fingerprint import data_fingerprint, model_fingerprint
+from .comparison import Comparison
+from .compress import apply_operation, operation_record, operations
+from .evaluate.data import EvalData, make_data
+from .evaluate.fingerprint import data_fingerprint, model_fingerprint
+from .evaluate.runner import EvaluationError, evaluate_one
+from .formats import cnc_json
 from .provenance import ModelRecord, check_parent, jsonable_params, topological
-from .runner import EvaluationError, evaluate_one
+from .store import Store
 
 __all__ = ["EvaluationError", "ModelRegistry"]
 
@@ -82,8 +82,6 @@ class ModelRegistry(traitlets.HasTraits):
         self._store = None
         self.keep_weights = keep_weights
         if store is not None:
-            from .store import Store
-
             self._store = Store(store)
             self._load_from_store()
 
@@ -174,8 +172,6 @@ class ModelRegistry(traitlets.HasTraits):
         self._models[name] = model
 
     def _materialise(self, name: str) -> None:
-        from .operations import apply_operation, operations
-
         record = self._records[name]
         if (
             record.fingerprint is None
@@ -291,7 +287,7 @@ class ModelRegistry(traitlets.HasTraits):
         """Make a compressed child of ``parent`` and register it with its provenance.
 
         The parent is never modified. The child records the operation (a built-in name
-        from :func:`cnc_widgets.operations`, or a callable's qualified name), every
+        from :func:`cnc_widgets.compress`, or a callable's qualified name), every
         parameter including defaults, library versions and the seconds it took.
 
         Examples
@@ -301,8 +297,6 @@ class ModelRegistry(traitlets.HasTraits):
         >>> reg.compress("base", "quantize_dynamic", name="int8")
         'int8'
         """
-        from .operations import apply_operation, operation_record, operations
-
         source = self.model(parent)
         builtin = operations().get(operation) if isinstance(operation, str) else None
         if builtin is not None:
@@ -516,8 +510,6 @@ class ModelRegistry(traitlets.HasTraits):
         >>> cmp = reg.compare("base", "int8")
         >>> cmp.agreement, cmp.knn_agreement(10)
         """
-        from .comparison import Comparison
-
         for name in (a, b):
             self._require(name)
             if self._cached(self._key(name)) is None:
@@ -549,9 +541,14 @@ class ModelRegistry(traitlets.HasTraits):
         ]
         return pd.DataFrame(rows).set_index("model")
 
-    def _memo(self, parts: tuple, compute: Callable[[], Any]) -> Any:
-        """Compute once per (models' weights, data, measure, parameters); keep it in the store."""
-        _kind, a, b, measure, params = parts
+    def cached_measure(
+        self, a: str, b: str, measure: str, params: dict[str, Any], compute: Callable[[], Any]
+    ) -> Any:
+        """``compute()`` once per (weights of a and b, data, measure, parameters).
+
+        The value is kept in memory and in the store, keyed by both models'
+        fingerprints, the data's fingerprint, the measure and its parameters.
+        """
         fa, fb = self._records[a].fingerprint, self._records[b].fingerprint
         spec = json.dumps(params, sort_keys=True, default=str)
         key = f"cmp|{fa}|{fb}|{self._data.fingerprint}|{measure}|{spec}"

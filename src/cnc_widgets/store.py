@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import EvalData
+from .evaluate.data import EvalData
 from .provenance import ModelRecord
 
 SCHEMA = """

@@ -1,6 +1,10 @@
-"""Comparison metrics: pure functions on numpy arrays and torch tensors.
+"""Comparison metrics: pure functions on numpy arrays, tensors and models.
 
-Nothing here knows about the registry or the widgets; model ``a`` is always the reference and
+Owns agreement and errors (:mod:`.agreement`), neighbourhoods (:mod:`.knn`), Deep kNN
+out-of-distribution flags (:mod:`.ood`), adversarial sets (:mod:`.adversarial`), exact
+linear CKA (:mod:`.cka`) and the per-module layer table (:mod:`.layers`). Nothing here knows
+about the registry, the store or the widgets; :mod:`.layers` may use
+:mod:`cnc_widgets.evaluate` to stream activations. Model ``a`` is always the reference and
 ``b`` the model compared with it. Definitions follow design.md section 4.
 """
 

@@ -1,4 +1,9 @@
-"""The notebook views. They import the core; the core never imports them."""
+"""The notebook views: anywidgets over one registry, with their JavaScript in js/src/views/.
+
+Owns the widget classes, what they sync to the browser (:mod:`._sync`) and the bundle
+loader (:mod:`._bundle`). Imports the registry and the comparison; nothing in the core
+imports this package (``cnc_widgets.__init__`` loads it lazily).
+"""
 
 from .provenance import ProvenanceGraph, show_provenance
 

@@ -9,7 +9,7 @@ module holds the catalogue, the parameter checks and the provenance record.
 Example
 -------
 >>> from torch import nn
->>> from cnc_widgets.operations import apply_operation, operation_record
+>>> from cnc_widgets.compress import apply_operation, operation_record
 >>> parent = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
 >>> child = apply_operation(parent, "prune", amount=0.5)
 >>> operation_record("prune", {"amount": 0.5})["operation"]

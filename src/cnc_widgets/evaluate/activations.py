@@ -8,7 +8,7 @@ restored on the way out, so calls can run side by side in separate workers.
 Example
 -------
 >>> import torch
->>> from cnc_widgets.activations import paired_activation_stats
+>>> from cnc_widgets.evaluate.activations import paired_activation_stats
 >>> a = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
 >>> stats = paired_activation_stats(a, a, torch.randn(10, 4), ["0"], batch_size=4)
 >>> float(stats.rel_change[0])
@@ -439,7 +439,7 @@ class RunningStats:
     reductions (sum, dot product, nonzero count, aminmax) on the output and a bincount
     over a fixed sample of it; only scalars and one histogram per module are kept.
     The first call of a module fixes its histogram range (see
-    :func:`cnc_widgets.evaluation.evaluate_model`) and, when the mean is large against
+    :func:`cnc_widgets.evaluate.inference.evaluate_model`) and, when the mean is large against
     the spread, a shift subtracted before summing squares to avoid cancellation.
     """
 
@@ -537,7 +537,7 @@ class RunningStats:
         return acc
 
     def arrays(self) -> dict[str, Any]:
-        """The statistics as :class:`~cnc_widgets.evaluation.EvalResult` fields."""
+        """The statistics as :class:`~cnc_widgets.evaluate.inference.EvalResult` fields."""
         names = list(self.acc)
         accs = [self.acc[m] for m in names]
         count = np.array([a.count for a in accs], dtype=np.int64)

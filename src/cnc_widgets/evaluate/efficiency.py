@@ -28,7 +28,7 @@ Example
 -------
 >>> import torch
 >>> from torch import nn
->>> from cnc_widgets.efficiency import efficiency
+>>> from cnc_widgets.evaluate.efficiency import efficiency
 >>> stats = efficiency(nn.Linear(4, 3), torch.zeros(1, 4), latency=False)
 >>> stats["params"], stats["macs"]
 (15, 12)

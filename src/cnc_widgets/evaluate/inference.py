@@ -8,7 +8,7 @@ combine the parts with :func:`merge_results`.
 Example
 -------
 >>> import torch
->>> from cnc_widgets.evaluation import evaluate_model
+>>> from cnc_widgets.evaluate.inference import evaluate_model
 >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
 >>> result = evaluate_model(model, torch.randn(20, 4), batch_size=8, progress=False)
 >>> result.logits.shape, result.embeddings.shape, result.embedding_module
@@ -323,7 +323,7 @@ def resolve_embedding(model: nn.Module, embedding: str | None) -> tuple[str, str
         linear_types += (QuantizedLinear,)  # the dynamic quantized Linear subclasses it
     except ImportError:  # pragma: no cover - torch without torch.ao
         pass
-    from .low_rank import LowRankLinear
+    from ..compress.low_rank import LowRankLinear
 
     # A factorised Linear is one layer: its input, not the rank-r middle, is the embedding.
     linear_types += (LowRankLinear,)

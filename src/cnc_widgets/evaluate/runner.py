@@ -14,7 +14,7 @@ from torch import nn
 
 from .data import EvalData
 from .efficiency import efficiency
-from .evaluation import EvalResult, EvaluationError, evaluate_model
+from .inference import EvalResult, EvaluationError, evaluate_model
 
 __all__ = ["EvaluationError", "evaluate_one"]
 

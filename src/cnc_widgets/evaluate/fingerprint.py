@@ -7,7 +7,7 @@ tree and ``state_dict`` contents hash alike; one changed weight changes the hash
 Example
 -------
 >>> import copy, torch
->>> from cnc_widgets.fingerprint import model_fingerprint
+>>> from cnc_widgets.evaluate.fingerprint import model_fingerprint
 >>> model = torch.nn.Linear(4, 2)
 >>> model_fingerprint(model) == model_fingerprint(copy.deepcopy(model))
 True
@@ -78,7 +78,7 @@ def data_fingerprint(
     ----------
     inputs
         A tensor ``(N, ...)`` or a mapping of names to tensors (hashed in sorted key
-        order), as :func:`cnc_widgets.evaluation.evaluate_model` takes them.
+        order), as :func:`cnc_widgets.evaluate.inference.evaluate_model` takes them.
     labels
         Integer class indices (tensor, array or sequence), or ``None``.
 

@@ -9,7 +9,7 @@ Example
 -------
 >>> import torch
 >>> from torch import nn
->>> from cnc_widgets.precision import half
+>>> from cnc_widgets.compress.precision import half
 >>> model = half(nn.Linear(4, 2))
 >>> model.weight.dtype, model(torch.zeros(1, 4)).dtype
 (torch.float16, torch.float32)

@@ -16,7 +16,7 @@ Example
 -------
 >>> import torch
 >>> from cnc_widgets import examples
->>> from cnc_widgets.structured import prune_structured
+>>> from cnc_widgets.compress.structured import prune_structured
 >>> cnn = prune_structured(examples.DigitsCNN(), 0.5, example_input=torch.zeros(2, 1, 8, 8))
 >>> cnn.features[0].out_channels
 8

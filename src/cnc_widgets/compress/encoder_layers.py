@@ -3,7 +3,7 @@
 Example
 -------
 >>> from cnc_widgets import examples
->>> from cnc_widgets.encoder_layers import drop_layers
+>>> from cnc_widgets.compress.encoder_layers import drop_layers
 >>> encoder, _ = examples.load_minilm()  # doctest: +SKIP
 >>> len(drop_layers(encoder, [3, 4, 5]).encoder.layer)  # doctest: +SKIP
 3

@@ -7,7 +7,7 @@ layers where it would not are left as they are.
 Example
 -------
 >>> from torch import nn
->>> from cnc_widgets.low_rank import low_rank
+>>> from cnc_widgets.compress.low_rank import low_rank
 >>> net = low_rank(nn.Sequential(nn.Linear(64, 64)), rank=8)
 >>> type(net[0]).__name__, net[0].rank
 ('LowRankLinear', 8)

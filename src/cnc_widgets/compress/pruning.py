@@ -8,7 +8,7 @@ pruned model compares tensor-by-tensor with its parent.
 Example
 -------
 >>> from torch import nn
->>> from cnc_widgets.pruning import prune
+>>> from cnc_widgets.compress.pruning import prune
 >>> model = prune(nn.Linear(10, 10), amount=0.3)
 >>> int((model.weight == 0).sum() + (model.bias == 0).sum())
 33
@@ -103,7 +103,7 @@ def prune(
     Parameters
     ----------
     model
-        Modified in place and returned (:func:`~cnc_widgets.operations.apply_operation`
+        Modified in place and returned (:func:`~cnc_widgets.compress.apply_operation`
         passes a copy).
     amount
         Fraction in [0, 1] of the chosen weights to set to zero.

@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .activations import iter_activations, paired_activation_stats
-from .metrics.cka import CKAMatrix, LinearCKA, cka_memory_estimate
+from ..evaluate.activations import iter_activations, paired_activation_stats
+from .cka import CKAMatrix, LinearCKA, cka_memory_estimate
 
 __all__ = ["cka_between", "default_cka_modules", "layer_table", "module_weights"]
 
@@ -187,7 +187,7 @@ def layer_table(
 
 def default_cka_modules(model: nn.Module) -> list[str]:
     """Representative modules for a CKA matrix: encoder blocks, else modules with weights."""
-    from .encoder_layers import find_encoder_layers
+    from ..compress.encoder_layers import find_encoder_layers
 
     try:
         prefix, _owner, _attr, layers = find_encoder_layers(model)
