@@ -65,7 +65,11 @@ def test_large_forest(lab, browser, tmp_path):
         before = transform(page)
         box = page.locator(".cnc-provenance svg").bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        # Ctrl+wheel zooms (a plain wheel scrolls the notebook: test_wheel_browser.py).
+        page.keyboard.down("Control")
         page.mouse.wheel(0, -400)
+        page.keyboard.up("Control")
+        page.wait_for_timeout(100)
         zoomed = transform(page)
         if float(zoomed.split("scale(")[1].rstrip(")")) >= 0.6:
             assert "cnc-zoomed-out" not in view.get_attribute("class")
