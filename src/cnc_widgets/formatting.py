@@ -147,7 +147,8 @@ def format_count(value: Any) -> str:
 
 
 _SI = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "\u00b5")]
-_SPEC = re.compile(r"^(,)?(0)?(\d+)?(?:\.(\d+))?(~)?([%sfdeg])?$")
+# d3-format's grammar without fill, align, sign and symbol: [0][width][,][.precision][~][type]
+_SPEC = re.compile(r"^(0)?(\d+)?(,)?(?:\.(\d+))?(~)?([%sfdeg])?$")
 
 
 def d3_format(spec: str, value: Any) -> str:
@@ -157,7 +158,7 @@ def d3_format(spec: str, value: Any) -> str:
     m = _SPEC.match(str(spec or ""))
     if not m or isinstance(value, bool) or not isinstance(value, (int, float)):
         return format_number(value)
-    comma, zero, width, precision, tilde, kind = m.groups()
+    zero, width, comma, precision, tilde, kind = m.groups()
     p = None if precision is None else int(precision)
     if kind == "%":
         text = f"{value * 100:.{6 if p is None else p}f}"

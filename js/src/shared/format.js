@@ -90,9 +90,10 @@ export function formatCount(value) {
 const SI = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"], [1, ""], [1e-3, "m"], [1e-6, "\u00b5"]];
 
 export function d3Format(spec) {
-  const m = /^(,)?(0)?(\d+)?(?:\.(\d+))?(~)?([%sfdeg])?$/.exec(String(spec || ""));
+  // d3-format's grammar without fill, align, sign and symbol: [0][width][,][.precision][~][type]
+  const m = /^(0)?(\d+)?(,)?(?:\.(\d+))?(~)?([%sfdeg])?$/.exec(String(spec || ""));
   if (!m) return formatNumber;
-  const [, comma, zero, width, precision, tilde, type] = m;
+  const [, zero, width, comma, precision, tilde, type] = m;
   const p = precision === undefined ? undefined : Number(precision);
   return (value) => {
     if (missing(value)) return "n/a";
