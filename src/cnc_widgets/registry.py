@@ -18,6 +18,7 @@ import pandas as pd
 import traitlets
 from torch import nn
 
+from .comparability import comparability as _comparability
 from .comparison import Comparison
 from .compress import apply_operation, operation_record, operations
 from .evaluate.data import EvalData, make_data
@@ -121,6 +122,22 @@ class ModelRegistry(traitlets.HasTraits):
         ['int4']
         """
         return outside(self.metrics(), self.filters)
+
+    def comparability(self, names: Sequence[str] | None = None) -> pd.DataFrame:
+        """Which operation parameters differ along the models' provenance paths.
+
+        One row per parameter (``"prune: amount"``), one column per model, and a
+        ``status`` column: ``"differs"`` or ``"shared"``. Two models are comparable when
+        exactly one row differs. ``names`` defaults to ``selected``.
+
+        Examples
+        --------
+        >>> reg.comparability(["base-prune-0.5", "base-prune-0.7"])
+        """
+        names = list(self.selected if names is None else names)
+        for name in names:
+            self._require(name)
+        return _comparability(self.record, names)
 
     # -- models and provenance -------------------------------------------------------
 
