@@ -75,6 +75,40 @@ const CSS = `
 
 export function addStyles(root) {
   const style = document.createElement("style");
-  style.textContent = CSS;
+  style.textContent = CSS + DETAILS_CSS;
   root.append(style);
 }
+
+const DETAILS_CSS = `
+.cnc-details .cnc-details-body { padding: 6px 10px 10px; max-height: 640px; overflow: auto; }
+.cnc-details h4 { margin: 8px 0 4px; font-size: 12px; color: var(--cnc-fg2); font-weight: 600; }
+.cnc-details .cnc-chain { margin: 0; padding-left: 20px; }
+.cnc-details .cnc-chain li { overflow-wrap: anywhere; }
+.cnc-details table.cnc-metrics { border-collapse: collapse; }
+.cnc-details .cnc-metrics th, .cnc-details .cnc-metrics td { padding: 2px 10px 2px 0;
+  text-align: left; font-weight: normal; border-bottom: 1px solid var(--cnc-border2); }
+.cnc-details .cnc-metrics td { font-variant-numeric: tabular-nums; }
+.cnc-details .cnc-metrics th[scope="row"] { color: var(--cnc-fg2); }
+.cnc-details tr.cnc-differs th, .cnc-details tr.cnc-differs td { font-weight: 600; }
+.cnc-details .cnc-warning { color: var(--cnc-warn); border: 1px solid var(--cnc-warn);
+  border-radius: 4px; padding: 4px 8px; margin: 4px 0 8px; }
+.cnc-details .cnc-note { color: var(--cnc-fg2); margin: 4px 0; }
+.cnc-details .cnc-scroll-x { overflow-x: auto; }
+.cnc-details .cnc-charts { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 8px; }
+.cnc-details summary { cursor: pointer; color: var(--cnc-fg2); }
+.cnc-filters .cnc-filter-list { display: flex; flex-wrap: wrap; gap: 10px 18px; padding: 8px 10px;
+  max-height: 420px; overflow: auto; }
+.cnc-filters .cnc-filter { width: 262px; }
+.cnc-filters .cnc-filter-head { display: flex; gap: 6px; align-items: baseline; flex-wrap: wrap; }
+.cnc-filters .cnc-filter-range { color: var(--cnc-fg2); font-variant-numeric: tabular-nums; }
+.cnc-filters .cnc-filter.cnc-active .cnc-filter-range { color: var(--cnc-accent); font-weight: 600; }
+.cnc-filters .cnc-note { color: var(--cnc-fg2); }
+.cnc-filters svg.cnc-hist { display: block; cursor: crosshair; touch-action: none; }
+.cnc-filters .cnc-bar-all { fill: var(--cnc-border); }
+.cnc-filters .cnc-bar-in { fill: var(--cnc-accent); }
+.cnc-filters .cnc-brush { fill: var(--cnc-accent); fill-opacity: 0.15; stroke: var(--cnc-accent); }
+.cnc-filters .cnc-filter-inputs { display: flex; gap: 4px; align-items: center; }
+.cnc-filters .cnc-filter-inputs input { width: 96px; font: inherit; color: var(--cnc-fg);
+  background: var(--cnc-bg2); border: 1px solid var(--cnc-border); border-radius: 3px; }
+.cnc-filters .cnc-filter-count { color: var(--cnc-fg2); }
+`;

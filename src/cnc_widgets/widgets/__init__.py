@@ -5,6 +5,8 @@ loader (:mod:`._bundle`). Imports the registry and the comparison; nothing in th
 imports this package (``cnc_widgets.__init__`` loads it lazily).
 """
 
+from .details import SelectionDetails
+from .filter_panel import FilterPanel
 from .provenance import ProvenanceGraph, show_provenance
 
-__all__ = ["ProvenanceGraph", "show_provenance"]
+__all__ = ["FilterPanel", "ProvenanceGraph", "SelectionDetails", "show_provenance"]
