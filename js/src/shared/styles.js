@@ -15,7 +15,7 @@ const CSS = `
 .cnc-view.cnc-zoom-engaged { border-color: var(--cnc-accent); }
 .cnc-toolbar { display: flex; gap: 8px; align-items: center; padding: 6px 8px;
   border-bottom: 1px solid var(--cnc-border2); flex-wrap: wrap; }
-.cnc-toolbar button, .cnc-toolbar select { font: inherit; padding: 2px 8px; color: var(--cnc-fg); width: auto; max-width: 16em;
+.cnc-toolbar button, .cnc-toolbar select { font: inherit; padding: 2px 8px; color: var(--cnc-fg); width: auto; max-width: 12em;
   background: var(--cnc-bg2); border: 1px solid var(--cnc-border); border-radius: 3px; }
 .cnc-toolbar button[aria-pressed="true"] { border-color: var(--cnc-accent);
   box-shadow: inset 0 0 0 1px var(--cnc-accent); }

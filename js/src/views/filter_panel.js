@@ -49,11 +49,17 @@ function render({ model, el }) {
       list.append(html("div", { class: "cnc-empty", text: "No metrics yet: reg.evaluate() measures the models" }));
       return;
     }
+    const constant = [];
     for (const [metric, values] of Object.entries(metrics)) {
       const info = infos[metric] || {};
       const fmt = (v) => formatMetric(v, metric, info);
       const vals = finite(values);
       if (!vals.length) continue;
+      if (vals.length === values.length && vals.every((v) => v === vals[0]) && !filters[metric]) {
+        // Nothing to narrow down: one line instead of a histogram with one bar.
+        constant.push(`${metric} ${fmt(vals[0])}`);
+        continue;
+      }
       let lo = Math.min(...vals);
       let hi = Math.max(...vals);
       if (hi === lo) { lo -= 0.5 * Math.abs(lo || 1) * 0.01; hi += 0.5 * Math.abs(hi || 1) * 0.01; }
@@ -120,8 +126,10 @@ function render({ model, el }) {
         const b = high.value === "" ? null : Number(high.value);
         setRange(metric, a === null && b === null ? null : [a, b]);
       };
-      low.addEventListener("change", typed);
-      high.addEventListener("change", typed);
+      for (const input of [low, high]) {
+        input.addEventListener("change", typed);
+        input.addEventListener("keydown", (event) => { if (event.key === "Enter") typed(); });
+      }
       const summary = range
         ? `${fmt(range[0] ?? Math.min(...vals))} \u2013 ${fmt(range[1] ?? Math.max(...vals))}`
         : `${fmt(Math.min(...vals))} \u2013 ${fmt(Math.max(...vals))}`;
@@ -135,6 +143,9 @@ function render({ model, el }) {
         chart,
         html("div", { class: "cnc-filter-inputs" }, [low, html("span", { text: "to" }), high]),
       ]));
+    }
+    if (constant.length) {
+      list.append(html("div", { class: "cnc-note cnc-constant", text: `the same for every model: ${constant.join(", ")}` }));
     }
   }
 

@@ -246,7 +246,10 @@ function render({ model, el }) {
       const value = (node.metrics || {})[colourBy];
       const r = radiusOf(node);
       const missing = !(typeof value === "number" && Number.isFinite(value));
-      const labelText = byOperation ? `${node.name} ${formatParams(node.params)}` : node.name;
+      const shownParams = node.shown_params
+        ? Object.fromEntries(Object.entries(node.params || {}).filter(([k]) => node.shown_params.includes(k)))
+        : node.params;
+      const labelText = byOperation && formatParams(shownParams) ? `${node.name} (${formatParams(shownParams)})` : node.name;
       const mark = svg("g", {
         class: "cnc-node",
         "data-model": node.name,

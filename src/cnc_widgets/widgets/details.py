@@ -24,6 +24,8 @@ from ._sync import json_value, link_selection
 MAX_MODELS = 16
 # Metrics shown first, in this order, when present.
 PREFERRED = ["accuracy", "size_bytes", "latency_ms", "sparsity", "params", "nonzero_params", "macs"]
+# Settings recorded beside the measurements, not measurements of the model.
+BOOKKEEPING = {"latency_batch_size", "latency_threads", "eval_batch_size"}
 _BYTE_UNITS = [("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0)]
 
 
@@ -31,7 +33,7 @@ def numeric_metrics(table: pd.DataFrame) -> list[str]:
     """Columns of ``table`` with at least one finite number, the usual ones first."""
     found = []
     for column in table.columns:
-        if column in PROVENANCE_COLUMNS:
+        if column in PROVENANCE_COLUMNS or column in BOOKKEEPING:
             continue
         values = pd.to_numeric(table[column], errors="coerce")
         if values.notna().any() and table[column].map(lambda v: not isinstance(v, bool)).all():
