@@ -1,7 +1,7 @@
 // The provenance graph: which model was made from which, by what operation.
 import { html, svg, formatParams } from "../shared/dom.js";
 import { colourScale, scaleLegend, domainOptions, domainControl, MISSING } from "../shared/colour.js";
-import { formatMetric } from "../shared/format.js";
+import { formatMetric, formatNumber, metricKind } from "../shared/format.js";
 import { markFiltered } from "../shared/filter.js";
 import { getSelected, select, markSelected } from "../shared/selection.js";
 import { addStyles } from "../shared/styles.js";
@@ -113,8 +113,11 @@ function render({ model, el }) {
     if (node.parent) {
       tooltip.append(html("div", { class: "cnc-tip-sub", text: `from ${node.parent}: ${edgeLabel(node)}` }));
     }
+    // Fractions print as percentages; the tooltip also gives the exact value.
+    const exact = (k, v) => (metricKind(k, info(k)) === "fraction" && typeof v === "number"
+      ? ` (${formatNumber(v)})` : "");
     const rows = Object.entries(node.metrics || {}).map(([k, v]) =>
-      html("tr", {}, [html("td", { text: k }), html("td", { text: formatMetric(v, k, info(k)) })]));
+      html("tr", {}, [html("td", { text: k }), html("td", { text: formatMetric(v, k, info(k)) + exact(k, v) })]));
     if (rows.length) tooltip.append(html("table", {}, rows));
     else tooltip.append(html("div", { text: "not evaluated yet" }));
     if ((model.get("filtered_out") || []).includes(node.name)) {
@@ -196,7 +199,7 @@ function render({ model, el }) {
     const byOperation = (model.get("columns") || "depth") === "operation";
     const { positions, rows, depth, columns } = byOperation ? layoutByOperation(forest, collapsed) : layout(forest, collapsed);
     extent = { w: depth * COL + 160, h: rows * ROW };
-    const height = Math.min(640, Math.max(260, extent.h + 2 * PAD));
+    const height = Math.min(580, Math.max(260, extent.h + 2 * PAD));
     canvas.setAttribute("height", height);
     canvas.style.height = `${height}px`;
     const at = (name) => {

@@ -24,6 +24,8 @@ from ._sync import json_value, link_selection
 MAX_MODELS = 16
 # Metrics shown first, in this order, when present.
 PREFERRED = ["accuracy", "size_bytes", "latency_ms", "sparsity", "params", "nonzero_params", "macs"]
+# Okabe and Ito's palette: categories stay apart for the common colour-vision deficiencies.
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"]
 # Settings recorded beside the measurements, not measurements of the model.
 BOOKKEEPING = {"latency_batch_size", "latency_threads", "eval_batch_size"}
 _BYTE_UNITS = [("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0)]
@@ -97,7 +99,7 @@ def metric_chart(
         .encode(
             x=x_enc,
             y=alt.Y("value:Q", title=None, axis=y_axis),
-            color=colour.scale(scheme="tableau10"),
+            color=colour.scale(range=OKABE_ITO),
             tooltip=tooltip,
         )
     )
