@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "METRIC_HELP",
     "d3_format",
     "format_bytes",
     "format_count",
@@ -32,6 +33,24 @@ __all__ = [
     "format_percent",
     "metric_kind",
 ]
+
+# What each built-in measure means and how it was computed (shown where the value is hovered).
+METRIC_HELP = {
+    "accuracy": "fraction of the evaluation set classified correctly",
+    "size_bytes": "bytes of the serialized state_dict, the file one would ship "
+    "(int8 weights one byte each)",
+    "sparse_size_bytes": "size_bytes if each tensor were stored in its cheapest sparse form "
+    "(dense, bitmap or coordinates)",
+    "latency_ms": "median time of one forward pass after warm-up "
+    "(batch size and threads: latency_batch_size, latency_threads)",
+    "params": "parameter elements, packed int8 weights included",
+    "nonzero_params": "nonzero parameter elements",
+    "sparsity": "1 - nonzero_params / params",
+    "macs": "multiply-accumulates of one forward pass per instance (zeros not discounted)",
+    "effective_macs": "macs minus the work a sparse kernel would skip for zero weights",
+    "peak_memory_bytes": "most bytes the CPU allocator held at once during one forward pass, "
+    "beyond the weights",
+}
 
 _FRACTION = re.compile(
     r"(^|_)(accuracy|sparsity|agreement|jaccard|overlap|cka|fraction|rate)$|^zero_", re.I

@@ -39,7 +39,7 @@ function render({ model, el }) {
       body.append(html("h4", { text: "How it was made" }),
         html("ol", { class: "cnc-chain", "aria-label": `Operations from the root to ${d.name}` }, d.chain.map(chainItem)));
       const rows = d.metrics.map((m) => html("tr", { "data-metric": m.metric }, [
-        html("th", { scope: "row", text: m.metric }), html("td", { text: m.text }),
+        html("th", { scope: "row", text: m.metric, title: m.description || undefined }), html("td", { text: m.text }),
       ]));
       body.append(html("h4", { text: "Metrics" }),
         rows.length ? html("table", { class: "cnc-metrics" }, rows)
@@ -74,7 +74,11 @@ function render({ model, el }) {
   });
   model.on("change:details", draw);
   draw();
+  // Charts read the theme's colours when drawn: draw again when JupyterLab's theme changes.
+  const themeWatch = new MutationObserver(() => draw());
+  themeWatch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light"] });
   return () => {
+    themeWatch.disconnect();
     model.off("change:details", draw);
     for (const c of charts) c.then((h) => h.finalize()).catch(() => {});
   };

@@ -9,6 +9,14 @@ const H = 56;
 const PAD_X = 6;
 const BINS = 20;
 
+// A brushed end rounded outwards to a step of about a 500th of the axis: "0.7025", not
+// "0.702499999", and a model sitting exactly on the edge stays inside.
+function round(value, span, direction) {
+  const step = 10 ** Math.floor(Math.log10(span / 500));
+  const digits = Math.max(0, -Math.floor(Math.log10(step)));
+  return Number((direction(value / step) * step).toFixed(digits));
+}
+
 function finite(values) {
   return values.filter((v) => typeof v === "number" && Number.isFinite(v));
 }
@@ -115,7 +123,7 @@ function render({ model, el }) {
         const [a, b] = [Math.min(drag.x0, x1), Math.max(drag.x0, x1)];
         drag = null;
         if (b - a < 3) setRange(metric, null); // a click clears this metric's filter
-        else setRange(metric, [inv(a), inv(b)]);
+        else setRange(metric, [round(inv(a), hi - lo, Math.floor), round(inv(b), hi - lo, Math.ceil)]);
       });
       const low = html("input", { type: "number", step: "any", "aria-label": `${metric} lowest`, placeholder: "min",
         value: range && range[0] !== null ? String(range[0]) : "" });

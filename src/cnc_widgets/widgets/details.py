@@ -16,7 +16,7 @@ import pandas as pd
 import traitlets
 
 from ..comparability import differences_sentence, path_steps
-from ..formatting import format_metric, metric_kind
+from ..formatting import METRIC_HELP, format_metric, metric_kind
 from ..registry import PROVENANCE_COLUMNS, ModelRegistry
 from ._bundle import bundle
 from ._sync import json_value, link_selection
@@ -146,6 +146,7 @@ def details_state(registry: ModelRegistry, names: list[str]) -> dict[str, Any]:
                 "value": json_value(table.loc[name, m]),
                 "text": format_metric(json_value(table.loc[name, m]), m, info.get(m)),
                 "kind": metric_kind(m, info.get(m)),
+                "description": METRIC_HELP.get(m, ""),
             }
             for m in metrics
         ]

@@ -8,7 +8,7 @@ import anywidget
 import pandas as pd
 import traitlets
 
-from ..formatting import metric_kind
+from ..formatting import METRIC_HELP, metric_kind
 from ..registry import PROVENANCE_COLUMNS, ModelRegistry
 from ._bundle import bundle
 from ._sync import json_value, link_filters, link_selection
@@ -47,6 +47,8 @@ def metric_descriptions(registry: ModelRegistry, nodes: list[dict[str, Any]]) ->
     for name in names:
         declared = dict(registry.metric_info.get(name, {}))
         out[name] = {**json_value(declared), "kind": metric_kind(name, declared)}
+        if name in METRIC_HELP:
+            out[name]["description"] = METRIC_HELP[name]
     return out
 
 
