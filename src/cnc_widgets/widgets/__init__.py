@@ -5,6 +5,16 @@ loader (:mod:`._bundle`). Imports the registry and the comparison; nothing in th
 imports this package (``cnc_widgets.__init__`` loads it lazily).
 """
 
+from .dashboard import Dashboard, dashboard
+from .diff import PredictionDiff
 from .provenance import ProvenanceGraph, show_provenance
+from .scatter import EfficiencyScatter
 
-__all__ = ["ProvenanceGraph", "show_provenance"]
+__all__ = [
+    "Dashboard",
+    "EfficiencyScatter",
+    "PredictionDiff",
+    "ProvenanceGraph",
+    "dashboard",
+    "show_provenance",
+]
