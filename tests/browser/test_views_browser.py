@@ -241,6 +241,8 @@ def test_screenshots_light_and_dark(page):
     out = shots()
     kernel_eval(page, "1", code="reg.selected = ['base', 'pruned', 'int8']")
     page.locator(".cnc-diff").first.locator('[data-model="int8"]').wait_for()
+    # Tall enough that every view fits whole in its screenshot.
+    page.set_viewport_size({"width": 1280, "height": 2600})
     for theme, name in (("JupyterLab Light", "light"), ("JupyterLab Dark", "dark")):
         set_theme(page, theme)
         page.wait_for_timeout(800)
@@ -251,3 +253,4 @@ def test_screenshots_light_and_dark(page):
         big_diff(page).screenshot(path=str(out / f"diff-10k-{name}.png"))
         assert (out / f"scatter-{name}.png").stat().st_size > 5_000
     set_theme(page, "JupyterLab Light")
+    page.set_viewport_size({"width": 1280, "height": 900})

@@ -67,13 +67,19 @@ export function linearTicks(lo, hi, count = 6) {
 export function logTicks(lo, hi) {
   const a = Math.floor(Math.log10(lo));
   const b = Math.ceil(Math.log10(hi));
-  const mults = b - a <= 2 ? [1, 2, 5] : [1];
-  const ticks = [];
-  for (let e = a; e <= b; e += 1) {
-    for (const m of mults) {
-      const v = m * 10 ** e;
-      if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) ticks.push(v);
+  const within = (mults) => {
+    const ticks = [];
+    for (let e = a; e <= b; e += 1) {
+      for (const m of mults) {
+        const v = m * 10 ** e;
+        if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) ticks.push(v);
+      }
     }
+    return ticks;
+  };
+  for (const mults of [[1], [1, 2, 5], [1, 1.5, 2, 3, 4, 5, 6, 8]]) {
+    const ticks = within(mults);
+    if (ticks.length >= 3) return ticks;
   }
-  return ticks.length >= 2 ? ticks : linearTicks(lo, hi, 4);
+  return linearTicks(lo, hi, 4);
 }

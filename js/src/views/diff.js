@@ -7,6 +7,7 @@ import { unpack } from "../shared/wire.js";
 import { formatMetric } from "../shared/metric_units.js";
 
 const ROW = 28;
+const HEAD = 36;
 const BODY = 420;
 const OVERSCAN = 8;
 
@@ -42,8 +43,8 @@ const CSS = `
 .cnc-diff .cnc-perclass th, .cnc-diff .cnc-perclass td { padding: 2px 8px; text-align: right; white-space: nowrap; }
 .cnc-diff .cnc-perclass td:first-child, .cnc-diff .cnc-perclass th:first-child,
 .cnc-diff .cnc-perclass td:last-child, .cnc-diff .cnc-perclass th:last-child { text-align: left; }
-.cnc-diff .cnc-down { color: #c0392b; }
-.cnc-diff .cnc-up { color: #1e8449; }
+.cnc-diff .cnc-down { color: var(--jp-error-color1, #c0392b); }
+.cnc-diff .cnc-up { color: var(--jp-success-color1, #1e8449); }
 .cnc-diff .cnc-filters { display: flex; gap: 10px; align-items: center; flex-wrap: wrap; padding: 6px 8px;
   border-top: 1px solid var(--jp-border-color3, #eee); }
 .cnc-diff .cnc-filters label { display: inline-flex; gap: 4px; align-items: center; }
@@ -53,11 +54,13 @@ const CSS = `
 .cnc-diff .cnc-count { margin-left: auto; font-variant-numeric: tabular-nums; }
 .cnc-diff .cnc-table { height: ${BODY}px; overflow: auto; position: relative;
   border-top: 1px solid var(--jp-border-color2, #ddd); }
-.cnc-diff .cnc-head { position: sticky; top: 0; z-index: 2; display: grid; height: ${ROW}px;
+.cnc-diff .cnc-head { position: sticky; top: 0; z-index: 2; display: grid; height: ${HEAD}px;
   background: var(--jp-layout-color2, #f4f4f4); border-bottom: 1px solid var(--jp-border-color2, #ddd); }
 .cnc-diff .cnc-head button { all: unset; cursor: pointer; font-weight: 600; padding: 0 6px; display: flex;
-  align-items: center; gap: 2px; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
-.cnc-diff .cnc-head button.cnc-num { justify-content: flex-end; }
+  flex-direction: column; justify-content: center; overflow: hidden; white-space: nowrap; }
+.cnc-diff .cnc-head button span { overflow: hidden; text-overflow: ellipsis; }
+.cnc-diff .cnc-head .cnc-head-model { font-weight: 400; font-size: 11px; color: var(--jp-ui-font-color2, #666); }
+.cnc-diff .cnc-head button.cnc-num { align-items: flex-end; }
 .cnc-diff .cnc-head button:focus-visible { outline: 2px solid #1f77b4; }
 .cnc-diff .cnc-rows { position: relative; }
 .cnc-diff .cnc-row { position: absolute; left: 0; display: grid; height: ${ROW}px; align-items: center;
@@ -66,14 +69,14 @@ const CSS = `
 .cnc-diff .cnc-row[aria-selected="true"] { background: rgba(255, 127, 14, 0.18); }
 .cnc-diff .cnc-row > div { padding: 0 6px; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
 .cnc-diff .cnc-row .cnc-num { text-align: right; }
-.cnc-diff .cnc-row .cnc-wrong { color: #c0392b; }
+.cnc-diff .cnc-row .cnc-wrong { color: var(--jp-error-color1, #c0392b); }
 .cnc-diff .cnc-row .cnc-changed { font-weight: 700; }
 .cnc-diff .cnc-thumb { width: 24px; height: 24px; image-rendering: pixelated; display: block;
   border: 1px solid var(--jp-border-color3, #ddd); }
 .cnc-diff .cnc-pending { color: var(--jp-ui-font-color3, #aaa); }
 .cnc-diff .cnc-note { padding: 4px 8px 6px; color: var(--jp-ui-font-color2, #666); min-height: 16px; }
 .cnc-diff .cnc-empty { padding: 24px; color: var(--jp-ui-font-color2, #666); }
-.cnc-diff .cnc-no-rows { position: absolute; top: ${ROW + 16}px; left: 16px; color: var(--jp-ui-font-color2, #666); }
+.cnc-diff .cnc-no-rows { position: absolute; top: 16px; left: 16px; color: var(--jp-ui-font-color2, #666); }
 `;
 
 const pct = (v) => formatMetric(v, "fraction", 3);
@@ -119,8 +122,8 @@ function render({ model, el }) {
   const rowsBox = html("div", { class: "cnc-rows", role: "rowgroup" });
   scroller.append(head, rowsBox);
   const note = html("div", { class: "cnc-note" });
-  const main = html("div", {}, [toolbar, summaryBox, panels, filters, scroller, note]);
-  root.append(empty, main);
+  const main = html("div", {}, [summaryBox, panels, filters, scroller, note]);
+  root.append(toolbar, empty, main);
 
   // State that lives in the browser only.
   const state = {
@@ -367,7 +370,7 @@ function render({ model, el }) {
         if (k === 0) { cells.push(html("td", { text: pct(acc) })); continue; }
         const delta = acc - d.accuracy[c];
         cells.push(html("td", { class: delta < 0 ? "cnc-down" : delta > 0 ? "cnc-up" : "",
-          text: `${pct(acc)}${delta ? ` (${delta > 0 ? "+" : "\u2212"}${(100 * Math.abs(delta)).toFixed(1)})` : ""}` }));
+          text: `${pct(acc)}${delta ? ` (${delta > 0 ? "+" : "\u2212"}${(100 * Math.abs(delta)).toFixed(1)} pts)` : ""}` }));
       }
       const top = (d.topChanges[f] || [])[c] || [];
       cells.push(html("td", { text: top.map(([a, b, k]) => `${className(a)} \u2192 ${className(b)}: ${k}`).join(", ") || "\u2014" }));
@@ -380,16 +383,16 @@ function render({ model, el }) {
   function columns() {
     const cols = [
       { key: "id", label: "id", width: 64, num: true },
-      { key: "instance", label: "instance", width: previewKind() === "text" ? 260 : 44 },
+      { key: "instance", label: previewKind() === "image" ? "image" : "instance", width: previewKind() === "text" ? 260 : 44 },
       { key: "label", label: "label", width: 80 },
     ];
     d.names.forEach((name, k) => {
       const short = truncate(name, 12);
-      cols.push({ key: `pred${k}`, label: `${short} pred`, title: `${name}: predicted class`, width: 96, model: k });
-      cols.push({ key: `conf${k}`, label: `${short} p(true)`, title: `${name}: probability of the true label`, width: 96, num: true, model: k });
+      cols.push({ key: `pred${k}`, top: short, label: "prediction", title: `${name}: predicted class`, width: 96, model: k });
+      cols.push({ key: `conf${k}`, top: short, label: "p(true)", title: `${name}: probability of the true label`, width: 76, num: true, model: k });
       if (k > 0) {
-        cols.push({ key: `kl${k}`, label: `KL ${short}`, title: `KL(p ${d.names[0]} || p ${name}) in nats`, width: 84, num: true, model: k });
-        cols.push({ key: `mse${k}`, label: `MSE ${short}`, title: `mean squared logit difference, ${name} vs ${d.names[0]}`, width: 84, num: true, model: k });
+        cols.push({ key: `kl${k}`, top: short, label: "KL (nats)", title: `KL(p ${d.names[0]} || p ${name}) in nats`, width: 84, num: true, model: k });
+        cols.push({ key: `mse${k}`, top: short, label: "logit MSE", title: `mean squared logit difference, ${name} vs ${d.names[0]}`, width: 84, num: true, model: k });
       }
     });
     return cols;
@@ -419,8 +422,10 @@ function render({ model, el }) {
     head.replaceChildren(...cols.map((c) => {
       const arrow = state.sortKey === c.key ? (state.sortDir < 0 ? " \u25bc" : " \u25b2") : "";
       const b = html("button", { type: "button", role: "columnheader", class: c.num ? "cnc-num" : "",
-        "data-sort": c.key, title: `${c.title || c.label}: click to sort`, text: c.label + arrow,
+        "data-sort": c.key, title: `${c.title || c.label}: click to sort`,
         "aria-sort": state.sortKey === c.key ? (state.sortDir < 0 ? "descending" : "ascending") : "none" });
+      b.append(html("span", { class: "cnc-head-model", text: c.top || "" }),
+        html("span", { text: c.label + arrow }));
       if (c.key === "instance") { b.disabled = true; b.style.cursor = "default"; b.title = "what a person sees"; }
       b.addEventListener("click", () => {
         if (c.key === "instance") return;
@@ -604,11 +609,14 @@ function render({ model, el }) {
     const status = model.get("status");
     if (!d || status) {
       main.style.display = "none";
+      focusPick.parentElement.style.display = "none";
       empty.style.display = "block";
       empty.textContent = status || "Nothing to compare yet.";
       return;
     }
     main.style.display = "block";
+    focusPick.parentElement.style.display = d.m > 2 ? "" : "none";
+    title.textContent = `Prediction diff: ${d.names.slice(1).join(", ")} against ${d.names[0]}`;
     empty.style.display = "none";
     if (state.focus >= d.m - 1) state.focus = 0;
     if (state.classFilter >= d.classes.length) state.classFilter = -1;

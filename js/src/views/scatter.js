@@ -22,12 +22,12 @@ const CSS = `
 .cnc-scatter .cnc-grid line { stroke: var(--jp-border-color3, #eee); }
 .cnc-scatter .cnc-axis text { fill: var(--jp-ui-font-color2, #555); font-size: 11px; }
 .cnc-scatter .cnc-axis-title { fill: var(--jp-ui-font-color1, #222); font-size: 12px; font-weight: 600; }
-.cnc-scatter .cnc-front { fill: none; stroke: #d55e00; stroke-width: 2; stroke-dasharray: 6 3; }
+.cnc-scatter .cnc-front { fill: none; stroke: #009e73; stroke-width: 2; stroke-dasharray: 6 3; }
 .cnc-scatter .cnc-trajectory { stroke: var(--jp-ui-font-color3, #aaa); stroke-width: 1.2; fill: none;
   marker-end: none; }
 .cnc-scatter .cnc-point { cursor: pointer; outline: none; }
 .cnc-scatter .cnc-point .cnc-dot { stroke: var(--jp-ui-font-color1, #333); stroke-width: 0.8; }
-.cnc-scatter .cnc-point[data-pareto="true"] .cnc-dot { stroke: #d55e00; stroke-width: 2.2; }
+.cnc-scatter .cnc-point[data-pareto="true"] .cnc-dot { stroke: #009e73; stroke-width: 2.5; }
 .cnc-scatter .cnc-point .cnc-ring { fill: none; stroke: transparent; stroke-width: 3; }
 .cnc-scatter .cnc-point.cnc-selected .cnc-ring { stroke: #ff7f0e; }
 .cnc-scatter .cnc-point:focus-visible .cnc-ring { stroke: #1f77b4; stroke-dasharray: 3 2; }
@@ -39,7 +39,7 @@ const CSS = `
 .cnc-scatter .cnc-footer { display: flex; gap: 12px; padding: 4px 8px 6px; color: var(--jp-ui-font-color2, #666);
   flex-wrap: wrap; min-height: 18px; }
 .cnc-scatter .cnc-footer .cnc-key { display: inline-flex; gap: 4px; align-items: center; }
-.cnc-scatter .cnc-key-front { display: inline-block; width: 18px; border-top: 2px dashed #d55e00; }
+.cnc-scatter .cnc-key-front { display: inline-block; width: 18px; border-top: 2px dashed #009e73; }
 .cnc-scatter .cnc-empty-plot { fill: var(--jp-ui-font-color2, #666); font-size: 13px; }
 .cnc-scatter .cnc-tooltip, .cnc-diff .cnc-tooltip { background: var(--jp-layout-color0, #fff);
   color: var(--jp-ui-font-color1, #222); border-color: var(--jp-border-color1, #bbb); }
@@ -396,8 +396,10 @@ function render({ model, el }) {
     if (!layer || !current || !current.shown) return;
     layer.replaceChildren();
     const selected = getSelected(model);
-    const wanted = current.shown.filter((i) => selected.has(current.models[i].name))
-      .concat(current.shown.filter((i) => current.front.has(i) && !selected.has(current.models[i].name)));
+    // Priority: selected, then the frontier, then (when there are few models) the rest.
+    const rank = (i) => (selected.has(current.models[i].name) ? 0 : current.front.has(i) ? 1 : 2);
+    const wanted = current.shown.filter((i) => rank(i) < 2 || current.shown.length <= 15)
+      .sort((a, b) => rank(a) - rank(b));
     const boxes = [];
     const width = plot.viewBox.baseVal ? plot.viewBox.baseVal.width : 720;
     for (const i of wanted.slice(0, 40)) {
