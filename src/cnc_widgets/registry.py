@@ -18,11 +18,13 @@ import pandas as pd
 import traitlets
 from torch import nn
 
+from .comparability import comparability as _comparability
 from .comparison import Comparison
 from .compress import apply_operation, operation_record, operations
 from .evaluate.data import EvalData, make_data
 from .evaluate.fingerprint import data_fingerprint, model_fingerprint
 from .evaluate.runner import EvaluationError, evaluate_one
+from .filters import check_filters, outside
 from .formats import cnc_json
 from .metrics.pareto import frontier_names
 from .provenance import ModelRecord, check_parent, jsonable_params, topological
@@ -71,6 +73,9 @@ class ModelRegistry(traitlets.HasTraits):
 
     selected = traitlets.List(traitlets.Unicode(), help="Names of the selected models.")
     revision = traitlets.Int(0, help="Bumped whenever models, data or results change.")
+    filters = traitlets.Dict(
+        help="metric -> (low, high); models with a filtered metric missing or outside are out."
+    )
 
     def __init__(self, store: str | Path | None = None, *, keep_weights: bool = False) -> None:
         super().__init__()
@@ -80,6 +85,8 @@ class ModelRegistry(traitlets.HasTraits):
         self._results: dict[str, dict[str, Any]] = {}
         self._measures: dict[str, Any] = {}
         self._data: EvalData | None = None
+        # metric -> {"format", "unit", "min", "max"} where a source declares them (C&C files).
+        self.metric_info: dict[str, dict[str, Any]] = {}
         self._store = None
         self.keep_weights = keep_weights
         if store is not None:
@@ -97,6 +104,41 @@ class ModelRegistry(traitlets.HasTraits):
                 f"cannot select {unknown}: not in the registry (known: {sorted(self._records)})"
             )
         return names
+
+    @traitlets.validate("filters")
+    def _check_filters(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        try:
+            columns = [c for c in self.metrics().columns if c not in PROVENANCE_COLUMNS]
+            return check_filters(proposal["value"], columns)
+        except ValueError as exc:
+            raise traitlets.TraitError(str(exc)) from None
+
+    def filtered_out(self) -> list[str]:
+        """Names of the models that ``filters`` leaves out (a filtered metric missing or outside).
+
+        Examples
+        --------
+        >>> reg.filters = {"accuracy": (0.9, 1.0)}
+        >>> reg.filtered_out()
+        ['int4']
+        """
+        return outside(self.metrics(), self.filters)
+
+    def comparability(self, names: Sequence[str] | None = None) -> pd.DataFrame:
+        """Which operation parameters differ along the models' provenance paths.
+
+        One row per parameter (``"prune: amount"``), one column per model, and a
+        ``status`` column: ``"differs"`` or ``"shared"``. Two models are comparable when
+        exactly one row differs. ``names`` defaults to ``selected``.
+
+        Examples
+        --------
+        >>> reg.comparability(["base-prune-0.5", "base-prune-0.7"])
+        """
+        names = list(self.selected if names is None else names)
+        for name in names:
+            self._require(name)
+        return _comparability(self.record, names)
 
     # -- models and provenance -------------------------------------------------------
 
@@ -365,6 +407,7 @@ class ModelRegistry(traitlets.HasTraits):
         """
         records, metrics = cnc_json.read(path)
         reg = cls(store=store)
+        reg.metric_info.update(cnc_json.metric_info(path))
         for record in topological(records):
             check_parent(reg._records, record.name, record.parent)
             reg._records[record.name] = record
@@ -566,12 +609,13 @@ class ModelRegistry(traitlets.HasTraits):
             self._store.put_result(key, {"metrics": encode_value(value)})
         return value
 
-    def metrics(self) -> pd.DataFrame:
+    def metrics(self, filtered: bool = False) -> pd.DataFrame:
         """One row per model: provenance, efficiency and quality metrics.
 
         Columns include ``parent``, ``operation``, ``operation_params``, ``params``
         (the parameter count), ``size_bytes`` and ``accuracy``; models not yet
-        evaluated have NaN measurements.
+        evaluated have NaN measurements. ``filtered=True`` keeps only the models
+        inside ``filters``.
         """
         rows = []
         for name, record in self._records.items():
@@ -593,6 +637,8 @@ class ModelRegistry(traitlets.HasTraits):
         missing = [c for c in MEASURE_COLUMNS if c not in frame.columns]
         for column in missing:
             frame[column] = np.nan
+        if filtered and self.filters:
+            frame = frame.drop(index=outside(frame, self.filters))
         return frame
 
     def pareto(
