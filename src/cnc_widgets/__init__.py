@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 # Views load lazily: the core (registry, metrics) works without a notebook stack.
 _WIDGETS = {"FilterPanel", "ProvenanceGraph", "SelectionDetails", "show_provenance"}
+_WIDGETS |= {"EfficiencyScatter", "PredictionDiff", "dashboard"}
 
 __all__ = ["EvaluationError", "ModelRegistry", "__version__", "operations", *sorted(_WIDGETS)]
 

@@ -28,6 +28,7 @@ from .evaluate.runner import EvaluationError, evaluate_one
 from .filters import check_filters, outside
 from .formats import cnc_json
 from .formatting import format_table
+from .metrics.pareto import frontier_names
 from .provenance import ModelRecord, check_parent, jsonable_params, topological
 from .store import Store
 
@@ -656,6 +657,35 @@ class ModelRegistry(traitlets.HasTraits):
         if filtered and self.filters:
             frame = frame.drop(index=outside(frame, self.filters))
         return frame
+
+    def pareto(
+        self,
+        x: str = "size_bytes",
+        y: str = "accuracy",
+        *,
+        x_better: str = "lower",
+        y_better: str = "higher",
+    ) -> list[str]:
+        """The models on the Pareto frontier of metrics ``x`` and ``y``, by increasing ``x``.
+
+        A model is on it when no other model is at least as good on both metrics and
+        better on one; models missing either metric are left out. Directions default
+        to smaller ``x`` and larger ``y`` (size against accuracy).
+
+        Examples
+        --------
+        >>> reg.pareto("size_bytes", "accuracy")
+        ['int8', 'base-prune-0.5', 'base']
+        >>> reg.pareto("latency_ms", "accuracy", x_better="lower")
+        """
+        table = self.metrics()
+        for column in (x, y):
+            if column not in table.columns:
+                numeric = [c for c in table.columns if c not in PROVENANCE_COLUMNS]
+                raise ValueError(f"no metric {column!r}; metrics() has {numeric}")
+        xs = pd.to_numeric(table[x], errors="coerce").to_numpy(dtype=float)
+        ys = pd.to_numeric(table[y], errors="coerce").to_numpy(dtype=float)
+        return frontier_names(list(table.index), xs, ys, x_better=x_better, y_better=y_better)
 
     def _drop_results(self, name: str) -> None:
         """Forget every result of ``name``'s weights, on any data, here and in the store."""
