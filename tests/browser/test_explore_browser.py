@@ -30,9 +30,11 @@ reg.compress("p50", "quantize_dynamic", name="p50-int8")
 reg.compress("p50", "half", name="p50-half")
 reg.evaluate(progress=False)
 """,
-    "graph = cnc.show_provenance(reg)\ngraph",
-    "panel = cnc.FilterPanel(reg)\npanel",
-    "details = cnc.SelectionDetails(reg)\ndetails",
+    """
+board = cnc.dashboard(reg)
+graph, scatter, panel, details = board.provenance, board.scatter, board.filters, board.details
+board
+""",
 ]
 
 SHOTS = Path(os.environ.get("CNC_SCREENSHOTS", "/tmp/cnc-screens"))
@@ -46,6 +48,7 @@ def page(lab, browser):
     page.wait_for_selector(".cnc-provenance [data-model]", timeout=60_000)
     page.wait_for_selector(".cnc-filters .cnc-filter", timeout=60_000)
     page.wait_for_selector(".cnc-details", timeout=60_000)
+    page.wait_for_selector(".cnc-scatter [data-model]", timeout=60_000)
     assert cell_errors(page) == []
     yield page
     page.close()
@@ -102,6 +105,11 @@ def test_brushing_dims_exactly_the_models_outside(page):
         arg=len(expected),
     )
     assert dimmed(page, ".cnc-provenance") == expected
+    page.wait_for_function(
+        "n => document.querySelectorAll('.cnc-scatter [data-filtered=\"out\"]').length === n",
+        arg=len(expected),
+    )
+    assert dimmed(page, ".cnc-scatter") == expected
     # Dimmed models stay clickable.
     page.click(f'.cnc-provenance [data-model="{expected[0]}"]', force=True)
     wait_kernel(page, "reg.selected", [expected[0]])
@@ -114,6 +122,7 @@ def test_brushing_dims_exactly_the_models_outside(page):
     page.click(".cnc-filters button:has-text('Clear')")
     wait_kernel(page, "dict(reg.filters)", {})
     page.wait_for_function("() => !document.querySelector('.cnc-provenance [data-filtered]')")
+    page.wait_for_function("() => !document.querySelector('.cnc-scatter [data-filtered]')")
     kernel_eval(page, "1", code="reg.selected = []")
 
 
@@ -215,6 +224,27 @@ def test_size_by_second_metric(page):
     page.select_option('.cnc-provenance select[aria-label="Size models by metric"]', "")
 
 
+def test_graph_marks_the_scatters_frontier(page):
+    def front(view: str) -> list[str]:
+        return sorted(
+            page.eval_on_selector_all(
+                f'{view} [data-pareto="true"]', "els => els.map(e => e.getAttribute('data-model'))"
+            )
+        )
+
+    expected = sorted(kernel(page, "reg.pareto('size_bytes', 'accuracy')"))
+    assert expected and front(".cnc-provenance") == expected == front(".cnc-scatter")
+    kernel_eval(page, "1", code="scatter.x = 'latency_ms'")
+    expected = sorted(kernel(page, "reg.pareto('latency_ms', 'accuracy')"))
+    page.wait_for_function(
+        "() => document.querySelector('.cnc-provenance .cnc-front-key')"
+        ".textContent.includes('latency_ms')"
+    )
+    assert front(".cnc-provenance") == expected
+    assert kernel(page, "graph.pareto['x']") == "latency_ms"
+    kernel_eval(page, "1", code="scatter.x = 'size_bytes'")
+
+
 def test_keyboard_navigation(page):
     kernel_eval(page, "1", code="reg.selected = []")
     page.focus('.cnc-provenance [data-model="base"]')
@@ -249,6 +279,7 @@ def test_dark_theme_screenshots(page):
         (".cnc-provenance", "provenance-dark.png"),
         (".cnc-filters", "filters-dark.png"),
         (".cnc-details", "details-dark.png"),
+        (".cnc-scatter", "scatter-dark.png"),
     ]:
         page.locator(view).scroll_into_view_if_needed()
         page.locator(view).screenshot(path=str(SHOTS / name))

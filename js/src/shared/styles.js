@@ -58,7 +58,10 @@ const CSS = `
 .cnc-provenance .cnc-node circle.cnc-dot.cnc-missing { fill: var(--cnc-bg); stroke: var(--cnc-missing);
   stroke-width: 2; stroke-dasharray: 3 2; }
 .cnc-provenance .cnc-node .cnc-ring { fill: none; stroke: transparent; stroke-width: 3; }
-.cnc-provenance .cnc-node .cnc-pareto { fill: none; stroke: var(--cnc-fg); stroke-width: 1.2; }
+.cnc-provenance .cnc-node .cnc-pareto { fill: none; stroke: #009e73; stroke-width: 3; }
+.cnc-provenance .cnc-front-key { display: inline-flex; gap: 6px; align-items: center; }
+.cnc-provenance .cnc-key-front { display: inline-block; width: 10px; height: 10px; border-radius: 50%;
+  border: 3px solid #009e73; box-sizing: border-box; }
 .cnc-provenance .cnc-node.cnc-selected .cnc-ring { stroke: var(--cnc-select); }
 .cnc-provenance .cnc-node:focus-visible .cnc-ring, .cnc-provenance .cnc-node.cnc-focus .cnc-ring {
   stroke: var(--cnc-accent); stroke-dasharray: 3 2; }

@@ -8,7 +8,9 @@ from typing import Any
 import ipywidgets
 
 from ..registry import ModelRegistry
+from .details import SelectionDetails
 from .diff import PredictionDiff
+from .filter_panel import FilterPanel
 from .provenance import ProvenanceGraph
 from .scatter import EfficiencyScatter
 
@@ -17,6 +19,8 @@ from .scatter import EfficiencyScatter
 VIEWS: list[tuple[str, Callable[[ModelRegistry], Any], str]] = [
     ("provenance", ProvenanceGraph, "top"),
     ("scatter", EfficiencyScatter, "top"),
+    ("filters", FilterPanel, "top"),
+    ("details", SelectionDetails, "top"),
     ("diff", PredictionDiff, "full"),
 ]
 
@@ -47,6 +51,24 @@ class Dashboard(ipywidgets.VBox):
             rows.append(ipywidgets.Box(top, layout=ipywidgets.Layout(flex_flow="row wrap")))
         rows.extend(full)
         super().__init__(rows)
+        self._follow_scatter_axes()
+
+    def _follow_scatter_axes(self) -> None:
+        """The graph marks the frontier of the scatter's axes, and follows them."""
+        graph, scatter = self.views.get("provenance"), self.views.get("scatter")
+        if graph is None or scatter is None:
+            return
+
+        def axes(_change: Any = None) -> None:
+            graph.pareto = {
+                "x": scatter.x,
+                "y": scatter.y,
+                "x_better": scatter.x_better,
+                "y_better": scatter.y_better,
+            }
+
+        scatter.observe(axes, names=["x", "y", "x_better", "y_better"])
+        axes()
 
     def __getattr__(self, name: str) -> Any:
         views = self.__dict__.get("views") or {}
@@ -56,7 +78,8 @@ class Dashboard(ipywidgets.VBox):
 
 
 def dashboard(registry: ModelRegistry) -> Dashboard:
-    """The provenance graph, the efficiency scatter and the prediction diff, linked.
+    """The provenance graph, the efficiency scatter, the filter panel, the selection
+    details and the prediction diff, linked.
 
     Examples
     --------
