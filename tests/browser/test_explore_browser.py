@@ -46,7 +46,7 @@ def page(lab, browser):
     page = browser.new_page()
     open_and_run(page, lab, "explore.ipynb")
     page.wait_for_selector(".cnc-provenance [data-model]", timeout=60_000)
-    page.wait_for_selector(".cnc-filters .cnc-filter", timeout=60_000)
+    page.wait_for_selector(".cnc-filter-panel .cnc-filter", timeout=60_000)
     page.wait_for_selector(".cnc-details", timeout=60_000)
     page.wait_for_selector(".cnc-scatter [data-model]", timeout=60_000)
     assert cell_errors(page) == []
@@ -76,7 +76,7 @@ def dimmed(page, view: str) -> list[str]:
 
 
 def test_brushing_dims_exactly_the_models_outside(page):
-    hist = page.locator('.cnc-filters .cnc-filter[data-metric="accuracy"] svg')
+    hist = page.locator('.cnc-filter-panel .cnc-filter[data-metric="accuracy"] svg')
     hist.scroll_into_view_if_needed()
     box = hist.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 20)
@@ -113,13 +113,13 @@ def test_brushing_dims_exactly_the_models_outside(page):
     # Dimmed models stay clickable.
     page.click(f'.cnc-provenance [data-model="{expected[0]}"]', force=True)
     wait_kernel(page, "reg.selected", [expected[0]])
-    count = page.inner_text(".cnc-filters .cnc-filter-count")
+    count = page.inner_text(".cnc-filter-panel .cnc-filter-count")
     assert count.startswith(f"{total - len(expected)} of {total}")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.locator(".cnc-filters").screenshot(path=str(SHOTS / "filters-light.png"))
+    page.locator(".cnc-filter-panel").screenshot(path=str(SHOTS / "filters-light.png"))
     page.locator(".cnc-provenance").screenshot(path=str(SHOTS / "provenance-filtered-light.png"))
 
-    page.click(".cnc-filters button:has-text('Clear')")
+    page.click(".cnc-filter-panel button:has-text('Clear')")
     wait_kernel(page, "dict(reg.filters)", {})
     page.wait_for_function("() => !document.querySelector('.cnc-provenance [data-filtered]')")
     page.wait_for_function("() => !document.querySelector('.cnc-scatter [data-filtered]')")
@@ -136,7 +136,7 @@ def test_typed_range_from_python_and_inputs(page):
         arg=len(expected),
     )
     assert dimmed(page, ".cnc-provenance") == expected and "base" in expected
-    high = page.locator('.cnc-filters [aria-label="sparsity highest"]')
+    high = page.locator('.cnc-filter-panel [aria-label="sparsity highest"]')
     high.fill("0.6")
     high.press("Enter")
     wait_kernel(page, "reg.filters['sparsity']", (0.45, 0.6))
@@ -277,7 +277,7 @@ def test_dark_theme_screenshots(page):
     SHOTS.mkdir(parents=True, exist_ok=True)
     for view, name in [
         (".cnc-provenance", "provenance-dark.png"),
-        (".cnc-filters", "filters-dark.png"),
+        (".cnc-filter-panel", "filters-dark.png"),
         (".cnc-details", "details-dark.png"),
         (".cnc-scatter", "scatter-dark.png"),
     ]:
