@@ -275,11 +275,13 @@ def test_dark_theme_screenshots(page):
     page.locator('.cnc-details .cnc-chart[data-metric="accuracy"] svg').wait_for()
     kernel_eval(page, "1", code="reg.filters = {'accuracy': (0.5, 1.0)}")
     SHOTS.mkdir(parents=True, exist_ok=True)
+    page.mouse.move(2, 2)  # no tooltip over the pictures
     for view, name in [
         (".cnc-provenance", "provenance-dark.png"),
         (".cnc-filter-panel", "filters-dark.png"),
         (".cnc-details", "details-dark.png"),
         (".cnc-scatter", "scatter-dark.png"),
+        (".cnc-diff", "diff-dark.png"),
     ]:
         page.locator(view).scroll_into_view_if_needed()
         page.locator(view).screenshot(path=str(SHOTS / name))
