@@ -21,8 +21,16 @@ from torch import nn
 from .comparison import Comparison
 from .compress import apply_operation, operation_record, operations
 from .evaluate.data import EvalData, make_data
+from .evaluate.fanout import fan_out
 from .evaluate.fingerprint import data_fingerprint, model_fingerprint
-from .evaluate.runner import EvaluationError, evaluate_one
+from .evaluate.inference import EvalResult
+from .evaluate.runner import (
+    LATENCY_REPEATS,
+    LATENCY_WARMUP,
+    EvaluationError,
+    evaluate_one,
+    finish_record,
+)
 from .formats import cnc_json
 from .provenance import ModelRecord, check_parent, jsonable_params, topological
 from .store import Store
@@ -431,12 +439,44 @@ class ModelRegistry(traitlets.HasTraits):
             return None
         return f"{record.fingerprint}|{self._data.fingerprint}"
 
-    def evaluate(self, names: str | Sequence[str] | None = None, *, progress: bool = True) -> None:
+    def evaluate(
+        self,
+        names: str | Sequence[str] | None = None,
+        *,
+        progress: bool = True,
+        executor: Any = None,
+        shard_rows: int | None = None,
+        weights: str = "value",
+    ) -> None:
         """Run every model that has no cached results for the current data.
 
         A model that fails (raises, or produces NaN or inf) is reported in an
         :class:`EvaluationError` after all the other models have run; their
         results stay.
+
+        Parameters
+        ----------
+        names
+            One name, several, or ``None`` for every model with weights in the session.
+        progress
+            Show a progress bar (per model locally; one over all tasks with an executor).
+        executor
+            A ``concurrent.futures.Executor`` or a Dask ``distributed.Client``: models and
+            shards of ``shard_rows`` rows run there, and each model's results are stored
+            here as soon as it completes. ``None`` runs in this process.
+        shard_rows
+            Rows per task with an executor (default 4096), rounded to whole batches.
+        weights
+            With an executor: ``"value"`` sends each model (pickled) to the workers;
+            ``"store"`` sends only its architecture and workers read the weights from
+            this registry's store folder (needs ``keep_weights=True`` and a folder every
+            worker can read).
+
+        Examples
+        --------
+        >>> from distributed import Client, LocalCluster  # doctest: +SKIP
+        >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))  # doctest: +SKIP
+        >>> reg.evaluate(executor=client)  # doctest: +SKIP
         """
         if self._data is None:
             raise ValueError("no evaluation data: call reg.set_data(inputs, labels) first")
@@ -450,20 +490,24 @@ class ModelRegistry(traitlets.HasTraits):
                     f"model {name!r} has no weights in this session; add it with "
                     f"reg.add({name!r}, model) to evaluate it"
                 )
+        todo = [
+            name
+            for name in todo
+            if not (
+                self._key(name) in self._results
+                or (self._store is not None and self._store.verify_result(self._key(name)))
+            )
+        ]
         failures: list[EvaluationError] = []
-        for name in todo:
-            key = self._key(name)
-            if key in self._results or (self._store is not None and self._store.verify_result(key)):
-                continue
+        if executor is not None:
+            failures = self._evaluate_on(executor, todo, progress, shard_rows, weights)
+        for name in todo if executor is None else []:
             try:
                 result = evaluate_one(name, self._models[name], self._data, progress=progress)
             except EvaluationError as exc:
                 failures.append(exc)
                 continue
-            self._results[key] = result
-            if self._store is not None:
-                self._store.put_result(key, result)
-            self._touch()
+            self._keep_result(name, result)
         if failures:
             if len(failures) == 1:
                 raise failures[0]
@@ -471,6 +515,51 @@ class ModelRegistry(traitlets.HasTraits):
                 f"{len(failures)} models failed; the others were evaluated:\n"
                 + "\n".join(f"- {f}" for f in failures)
             ) from failures[0]
+
+    def _keep_result(self, name: str, result: dict[str, Any]) -> None:
+        key = self._key(name)
+        self._results[key] = result
+        if self._store is not None:
+            self._store.put_result(key, result)
+        self._touch()
+
+    def _evaluate_on(
+        self,
+        executor: Any,
+        names: list[str],
+        progress: bool,
+        shard_rows: int | None,
+        weights: str,
+    ) -> list[EvaluationError]:
+        data = self._data
+        paths = {}
+        if weights == "store":
+            if self._store is None or not self.keep_weights:
+                raise ValueError(
+                    "weights='store' reads weights from the store: open the registry with "
+                    "ModelRegistry(store=path, keep_weights=True) on a folder every worker "
+                    "can read, or use weights='value'"
+                )
+            for name in names:
+                fp = self._records[name].fingerprint
+                if self._store.put_weights(fp, self._models[name]):
+                    paths[name] = str(self._store.weights_path(fp).resolve())
+
+        def finish(name: str, result: EvalResult, cost: dict[str, Any]) -> None:
+            self._keep_result(name, finish_record(name, result, cost, data))
+
+        return fan_out(
+            executor,
+            {name: self._models[name] for name in names},
+            data,
+            finish,
+            shard_rows=shard_rows,
+            weights=weights,
+            weight_paths=paths,
+            warmup=LATENCY_WARMUP,
+            repeats=LATENCY_REPEATS,
+            progress=progress,
+        )
 
     def _cached(self, key: str | None) -> dict[str, Any] | None:
         """The result under ``key`` from memory, else from the store (then kept in memory)."""
