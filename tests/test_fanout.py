@@ -182,3 +182,28 @@ def _catch(errors: list, fn, *args, **kwargs) -> None:
         fn(*args, **kwargs)
     except Exception as exc:
         errors.append(exc)
+
+
+def test_compare_many_on_the_cluster_matches_local(local, client, tmp_path, digits, digits_cnn):
+    expected = local.compare_many("base", ["pruned", "int8"])
+    reg = registry(digits, digits_cnn, store=tmp_path / "store")
+    reg.evaluate(progress=False)
+    got = reg.compare_many("base", ["pruned", "int8"], executor=client, progress=False)
+    assert got.index.tolist() == expected.index.tolist()
+    numeric = expected.select_dtypes("number").columns
+    np.testing.assert_allclose(
+        got[numeric].to_numpy(float), expected[numeric].to_numpy(float), rtol=1e-6, atol=1e-9
+    )
+    assert (got["adversarial_source_b"] == expected["adversarial_source_b"]).all()
+    # Every measure came back to the kernel's cache and store: nothing runs a second time.
+    reopened = cnc.ModelRegistry(store=tmp_path / "store")
+    reopened.set_data(digits.test_inputs, digits.test_labels, classes=digits.classes, batch_size=64)
+    again = reopened.compare_many("base", ["pruned", "int8"], executor=_Refusing(), progress=False)
+    np.testing.assert_allclose(again[numeric].to_numpy(float), got[numeric].to_numpy(float))
+
+
+class _Refusing:
+    """An executor that fails any submission: proves everything was read from the cache."""
+
+    def submit(self, *args, **kwargs):
+        raise AssertionError("nothing should be submitted: every measure is cached")

@@ -10,6 +10,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ import numpy as np
 import pandas as pd
 import traitlets
 from torch import nn
+from tqdm.auto import tqdm
 
-from .comparison import Comparison
+from .comparison import Comparison, DetachedSource, MissingMeasure, summary_task
 from .compress import apply_operation, operation_record, operations
 from .evaluate.data import EvalData, make_data
-from .evaluate.fanout import fan_out
+from .evaluate.fanout import as_executor, fan_out
 from .evaluate.fingerprint import data_fingerprint, model_fingerprint
 from .evaluate.inference import EvalResult
 from .evaluate.runner import (
@@ -32,6 +34,7 @@ from .evaluate.runner import (
     finish_record,
 )
 from .formats import cnc_json
+from .metrics.adversarial import has_gradients
 from .provenance import ModelRecord, check_parent, jsonable_params, topological
 from .store import Store
 
@@ -614,10 +617,15 @@ class ModelRegistry(traitlets.HasTraits):
         *,
         k: int = 10,
         adversarial: bool = True,
+        executor: Any = None,
+        progress: bool = True,
     ) -> pd.DataFrame:
         """One row per compared model: every scalar measure of :meth:`compare`.
 
-        ``others`` defaults to every evaluated model but the reference.
+        ``others`` defaults to every evaluated model but the reference. With an
+        ``executor`` (a ``concurrent.futures.Executor`` or a Dask ``Client``) each pair
+        whose measures are not cached yet runs as one task (attacks included) and its
+        measures are stored here as it completes; cached pairs are read here.
         """
         if others is None:
             others = [
@@ -625,10 +633,89 @@ class ModelRegistry(traitlets.HasTraits):
                 for n in self._records
                 if n != reference and self._cached(self._key(n)) is not None
             ]
-        rows = [
-            self.compare(reference, name).summary(k=k, adversarial=adversarial) for name in others
-        ]
+        if executor is None:
+            rows = [
+                self.compare(reference, name).summary(k=k, adversarial=adversarial)
+                for name in others
+            ]
+        else:
+            rows = self._compare_on(executor, reference, list(others), k, adversarial, progress)
         return pd.DataFrame(rows).set_index("model")
+
+    def _compare_on(
+        self,
+        executor: Any,
+        reference: str,
+        others: list[str],
+        k: int,
+        adversarial: bool,
+        progress: bool,
+    ) -> list[dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        futures = {}
+        pool = as_executor(executor)
+        for name in others:
+            self.compare(reference, name)  # checks both are evaluated, like the local path
+            try:
+                lookup = self._detached(reference, name, lookup=True)
+                rows[name] = Comparison(lookup, reference, name).summary(
+                    k=k, adversarial=adversarial
+                )
+            except MissingMeasure:
+                source = self._detached(reference, name, lookup=False)
+                futures[pool.submit(summary_task, source, reference, name, k, adversarial)] = name
+        bar = tqdm(total=len(futures), desc="compare", unit="pair", disable=not progress)
+        failures = []
+        try:
+            for future in as_completed(futures):
+                name = futures[future]
+                bar.update(1)
+                try:
+                    row, computed = future.result()
+                except Exception as exc:
+                    failures.append(f"{reference!r} vs {name!r}: {type(exc).__name__}: {exc}")
+                    continue
+                for a, b, measure, params, value in computed:
+                    self.cached_measure(a, b, measure, params, lambda v=value: v)
+                rows[name] = row
+        finally:
+            bar.close()
+        if failures:
+            raise EvaluationError(
+                f"{len(failures)} comparisons failed; the others were stored:\n"
+                + "\n".join(f"- {f}" for f in failures)
+            )
+        return [rows[name] for name in others]
+
+    def _detached(self, a: str, b: str, *, lookup: bool) -> DetachedSource:
+        """What comparing ``a`` and ``b`` needs, detached from this registry."""
+        names = {a, b}
+        records = {}
+        models = {}
+        for start in (a, b):
+            cursor: str | None = start
+            while cursor is not None:
+                records[cursor] = self._records[cursor]
+                model = self._models.get(cursor)
+                if model is not None and not lookup:
+                    models[cursor] = model
+                if cursor not in names and model is not None and has_gradients(model):
+                    break  # the nearest float ancestor is all a transfer attack needs
+                cursor = self._records[cursor].parent
+
+        def cached_only(ca: str, cb: str, measure: str, params: dict[str, Any]) -> Any:
+            found, value = self._lookup_measure(self._measure_key(ca, cb, measure, params))
+            if not found:
+                raise MissingMeasure(measure)
+            return value
+
+        return DetachedSource(
+            self._data,
+            {n: self.result(n) for n in names},
+            models,
+            records,
+            lookup=cached_only if lookup else None,
+        )
 
     def cached_measure(
         self, a: str, b: str, measure: str, params: dict[str, Any], compute: Callable[[], Any]
@@ -638,21 +725,30 @@ class ModelRegistry(traitlets.HasTraits):
         The value is kept in memory and in the store, keyed by both models'
         fingerprints, the data's fingerprint, the measure and its parameters.
         """
-        fa, fb = self._records[a].fingerprint, self._records[b].fingerprint
-        spec = json.dumps(params, sort_keys=True, default=str)
-        key = f"cmp|{fa}|{fb}|{self._data.fingerprint}|{measure}|{spec}"
-        if key in self._measures:
-            return self._measures[key]
-        if self._store is not None:
-            stored = self._store.get_metrics(key)
-            if stored is not None:
-                self._measures[key] = decode_value(stored)
-                return self._measures[key]
+        key = self._measure_key(a, b, measure, params)
+        found, value = self._lookup_measure(key)
+        if found:
+            return value
         value = compute()
         self._measures[key] = value
         if self._store is not None:
             self._store.put_result(key, {"metrics": encode_value(value)})
         return value
+
+    def _measure_key(self, a: str, b: str, measure: str, params: dict[str, Any]) -> str:
+        fa, fb = self._records[a].fingerprint, self._records[b].fingerprint
+        spec = json.dumps(params, sort_keys=True, default=str)
+        return f"cmp|{fa}|{fb}|{self._data.fingerprint}|{measure}|{spec}"
+
+    def _lookup_measure(self, key: str) -> tuple[bool, Any]:
+        if key in self._measures:
+            return True, self._measures[key]
+        if self._store is not None:
+            stored = self._store.get_metrics(key)
+            if stored is not None:
+                self._measures[key] = decode_value(stored)
+                return True, self._measures[key]
+        return False, None
 
     def metrics(self) -> pd.DataFrame:
         """One row per model: provenance, efficiency and quality metrics.
