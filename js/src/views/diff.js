@@ -4,7 +4,7 @@
 import { html } from "../shared/dom.js";
 import { addStyles } from "../shared/styles.js";
 import { unpack } from "../shared/wire.js";
-import { formatMetric } from "../shared/metric_units.js";
+import { formatPercent } from "../shared/format.js";
 
 const ROW = 28;
 const HEAD = 36;
@@ -79,7 +79,7 @@ const CSS = `
 .cnc-diff .cnc-no-rows { position: absolute; top: 16px; left: 16px; color: var(--jp-ui-font-color2, #666); }
 `;
 
-const pct = (v) => formatMetric(v, "fraction", 3);
+const pct = (v) => formatPercent(v);
 const num = (v, d = 3) => (Number.isFinite(v) ? (Math.abs(v) >= 1e-3 || v === 0 ? v.toFixed(d) : v.toExponential(1)) : "n/a");
 
 function truncate(text, max) {

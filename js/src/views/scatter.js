@@ -1,11 +1,13 @@
 // The efficiency scatter: each model a point of two metrics, the Pareto frontier
 // as a step line, optional lines to parents, click / shift-click / box selection.
 import { html, svg, formatParams } from "../shared/dom.js";
-import { colourFor, numericExtent, legend } from "../shared/colour.js";
+import { colourScale, scaleLegend, domainOptions, domainControl, numericExtent } from "../shared/colour.js";
+import { markFiltered } from "../shared/filter.js";
+import { formatMetric, metricTitle } from "../shared/format.js";
 import { getSelected, select, markSelected } from "../shared/selection.js";
 import { addStyles } from "../shared/styles.js";
 import { unpack } from "../shared/wire.js";
-import { unitOf, axisTitle, formatMetric, linearTicks, logTicks } from "../shared/metric_units.js";
+import { linearTicks, logTicks } from "../shared/ticks.js";
 import { paretoFront } from "../shared/pareto.js";
 
 const HEIGHT = 420;
@@ -158,17 +160,9 @@ function render({ model, el }) {
     return current.models.map((_, i) => current.values[i * w + j]);
   }
 
-  function filteredOut(i) {
-    const filters = model.get("filters") || {};
-    for (const [metric, range] of Object.entries(filters)) {
-      if (!Array.isArray(range) || range.length !== 2) continue;
-      const v = column(metric)[i];
-      const lo = range[0] === null ? -Infinity : range[0];
-      const hi = range[1] === null ? Infinity : range[1];
-      if (!Number.isFinite(v) || v < lo || v > hi) return true;
-    }
-    return false;
-  }
+  const filteredOut = (i) => (model.get("filtered_out") || []).includes(current.models[i].name);
+  const info = (metric) => (model.get("metric_info") || {})[metric] || {};
+  const fmt = (v, metric) => formatMetric(v, metric, info(metric));
 
   function showTip(i, event) {
     const m = current.models[i];
@@ -182,7 +176,7 @@ function render({ model, el }) {
     const rows = current.metrics.map((metric, j) => {
       const v = current.values[i * w + j];
       return html("tr", {}, [html("td", { text: metric }),
-        html("td", { text: formatMetric(v, current.units[metric], 4) })]);
+        html("td", { text: fmt(v, metric), title: info(metric).description || "" })]);
     });
     tooltip.append(html("table", {}, rows));
     if (current.front.has(i)) tooltip.append(html("div", { class: "cnc-tip-sub", text: "on the Pareto frontier" }));
@@ -211,8 +205,7 @@ function render({ model, el }) {
     const metrics = model.get("metrics") || [];
     const values = unpack(model.get("values")) || new Float64Array(0);
     const byName = new Map(models.map((m) => [m.name, m]));
-    current = { models, metrics, values, byName, units: {}, front: new Set() };
-    for (const metric of metrics) current.units[metric] = unitOf(metric, column(metric));
+    current = { models, metrics, values, byName, front: new Set() };
 
     for (const [key, p] of Object.entries(pickers)) {
       const chosen = model.get(key);
@@ -260,8 +253,6 @@ function render({ model, el }) {
     // Axes and grid.
     const grid = svg("g", { class: "cnc-grid" });
     const axes = svg("g", { class: "cnc-axis" });
-    const ux = current.units[xm];
-    const uy = current.units[ym];
     const xt = logx ? logTicks(ex[0], ex[1]) : linearTicks(ex[0], ex[1], Math.max(3, Math.floor(width / 110)));
     const yt = logy ? logTicks(ey[0], ey[1]) : linearTicks(ey[0], ey[1], 6);
     const x0 = HEIGHT - M.bottom;
@@ -272,7 +263,7 @@ function render({ model, el }) {
       const px = sx(v);
       grid.append(svg("line", { x1: px, x2: px, y1: M.top, y2: x0 }));
       axes.append(svg("line", { x1: px, x2: px, y1: x0, y2: x0 + 4 }));
-      const label = formatMetric(v, ux, 3);
+      const label = fmt(v, xm);
       const half = label.length * 3.2;
       if (px - half > lastRight + 6) { // skip tick labels that would collide
         axes.append(svg("text", { x: px, y: x0 + 16, "text-anchor": "middle", text: label }));
@@ -283,19 +274,20 @@ function render({ model, el }) {
       const py = sy(v);
       grid.append(svg("line", { x1: M.left, x2: width - M.right, y1: py, y2: py }));
       axes.append(svg("line", { x1: M.left - 4, x2: M.left, y1: py, y2: py }));
-      axes.append(svg("text", { x: M.left - 7, y: py + 4, "text-anchor": "end", text: formatMetric(v, uy, 3) }));
+      axes.append(svg("text", { x: M.left - 7, y: py + 4, "text-anchor": "end", text: fmt(v, ym) }));
     }
     axes.append(svg("text", { class: "cnc-axis-title", x: (M.left + width - M.right) / 2, y: HEIGHT - 8,
-      "text-anchor": "middle", text: `${axisTitle(xm, ux, logx)} \u2192 ${model.get("x_better")} is better` }));
+      "text-anchor": "middle", text: `${metricTitle(xm, info(xm))}${logx ? ", log scale" : ""} \u2192 ${model.get("x_better")} is better` }));
     axes.append(svg("text", { class: "cnc-axis-title", x: -(M.top + x0) / 2, y: 16, transform: "rotate(-90)",
-      "text-anchor": "middle", text: `${axisTitle(ym, uy, logy)} \u2192 ${model.get("y_better")} is better` }));
+      "text-anchor": "middle", text: `${metricTitle(ym, info(ym))}${logy ? ", log scale" : ""} \u2192 ${model.get("y_better")} is better` }));
     plot.append(grid, axes);
 
     // Colour and size.
     const cm = model.get("color");
     const zm = model.get("size");
     const cvals = cm ? column(cm) : null;
-    const cext = cm ? numericExtent(cvals) : null;
+    const domain = cm ? (model.get("color_domains") || {})[cm] || "data" : "data";
+    const cscale = cm ? colourScale(cvals, { domain, info: info(cm) }) : null;
     const zvals = zm ? column(zm) : null;
     const zext = zm ? numericExtent(zvals) : null;
     const radius = (i) => {
@@ -341,7 +333,7 @@ function render({ model, el }) {
       const m = models[i];
       const r = radius(i);
       const out = filteredOut(i);
-      const label = `${m.name}: ${xm} ${formatMetric(xs[i], ux, 4)}, ${ym} ${formatMetric(ys[i], uy, 4)}`
+      const label = `${m.name}: ${xm} ${fmt(xs[i], xm)}, ${ym} ${fmt(ys[i], ym)}`
         + (current.front.has(i) ? ", on the Pareto frontier" : "") + (out ? ", outside the filters" : "");
       const mark = svg("g", {
         class: "cnc-point", "data-model": m.name, role: "option", tabindex: 0, "aria-selected": "false",
@@ -350,7 +342,7 @@ function render({ model, el }) {
         transform: `translate(${sx(xs[i])},${sy(ys[i])})`,
       }, [
         svg("circle", { class: "cnc-ring", r: r + 4 }),
-        svg("circle", { class: "cnc-dot", r, fill: cm ? colourFor(cvals[i], cext) : "#0072b2" }),
+        svg("circle", { class: "cnc-dot", r, fill: cm ? cscale(cvals[i]) : "#0072b2" }),
       ]);
       mark.addEventListener("pointerdown", (event) => event.stopPropagation());
       mark.addEventListener("click", (event) => {
@@ -381,8 +373,14 @@ function render({ model, el }) {
 
     legendBox.replaceChildren();
     const keys = [html("span", { class: "cnc-key" }, [html("span", { class: "cnc-key-front" }), "Pareto frontier"])];
-    if (cm) keys.push(legend(cm, cext, (v) => formatMetric(v, current.units[cm], 3)));
-    if (zm && zext) keys.push(html("span", { text: `size: ${zm} ${formatMetric(zext[0], current.units[zm])} to ${formatMetric(zext[1], current.units[zm])}` }));
+    if (cm) {
+      keys.push(scaleLegend(cm, cscale, (v) => fmt(v, cm)));
+      keys.push(domainControl(domainOptions(cvals, cm, info(cm)), domain, (next) => {
+        model.set("color_domains", { ...(model.get("color_domains") || {}), [cm]: next });
+        model.save_changes();
+      }));
+    }
+    if (zm && zext) keys.push(html("span", { text: `size: ${zm} ${fmt(zext[0], zm)} to ${fmt(zext[1], zm)}` }));
     footer.append(...keys);
     footer.append(html("span", { text: `${shown.length} of ${models.length} models` + (missing ? ` (${missing} without ${xm} or ${ym} not shown)` : "") }));
     for (const n of notes) footer.append(html("span", { text: n }));
@@ -473,9 +471,11 @@ function render({ model, el }) {
   };
   const onSelected = () => { markSelected(root, getSelected(model)); drawLabels(); };
   const keys = ["models", "metrics", "values", "x", "y", "color", "size", "log_x", "log_y",
-    "x_better", "y_better", "trajectories", "filters"];
+    "x_better", "y_better", "trajectories", "metric_info", "color_domains"];
   for (const key of keys) model.on(`change:${key}`, redraw);
   model.on("change:selected", onSelected);
+  const onFiltered = () => redraw();
+  model.on("change:filtered_out", onFiltered);
   let lastWidth = 0;
   const resize = new ResizeObserver(() => {
     const w = plot.clientWidth;
@@ -487,6 +487,7 @@ function render({ model, el }) {
   return () => {
     for (const key of keys) model.off(`change:${key}`, redraw);
     model.off("change:selected", onSelected);
+    model.off("change:filtered_out", onFiltered);
     resize.disconnect();
   };
 }

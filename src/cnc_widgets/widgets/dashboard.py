@@ -14,43 +14,50 @@ from .filter_panel import FilterPanel
 from .provenance import ProvenanceGraph
 from .scatter import EfficiencyScatter
 
-# (attribute, factory, row): views in order; row "top" shares a row, "full" gets its own.
-# More views join by appending here (the layer heatmap does).
+# (name, factory, row): views in order; views with the same row share it (wrapping when
+# narrow), a view alone in its row gets the whole width. More views join by appending
+# here, e.g. VIEWS.append(("heatmap", ActivationHeatmap, "layers")).
 VIEWS: list[tuple[str, Callable[[ModelRegistry], Any], str]] = [
-    ("provenance", ProvenanceGraph, "top"),
-    ("scatter", EfficiencyScatter, "top"),
-    ("filters", FilterPanel, "top"),
-    ("details", SelectionDetails, "top"),
-    ("diff", PredictionDiff, "full"),
+    ("provenance", ProvenanceGraph, "models"),
+    ("scatter", EfficiencyScatter, "models"),
+    ("filters", FilterPanel, "controls"),
+    ("details", SelectionDetails, "controls"),
+    ("diff", PredictionDiff, "diff"),
 ]
 
 
 class Dashboard(ipywidgets.VBox):
     """Every view of ``registry``; select two models in the graph or the scatter and the
-    diff compares them. ``.views`` maps names to the view widgets.
+    diff compares them. ``.views`` maps names to the view widgets (also attributes).
 
     Examples
     --------
     >>> board = cnc.dashboard(reg)
     >>> board.views["scatter"].x = "latency_ms"
+    >>> board.diff.selected_instances
     """
 
-    def __init__(self, registry: ModelRegistry, views: list | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        views: list[tuple[str, Callable[[ModelRegistry], Any], str]] | None = None,
+    ) -> None:
         self.registry = registry
         self.views: dict[str, Any] = {}
-        top, full = [], []
+        rows: dict[str, list[Any]] = {}
         for name, factory, row in views if views is not None else VIEWS:
             widget = factory(registry)
-            widget.layout = ipywidgets.Layout(
-                flex="1 1 460px", min_width="380px", margin="0 8px 8px 0"
-            )
             self.views[name] = widget
-            (top if row == "top" else full).append(widget)
-        rows = []
-        if top:
-            rows.append(ipywidgets.Box(top, layout=ipywidgets.Layout(flex_flow="row wrap")))
-        rows.extend(full)
-        super().__init__(rows)
+            rows.setdefault(row, []).append(widget)
+        boxes = []
+        for members in rows.values():
+            for widget in members:
+                basis = "460px" if len(members) > 1 else "100%"
+                widget.layout = ipywidgets.Layout(
+                    flex=f"1 1 {basis}", min_width="380px", margin="0 8px 8px 0"
+                )
+            boxes.append(ipywidgets.Box(members, layout=ipywidgets.Layout(flex_flow="row wrap")))
+        super().__init__(boxes)
         self._follow_scatter_axes()
 
     def _follow_scatter_axes(self) -> None:
@@ -78,8 +85,8 @@ class Dashboard(ipywidgets.VBox):
 
 
 def dashboard(registry: ModelRegistry) -> Dashboard:
-    """The provenance graph, the efficiency scatter, the filter panel, the selection
-    details and the prediction diff, linked.
+    """The provenance graph, the efficiency scatter, the filters, the selection's details
+    and the prediction diff of ``registry``, linked through its selection and filters.
 
     Examples
     --------

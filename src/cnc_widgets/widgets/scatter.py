@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import traitlets
 
+from ..formatting import METRIC_HELP, metric_kind
 from ..registry import PROVENANCE_COLUMNS, ModelRegistry
 from ._bundle import bundle
-from ._sync import json_value, link_selection
+from ._sync import json_value, link_filters, link_selection
 from ._wire import pack
 
 # Metrics spread over orders of magnitude: a log axis by default.
@@ -56,7 +57,18 @@ def scatter_state(registry: ModelRegistry) -> dict[str, Any]:
                 "shown_params": registry.record(str(name)).info.get("given"),
             }
         )
-    return {"models": models, "metrics": metrics, "values": pack(matrix, "float64")}
+    info = {}
+    for name in metrics:
+        declared = dict(registry.metric_info.get(name, {}))
+        info[name] = {**json_value(declared), "kind": metric_kind(name, declared)}
+        if name in METRIC_HELP:
+            info[name]["description"] = METRIC_HELP[name]
+    return {
+        "models": models,
+        "metrics": metrics,
+        "values": pack(matrix, "float64"),
+        "metric_info": info,
+    }
 
 
 class EfficiencyScatter(anywidget.AnyWidget):
@@ -85,7 +97,10 @@ class EfficiencyScatter(anywidget.AnyWidget):
     x_better = traitlets.Enum(["lower", "higher"], "lower").tag(sync=True)
     y_better = traitlets.Enum(["lower", "higher"], "higher").tag(sync=True)
     trajectories = traitlets.Bool(False).tag(sync=True)
+    metric_info = traitlets.Dict().tag(sync=True)
+    color_domains = traitlets.Dict().tag(sync=True)
     filters = traitlets.Dict().tag(sync=True)
+    filtered_out = traitlets.List(traitlets.Unicode()).tag(sync=True)
     selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
     def __init__(
@@ -109,12 +124,8 @@ class EfficiencyScatter(anywidget.AnyWidget):
         super().__init__(x=x, y=y, color=color or "", size=size or "", **state, **kwargs)
         self.registry = registry
         self._selection_link = link_selection(self, registry)
-        # reg.filters (metric -> [low, high]) dims the models outside; follow it when it exists.
-        self._filter_link = (
-            traitlets.link((registry, "filters"), (self, "filters"))
-            if registry.has_trait("filters")
-            else None
-        )
+        # reg.filters (metric -> [low, high]) dims the models outside it.
+        self._filter_link = link_filters(self, registry)
         registry.observe(self._refresh, names="revision")
 
     @traitlets.observe("x", "y")
