@@ -277,11 +277,11 @@ def test_dark_theme_screenshots(page):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.mouse.move(2, 2)  # no tooltip over the pictures
     for view, name in [
-        (".cnc-provenance", "provenance-dark.png"),
-        (".cnc-filter-panel", "filters-dark.png"),
-        (".cnc-details", "details-dark.png"),
-        (".cnc-scatter", "scatter-dark.png"),
-        (".cnc-diff", "diff-dark.png"),
+        (".cnc-provenance", "dashboard-provenance-dark.png"),
+        (".cnc-filter-panel", "dashboard-filters-dark.png"),
+        (".cnc-details", "dashboard-details-dark.png"),
+        (".cnc-scatter", "dashboard-scatter-dark.png"),
+        (".cnc-diff", "dashboard-diff-dark.png"),
     ]:
         page.locator(view).scroll_into_view_if_needed()
         page.locator(view).screenshot(path=str(SHOTS / name))
