@@ -305,7 +305,7 @@ class Comparison:
         """
         data = self.registry.data
         pairing = self.correspondence
-        return self._memo(
+        table = self._memo(
             "layers",
             {"pairing": pairing.describe(), "table": 2},
             lambda: layer_table(
@@ -316,6 +316,9 @@ class Comparison:
                 correspondence=pairing,
             ),
         )
+        # A table read back from the store holds NaN where b has no module: keep None.
+        table["module_b"] = table["module_b"].astype(object).where(table["module_b"].notna(), None)
+        return table
 
     def histograms(self, module: str, *, bins: int = 40) -> dict[str, pd.DataFrame]:
         """Weight and activation histograms of ``module`` in a and b, for the views.
