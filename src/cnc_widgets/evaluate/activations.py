@@ -33,9 +33,11 @@ __all__ = [
     "NonFinite",
     "PairedActivationStats",
     "RunningStats",
+    "batch_layout",
     "iter_activations",
     "leaf_modules",
     "paired_activation_stats",
+    "per_instance",
 ]
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
@@ -135,6 +137,38 @@ def first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
+def batch_layout(t: torch.Tensor, rows: int) -> str | None:
+    """Where the instances of a batch of ``rows`` are in a module output ``t``.
+
+    ``"batch"`` for ``(B, ...)``; ``"sequence"`` for a sequence-first ``(L, B, ...)``
+    (``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` without
+    ``batch_first``); ``None`` for an output broadcast over the batch (BERT's position
+    embeddings, ``(1, L, d)``) or a scalar. Decide it on a full batch: when ``L``
+    equals the number of rows the two layouts look alike.
+    """
+    if t.dim() == 0:
+        return None
+    if t.shape[0] == rows:
+        return "batch"
+    if t.dim() >= 3 and t.shape[0] != 1 and t.shape[1] == rows:
+        return "sequence"
+    return None
+
+
+def per_instance(t: torch.Tensor, rows: int, layout: str | None = None) -> torch.Tensor | None:
+    """``t`` with one leading row per instance of a batch of ``rows``, or ``None``.
+
+    ``layout`` is what :func:`batch_layout` found on an earlier batch of the same
+    module (default: decide on this one).
+    """
+    layout = layout or batch_layout(t, rows)
+    if layout == "batch" and t.dim() > 0 and t.shape[0] == rows:
+        return t
+    if layout == "sequence" and t.dim() >= 2 and t.shape[1] == rows:
+        return t.transpose(0, 1)
+    return None
+
+
 def is_packed_params(module: nn.Module) -> bool:
     """Holders of quantized weights (never called; their owner is the layer)."""
     return type(module).__name__.endswith("PackedParams")
@@ -218,6 +252,7 @@ def iter_activations(
     *,
     batch_size: int = 64,
     flatten: Flatten | tuple[Flatten, ...] = "auto",
+    unavailable: dict[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield, batch by batch, the outputs of chosen modules as ``(B, p)`` float32 tensors.
 
@@ -226,7 +261,8 @@ def iter_activations(
     output is reduced by :func:`reduce_output` with the given ``flatten`` rule (token
     sequences: masked mean over real tokens when the inputs hold an
     ``attention_mask``). A module called several times in one forward pass reports its
-    last call; a module that returns a tuple reports its first tensor.
+    last call; a module that returns a tuple reports its first tensor, and a
+    sequence-first output ``(L, B, ...)`` is read as ``(B, L, ...)``.
 
     Parameters
     ----------
@@ -243,6 +279,13 @@ def iter_activations(
         ``"auto"``, ``"flatten"`` or ``"pool"``, see :func:`reduce_output`; a tuple of
         them gives each module a tuple of reductions of one output, in that order (one
         forward pass serving, say, element-wise change and pooled CKA).
+    unavailable
+        Without it, a module that produces no tensor raises :class:`EvaluationError`.
+        With a dict, such a module (its weights used through a functional call, as
+        ``nn.MultiheadAttention`` does with ``out_proj``, or never called at all), and
+        one whose output has no row per instance (see :func:`per_instance`), is left
+        out of this and every later batch, its reason recorded here:
+        ``"not called as a module"`` or ``"output not per instance"``.
 
     Yields
     ------
@@ -260,6 +303,7 @@ def iter_activations(
     n = n_rows(inputs)
     mask_all = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
     captured: dict[str, torch.Tensor] = {}
+    layouts: dict[str, str | None] = {}  # decided on the first (largest) batch
     handles = []
     for name in modules:
 
@@ -288,15 +332,31 @@ def iter_activations(
                     ) from exc
                 mask = None if mask_all is None else mask_all[start:stop]
                 missing = [m for m in modules if m not in captured]
-                if missing:
+                if missing and unavailable is None:
                     raise EvaluationError(f"modules produced no tensor output: {missing}")
-                if isinstance(flatten, tuple):
-                    acts = {
-                        m: tuple(reduce_output(captured[m], mask, f) for f in flatten)
-                        for m in modules
-                    }
-                else:
-                    acts = {m: reduce_output(captured[m], mask, flatten) for m in modules}
+                acts = {}
+                for m in modules:
+                    if unavailable is not None and m in unavailable:
+                        continue
+                    t = captured.get(m)
+                    if t is None:
+                        unavailable[m] = "not called as a module"
+                        continue
+                    if m not in layouts:
+                        layouts[m] = batch_layout(t, stop - start)
+                    rows = per_instance(t, stop - start, layouts[m])
+                    if rows is None:
+                        if unavailable is None:
+                            raise EvaluationError(
+                                f"module {m!r} returned {tuple(t.shape)} for a batch of "
+                                f"{stop - start}: its output has no row per instance"
+                            )
+                        unavailable[m] = "output not per instance"
+                        continue
+                    if isinstance(flatten, tuple):
+                        acts[m] = tuple(reduce_output(rows, mask, f) for f in flatten)
+                    else:
+                        acts[m] = reduce_output(rows, mask, flatten)
             yield acts
     finally:
         for h in handles:
