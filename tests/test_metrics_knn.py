@@ -181,7 +181,9 @@ def _exact_lists(h, k):
 
 def _exact_agreement(h_a, h_b, k):
     la, lb = _exact_lists(h_a, k), _exact_lists(h_b, k)
-    return np.mean([len(set(a) & set(b)) / len(set(a) | set(b)) for a, b in zip(la, lb)])
+    return np.mean(
+        [len(set(a) & set(b)) / len(set(a) | set(b)) for a, b in zip(la, lb, strict=True)]
+    )
 
 
 def test_near_ties_give_the_float64_neighbours():

@@ -416,7 +416,10 @@ class ModelRegistry(traitlets.HasTraits):
             Passed to the model as ``model(batch)`` or ``model(**batch)``.
         labels : array-like of N integer class indices
         classes : list of str, optional
-            Class names, one per index.
+            Class names, one per model output. Without them the outputs are numbered
+            and a model may have more outputs than the labels use (a 1,000-class
+            ImageNet model on photographs of a few classes); labels must stay below
+            its output width.
         instances : list of N str, or uint8 array (N, H, W) or (N, H, W, 3), optional
             What a person sees per row in the views.
         ids : list of N unique ids, optional
