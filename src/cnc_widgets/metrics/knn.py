@@ -66,13 +66,25 @@ class _Exact:
     """
 
     def __init__(self, h: ArrayLike) -> None:
+        # The caller's values, converted to float64 only where gathered (no full copy).
         t = torch.as_tensor(h).detach().to("cpu")
-        self.x = t.numpy().astype(np.float64, copy=False)
-        self.norm = np.sqrt((self.x * self.x).sum(axis=1))
+        if t.dtype not in (torch.float32, torch.float64):
+            t = t.to(torch.float64)  # exact for half, bfloat16 and integers up to 2**53
+        self.x = t.numpy()
+        step = max(1, 2**22 // max(1, self.x.shape[1]))
+        self.norm = np.concatenate(
+            [
+                np.sqrt(np.square(self.x[s : s + step], dtype=np.float64).sum(axis=1))
+                for s in range(0, len(self.x), step)
+            ]
+        )
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        return self.x[index].astype(np.float64, copy=False)
 
     def scores(self, rows: np.ndarray, cands: np.ndarray, reference: _Exact) -> np.ndarray:
         """``(len(rows), c)`` similarities of query ``rows`` to reference rows ``cands``."""
-        dots = (reference.x[cands] * self.x[rows][:, None, :]).sum(axis=-1)
+        dots = (reference.rows(cands) * self.rows(rows)[:, None, :]).sum(axis=-1)
         denom = reference.norm[cands] * self.norm[rows][:, None]
         safe = np.where(denom > 0, denom, 1.0)
         return np.where(denom > 0, dots / safe, 0.0)
