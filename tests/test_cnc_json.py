@@ -72,3 +72,39 @@ def test_not_a_cnc_file(tmp_path):
     path.write_text("{oops")
     with pytest.raises(ValueError, match="not valid JSON"):
         cnc.ModelRegistry.from_cnc_json(path)
+
+
+@needs_fixture
+def test_units_are_converted_to_the_library_columns(tmp_path):
+    # The paper's tutorial file, rewritten the way other tools write it: size in MB,
+    # accuracy in %, latency in seconds, sparsity in % without a unit but with max 100.
+    doc = json.loads(CNC_FIXTURE.read_text())
+    specs = {m["name"]: m for m in doc["metrics"]}
+    specs["Model Size"]["unit"] = "MB"
+    specs["Top-1 Accuracy"].update(unit="%", format=".1f", max=100)
+    specs["Latency"]["unit"] = "s"
+    specs["Sparsity"].update(max=100, format=".0f")
+    originals = {}
+    for entry in doc["models"]:
+        m = entry["metrics"]
+        originals[entry["id"]] = dict(m)
+        m["Model Size"] = m["Model Size"] / 1e6
+        m["Top-1 Accuracy"] = m["Top-1 Accuracy"] * 100
+        m["Latency"] = m["Latency"] / 1e3
+        m["Sparsity"] = m["Sparsity"] * 100
+    path = tmp_path / "units.json"
+    path.write_text(json.dumps(doc))
+    table = cnc.ModelRegistry.from_cnc_json(path).metrics()
+    for name, m in originals.items():
+        assert table.loc[name, "size_bytes"] == pytest.approx(m["Model Size"], rel=1e-12)
+        assert table.loc[name, "accuracy"] == pytest.approx(m["Top-1 Accuracy"], rel=1e-12)
+        assert table.loc[name, "latency_ms"] == pytest.approx(m["Latency"], rel=1e-12)
+        assert table.loc[name, "sparsity"] == pytest.approx(m["Sparsity"], abs=1e-12)
+        # The file's own columns keep the file's units.
+        assert table.loc[name, "Model Size"] == pytest.approx(m["Model Size"] / 1e6)
+
+    # A unit this library does not know is not aliased: no wrong number under its name.
+    specs["Model Size"]["unit"] = "parameters"
+    path.write_text(json.dumps(doc))
+    table = cnc.ModelRegistry.from_cnc_json(path).metrics()
+    assert table["size_bytes"].isna().all()

@@ -165,3 +165,92 @@ def test_peak_memory_counts_live_activations():
     peak = peak_memory_bytes(model, torch.randn(64, 1000))
     assert expected <= peak <= 1.1 * expected
     assert peak_memory_bytes(model, torch.randn(8, 1000)) < peak / 4
+
+
+class DigitsLSTM(nn.Module):
+    """Reads an 8x8 digit row by row: an LSTM over 8 steps of 8 pixels, then a head."""
+
+    def __init__(self, hidden: int = 24) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x.reshape(-1, 8, 8))
+        return self.head(out[:, -1])
+
+
+def _train(model: nn.Module, digits, steps: int = 40) -> nn.Module:
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = digits.train_inputs, digits.train_labels
+    for i in range(steps):
+        idx = torch.arange(i * 32, i * 32 + 32) % len(y)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    return model.eval()
+
+
+def test_lstm_macs_are_counted_and_see_sparsity(digits):
+    model = _train(DigitsLSTM(), digits)
+    x = digits.test_inputs[:5]
+    h = 24
+    per_step = 4 * h * (8 + h)  # four gates over the input and the state
+    expected = 5 * (8 * per_step + h * 10)
+    assert macs(model, x) == (expected, expected)
+    with torch.no_grad():
+        model.lstm.weight_hh_l0[:, : h // 2] = 0.0  # half of the recurrent weights
+    skipped = 5 * 8 * 4 * h * h // 2
+    assert macs(model, x) == (expected, expected - skipped)
+    # A GRU is counted from the same shapes (the FLOP counter sees it; no double count).
+    gru = nn.GRU(8, h, batch_first=True)
+    assert macs(gru, x.reshape(-1, 8, 8))[0] == 5 * 8 * 3 * h * (8 + h)
+
+
+class SharedBlockMLP(nn.Module):
+    """ALBERT-style cross-layer sharing on the digits: one hidden block applied twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(64, 32)
+        self.block1 = nn.Linear(32, 32)
+        self.block2 = nn.Linear(32, 32)
+        self.block2.weight = self.block1.weight  # tied: one tensor under two names
+        self.out = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.tanh(self.inp(x.flatten(1)))
+        z = torch.tanh(self.block2(torch.tanh(self.block1(z))))
+        return self.out(z)
+
+
+def test_tied_weights_count_once_in_sparse_size(digits):
+    model = _train(SharedBlockMLP(), digits)
+    with torch.no_grad():
+        w = model.block1.weight
+        w[w.abs() < w.abs().quantile(0.95)] = 0.0
+    dense = size_bytes(model)
+    # Direct: every distinct tensor once, in its cheapest form.
+    unique = {}
+    for t in model.state_dict().values():
+        unique[t.untyped_storage().data_ptr()] = t
+    saved = 0
+    for t in unique.values():
+        nnz, b = int(torch.count_nonzero(t)), t.element_size()
+        saved += t.numel() * b - min(t.numel() * b, -(-t.numel() // 8) + nnz * b, nnz * (b + 4))
+    assert len(unique) == len(model.state_dict()) - 1
+    assert sparse_size_bytes(model) == dense - saved
+    assert 0 < sparse_size_bytes(model) < dense
+
+
+def test_efficiency_leaves_a_train_mode_model_as_it_was(digits, digits_cnn):
+    import copy
+
+    model = copy.deepcopy(digits_cnn).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    efficiency(model, digits.test_inputs[:32], warmup=1, repeats=2)
+    after = model.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    assert all(m.training for m in model.modules())

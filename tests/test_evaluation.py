@@ -335,3 +335,58 @@ def test_paired_stats_match_quantized_linear_by_name(cnn):
     assert "classifier.1" in changes and "classifier.1._packed_params" not in changes
     assert changes["features.0"] == 0.0  # convolutions are not quantized
     assert 0.0 < changes["classifier.3"] < 0.2
+
+
+class ProjectThenConv(nn.Module):
+    """Digits through an input projection, then a convolution as the classifier: the only
+    nn.Linear reads the raw pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(64, 64)
+        self.act = nn.ReLU()
+        self.conv = nn.Conv2d(1, 10, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.act(self.proj(x.flatten(1)))
+        return self.conv(z.view(-1, 1, 8, 8)).flatten(1)
+
+
+def test_default_embedding_is_a_learned_representation_not_the_input(digits):
+    import cnc_widgets as cnc
+    from cnc_widgets.metrics import knn_agreement
+
+    torch.manual_seed(0)
+    model = ProjectThenConv()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(digits.train_inputs), digits.train_labels).backward()
+        opt.step()
+    model.eval()
+    reg = cnc.ModelRegistry()
+    reg.set_data(digits.test_inputs, digits.test_labels, classes=digits.classes)
+    reg.add("base", model)
+    reg.compress("base", "prune", amount=0.9, name="p90")
+    reg.evaluate(progress=False)
+    assert reg.result("base")["embedding_module"] == "act"
+    with torch.inference_mode():
+        hidden = {
+            n: reg.model(n).act(reg.model(n).proj(digits.test_inputs.flatten(1)))
+            for n in ("base", "p90")
+        }
+    np.testing.assert_allclose(
+        reg.result("p90")["embeddings"], hidden["p90"].numpy(), rtol=1e-5, atol=1e-6
+    )
+    cmp = reg.compare("base", "p90")
+    assert cmp.agreement < 0.95
+    expected = knn_agreement(hidden["base"].numpy(), hidden["p90"].numpy(), 10)
+    assert cmp.knn_agreement(10) == pytest.approx(expected)
+    assert expected < 0.9
+
+    # A linear classifier on the pixels has no learned representation: the input is used
+    # and the user is told so.
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    with pytest.warns(UserWarning, match="raw model input"):
+        r = evaluate_model(linear, digits.test_inputs, progress=False)
+    assert r.embedding_module == "1" and r.embedding_kind == "input"

@@ -165,3 +165,59 @@ def test_sweep_is_blocking_independent(data):
     a = knn_agreement_sweep(h_a, h_b, ks=(3, 10, 40), block_bytes=1)
     b = knn_agreement_sweep(h_a, h_b, ks=(3, 10, 40))
     np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
+
+
+def _exact_lists(h, k):
+    """Float64 cosine neighbours, equal similarities by ascending index (lexsort)."""
+    x = np.asarray(h, dtype=np.float64)
+    norms = np.sqrt((x * x).sum(1))
+    out = []
+    for i in range(len(x)):
+        sims = (x * x[i]).sum(1) / (norms * norms[i])
+        sims[i] = -np.inf
+        out.append(np.lexsort((np.arange(len(x)), -sims))[:k])
+    return np.array(out)
+
+
+def _exact_agreement(h_a, h_b, k):
+    la, lb = _exact_lists(h_a, k), _exact_lists(h_b, k)
+    return np.mean(
+        [len(set(a) & set(b)) / len(set(a) | set(b)) for a, b in zip(la, lb, strict=True)]
+    )
+
+
+def test_near_ties_give_the_float64_neighbours():
+    # Ten directions, each instance a copy perturbed by ~1e-7: similarities within a group
+    # differ below float32 resolution, so only an exact computation orders them.
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(10, 32))
+    h = base[np.arange(400) % 10] + 3e-7 * rng.normal(size=(400, 32))
+    h_b = base[np.arange(400) % 10] + 3e-7 * rng.normal(size=(400, 32))
+    for k in (5, 39, 60):
+        np.testing.assert_array_equal(knn_indices(h, k), _exact_lists(h, k))
+    assert knn_agreement(h, h_b, 10) == pytest.approx(_exact_agreement(h, h_b, 10), abs=1e-12)
+    sweep = knn_agreement_sweep(h, h_b, ks=(10, 20))
+    assert sweep.loc[10] == pytest.approx(knn_agreement(h, h_b, 10), abs=1e-12)
+
+
+def test_saturated_tanh_mlp_neighbours_are_exact(digits):
+    # A tanh MLP on the digits with a steep first layer: most hidden units sit at +-1, so
+    # many instances share (nearly) the same embedding.
+    torch.manual_seed(0)
+    x = digits.test_inputs.flatten(1)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 24), torch.nn.Tanh(), torch.nn.Linear(24, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), digits.test_labels).backward()
+        opt.step()
+    with torch.no_grad():
+        model[0].weight.mul_(8.0)
+        h_a = model[1](model[0](x)).numpy()
+        model[0].weight.mul_(1.5)
+        h_b = model[1](model[0](x)).numpy()
+    np.testing.assert_array_equal(knn_indices(h_a, 10), _exact_lists(h_a, 10))
+    expected = _exact_agreement(h_a, h_b, 10)
+    assert knn_agreement(h_a, h_b, 10) == pytest.approx(expected, abs=1e-12)
+    sweep = knn_agreement_sweep(h_a, h_b, ks=(5, 10, 50))
+    assert sweep.loc[10] == pytest.approx(expected, abs=1e-12)

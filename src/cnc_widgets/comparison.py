@@ -75,8 +75,11 @@ class Comparison:
             )
         data = registry.data
         assert data is not None
+        # Bound to the data it was made on: measures computed later come from these
+        # results and are cached under this data's key, so new data must not sneak in.
+        self.data = data
         self.labels = data.labels
-        self.classes = data.classes
+        self.classes = data.class_names(ca)
         self.adversarial: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -86,6 +89,13 @@ class Comparison:
         )
 
     def _memo(self, measure: str, params: dict[str, Any], compute: Callable[[], Any]) -> Any:
+        current = self.registry.data
+        if current is None or current.fingerprint != self.data.fingerprint:
+            raise ValueError(
+                f"this comparison of {self.a!r} and {self.b!r} was made on other evaluation "
+                "data (set_data was called since); call reg.compare("
+                f"{self.a!r}, {self.b!r}) again for the current data"
+            )
         return self.registry.cached_measure(self.a, self.b, measure, params, compute)
 
     # -- predictions and errors ---------------------------------------------------
@@ -120,7 +130,7 @@ class Comparison:
         ``conf_true_diff`` is b - a and ``conf_true_ratio`` is b / a; ``kl`` is
         KL(p_a || p_b) in nats; ``mse`` the mean squared logit difference.
         """
-        data = self.registry.data
+        data = self.data
         table = m.instance_table(self._ra["logits"], self._rb["logits"], self.labels, ids=data.ids)
         if isinstance(data.instances, list):
             table.insert(0, "instance", data.instances)
@@ -221,7 +231,7 @@ class Comparison:
         nearest float ancestor. The attack, budget and sources are in
         ``self.adversarial`` afterwards.
         """
-        data = self.registry.data
+        data = self.data
         rows = np.sort(np.random.default_rng(seed).permutation(len(data))[:max_instances])
         tokens = isinstance(data.inputs, dict)
         if tokens:
@@ -304,7 +314,7 @@ class Comparison:
         call, an output shared by the whole batch, a removed block). The same forward
         passes also fill the default :meth:`cka_matrix`, cached beside it.
         """
-        data = self.registry.data
+        data = self.data
         pairing = self.correspondence
 
         def compute() -> pd.DataFrame:
@@ -396,7 +406,7 @@ class Comparison:
         model_a, model_b = self.registry.model(self.a), self.registry.model(self.b)
         mods_a = list(modules_a or default_cka_modules(model_a))
         mods_b = list(modules_b or default_cka_modules(model_b))
-        data = self.registry.data
+        data = self.data
         return self._memo(
             "cka_matrix",
             {"a": mods_a, "b": mods_b},

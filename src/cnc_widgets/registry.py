@@ -6,6 +6,8 @@ registry is the one source of truth for what is shown and chosen.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import html
 import io
 import json
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 from .comparability import comparability as _comparability
 from .comparison import Comparison, DetachedSource, MissingMeasure, summary_task
 from .compress import apply_operation, operation_record, operations
+from .evaluate.behaviour import callable_digest
 from .evaluate.data import EvalData, make_data
 from .evaluate.fanout import as_executor, fan_out
 from .evaluate.fingerprint import data_fingerprint, model_fingerprint
@@ -268,9 +271,11 @@ class ModelRegistry(traitlets.HasTraits):
             example = self._data.batch(0, min(len(self._data), self._data.batch_size))
         known = operations()[record.operation]["params"]
         params = {k: v for k, v in record.params.items() if k in known}
-        child = apply_operation(
-            parent, record.operation, source=source, example_input=example, **params
-        )
+        with _modes_kept(parent):
+            child = apply_operation(
+                parent, record.operation, source=source, example_input=example, **params
+            )
+        _copy_modes(parent, child)
         self._attach(name, child)
 
     def _require(self, name: str) -> None:
@@ -326,7 +331,8 @@ class ModelRegistry(traitlets.HasTraits):
         )
         old = self._records.get(name)
         if old is not None:
-            if old.fingerprint == record.fingerprint and old.same_provenance(record):
+            same_op = old.info.get(OPERATION_DIGEST) == record.info.get(OPERATION_DIGEST)
+            if old.fingerprint == record.fingerprint and old.same_provenance(record) and same_op:
                 self._models.setdefault(name, model)
                 return name
             if not replace:
@@ -388,10 +394,22 @@ class ModelRegistry(traitlets.HasTraits):
         if self._data is not None and self._data.inputs is not None:
             example = self._data.batch(0, min(len(self._data), self._data.batch_size))
         start = time.perf_counter()
+        # Built-in operations run their passes (tracing, calibration) in eval mode, so a
+        # parent left in train mode gives a child with its BatchNorm statistics; a callable
+        # gets the copy as it is (it may fine-tune).
         report: dict[str, Any] = {}
-        child = apply_operation(
-            source, operation, source=restore_from, example_input=example, report=report, **params
-        )
+        keep = _modes_kept(source) if builtin is not None else contextlib.nullcontext()
+        with keep:
+            child = apply_operation(
+                source,
+                operation,
+                source=restore_from,
+                example_input=example,
+                report=report,
+                **params,
+            )
+        if builtin is not None:
+            _copy_modes(source, child)
         elapsed = time.perf_counter() - start
         record = operation_record(operation, resolved)
         if name is None:
@@ -405,6 +423,14 @@ class ModelRegistry(traitlets.HasTraits):
             # What the operation did: renamed modules (module_map), pruned widths, ranks.
             **json.loads(json.dumps(report, default=str)),
         }
+        if builtin is None:
+            # What the callable computes, with its parameters: behaviour the weights and
+            # attributes may not show (a private attribute, a patched method) still gets
+            # its own results.
+            spec = json.dumps(record["params"], sort_keys=True, default=str)
+            info[OPERATION_DIGEST] = hashlib.sha256(
+                f"{callable_digest(operation)}|{spec}".encode()
+            ).hexdigest()
         return self.add(
             name,
             child,
@@ -470,7 +496,10 @@ class ModelRegistry(traitlets.HasTraits):
             Passed to the model as ``model(batch)`` or ``model(**batch)``.
         labels : array-like of N integer class indices
         classes : list of str, optional
-            Class names, one per index.
+            Class names, one per model output. Without them the outputs are numbered
+            and a model may have more outputs than the labels use (a 1,000-class
+            ImageNet model on photographs of a few classes); labels must stay below
+            its output width.
         instances : list of N str, or uint8 array (N, H, W) or (N, H, W, 3), optional
             What a person sees per row in the views.
         ids : list of N unique ids, optional
@@ -500,11 +529,20 @@ class ModelRegistry(traitlets.HasTraits):
         """The evaluation set, or ``None`` before :meth:`set_data`."""
         return self._data
 
-    def _key(self, name: str) -> str | None:
+    def _cache_id(self, name: str) -> str | None:
+        """What results of ``name`` are cached under: its fingerprint, combined with the
+        callable that made it when one did."""
         record = self._records[name]
-        if record.fingerprint is None or self._data is None:
+        made_by = record.info.get(OPERATION_DIGEST)
+        if record.fingerprint is None or not made_by:
+            return record.fingerprint
+        return hashlib.sha256(f"{record.fingerprint}|{made_by}".encode()).hexdigest()
+
+    def _key(self, name: str) -> str | None:
+        cache_id = self._cache_id(name)
+        if cache_id is None or self._data is None:
             return None
-        return f"{record.fingerprint}|{self._data.fingerprint}"
+        return f"{cache_id}|{self._data.fingerprint}"
 
     def evaluate(
         self,
@@ -800,7 +838,7 @@ class ModelRegistry(traitlets.HasTraits):
         return value
 
     def _measure_key(self, a: str, b: str, measure: str, params: dict[str, Any]) -> str:
-        fa, fb = self._records[a].fingerprint, self._records[b].fingerprint
+        fa, fb = self._cache_id(a), self._cache_id(b)
         spec = json.dumps(params, sort_keys=True, default=str)
         return f"cmp|{fa}|{fb}|{self._data.fingerprint}|{measure}|{spec}"
 
@@ -877,13 +915,11 @@ class ModelRegistry(traitlets.HasTraits):
 
     def _drop_results(self, name: str) -> None:
         """Forget every result of ``name``'s weights, on any data, here and in the store."""
-        fp = self._records[name].fingerprint
-        if fp is None:
-            return
-        for k in [k for k in self._results if k.startswith(fp + "|")]:
-            del self._results[k]
-        if self._store is not None:
-            self._store.drop_results(fp)
+        for fp in {self._records[name].fingerprint, self._cache_id(name)} - {None}:
+            for k in [k for k in self._results if k.startswith(fp + "|")]:
+                del self._results[k]
+            if self._store is not None:
+                self._store.drop_results(fp)
 
     def _touch(self) -> None:
         self.revision += 1
@@ -894,6 +930,29 @@ class ModelRegistry(traitlets.HasTraits):
             self._records[record.name] = record
         self._static.update(self._store.statics())
         self._data = self._store.get_data()
+
+
+OPERATION_DIGEST = "operation_digest"
+
+
+@contextlib.contextmanager
+def _modes_kept(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside, every module's own mode restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _copy_modes(parent: nn.Module, child: nn.Module) -> None:
+    """Give the child's modules the train/eval mode of the parent's module of that name."""
+    modes = {name: m.training for name, m in parent.named_modules()}
+    for name, m in child.named_modules():
+        if name in modes:
+            m.training = modes[name]
 
 
 def default_name(parent: str, operation: str, params: dict[str, Any]) -> str:
@@ -908,18 +967,61 @@ def default_name(parent: str, operation: str, params: dict[str, Any]) -> str:
 
 
 def encode_value(value: Any) -> dict[str, Any]:
-    """A JSON form of a cached measure: a number, a dict, a Series or a DataFrame."""
+    """A JSON form of a cached measure: a number, a dict, a Series or a DataFrame.
+
+    Values travel as Python floats, which ``json`` writes with every digit (shortest
+    repr that reads back to the same float64), so a table comes back from the store bit
+    for bit; pandas' own JSON rounds to 10 significant digits.
+    """
     if isinstance(value, pd.DataFrame):
-        return {"kind": "frame", "value": value.to_json(orient="split"), "index": value.index.name}
+        return {
+            "kind": "table",
+            "index": _column(value.index),
+            "index_name": value.index.name,
+            "columns": [_plain(c) for c in value.columns],
+            "columns_name": value.columns.name,
+            "data": [_column(value[c]) for c in value.columns],
+        }
     if isinstance(value, pd.Series):
-        return {"kind": "series", "value": value.to_json(orient="split"), "index": value.index.name}
+        return {
+            "kind": "vector",
+            "index": _column(value.index),
+            "index_name": value.index.name,
+            "name": _plain(value.name),
+            "data": _column(value),
+        }
     if isinstance(value, dict):
         return {"kind": "dict", "value": value}
     return {"kind": "float", "value": float(value)}
 
 
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _column(values: Any) -> dict[str, Any]:
+    array = np.asarray(values)
+    return {"dtype": str(array.dtype), "values": [_plain(v) for v in array.tolist()]}
+
+
+def _array(column: dict[str, Any]) -> np.ndarray:
+    dtype = column["dtype"]
+    if dtype == "object" or dtype.startswith(("<U", "|S")):
+        return np.array(column["values"], dtype=object)
+    return np.array(column["values"], dtype=dtype)
+
+
 def decode_value(stored: dict[str, Any]) -> Any:
-    kind, value = stored["kind"], stored["value"]
+    """The value :func:`encode_value` encoded (older stores' pandas JSON too)."""
+    kind, value = stored["kind"], stored.get("value")
+    if kind == "table":
+        index = pd.Index(_array(stored["index"]), name=stored["index_name"])
+        frame = pd.DataFrame({i: _array(c) for i, c in enumerate(stored["data"])}, index=index)
+        frame.columns = pd.Index(stored["columns"], name=stored["columns_name"])
+        return frame
+    if kind == "vector":
+        index = pd.Index(_array(stored["index"]), name=stored["index_name"])
+        return pd.Series(_array(stored["data"]), index=index, name=stored["name"])
     if kind == "frame":
         frame = pd.read_json(io.StringIO(value), orient="split")
         return frame.rename_axis(stored.get("index"))

@@ -110,6 +110,7 @@ class Store:
             arrays["instances"] = data.instances
         meta = {
             "classes": data.classes,
+            "classes_given": data.classes_given,
             "ids": data.ids,
             "instances": data.instances if isinstance(data.instances, list) else None,
             "batch_size": data.batch_size,
@@ -140,6 +141,7 @@ class Store:
             batch_size=meta["batch_size"],
             embedding=meta["embedding"],
             fingerprint=meta["fingerprint"],
+            classes_given=meta.get("classes_given", True),
         )
 
     # -- results ------------------------------------------------------------------------

@@ -27,9 +27,18 @@ class EvalData:
     batch_size: int
     embedding: str | None
     fingerprint: str
+    # False when the names were made up from the labels: a model may then have more
+    # outputs than the labels use (an ImageNet model on a few photographs).
+    classes_given: bool = True
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def class_names(self, width: int) -> list[str]:
+        """Names of a model's ``width`` outputs: the given classes, else ``"0"``, ``"1"``..."""
+        if self.classes_given:
+            return list(self.classes)
+        return [str(i) for i in range(max(width, len(self.classes)))]
 
     def batch(self, start: int, stop: int) -> Inputs:
         if self.inputs is None:
@@ -130,6 +139,7 @@ def make_data(
     if n == 0:
         raise ValueError("inputs has no rows; pass at least one instance")
     y = _labels(labels, n)
+    given = classes is not None
     if classes is None:
         classes = [str(i) for i in range(int(y.max()) + 1)]
     classes = [str(c) for c in classes]
@@ -158,4 +168,5 @@ def make_data(
         batch_size=batch_size,
         embedding=embedding,
         fingerprint=fingerprint,
+        classes_given=given,
     )

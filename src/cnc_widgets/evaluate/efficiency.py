@@ -49,6 +49,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from .activations import evaluating
+
 __all__ = [
     "efficiency",
     "latency_ms",
@@ -150,13 +152,30 @@ def sparse_size_bytes(model: nn.Module, dense_size: int | None = None) -> int:
     """
     dense_size = size_bytes(model) if dense_size is None else dense_size
     saved = 0
+    seen: set[Any] = set()
     for value in model.state_dict().values():
         for t in _tensors(value):
+            # torch.save writes a storage shared by several names (tied embedding and
+            # output weights, a weight and its transpose) once: count it once, whole.
+            t, key = _whole_storage(t)
+            if key in seen:
+                continue
+            seen.add(key)
             dense, nnz, b = t.numel() * t.element_size(), _nonzero(t), t.element_size()
             bitmap = -(-t.numel() // 8) + nnz * b
             coordinates = nnz * (b + (4 if t.numel() < 2**31 else 8))
             saved += dense - min(dense, bitmap, coordinates)
     return dense_size - saved
+
+
+def _whole_storage(t: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """The flat tensor over all of ``t``'s storage and a key naming that storage."""
+    if t.is_quantized or t.is_sparse or type(t) is not torch.Tensor:
+        return t, ("tensor", id(t))
+    storage = t.untyped_storage()
+    flat = torch.empty(0, dtype=t.dtype, device=t.device)
+    flat.set_(storage, 0, (storage.nbytes() // t.element_size(),))
+    return flat, ("storage", storage.data_ptr(), storage.nbytes())
 
 
 def _call(model: nn.Module, inputs: Inputs) -> Any:
@@ -180,8 +199,64 @@ def _cpu_sdpa_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any)
     return sdpa_flop_count(query, key, value)
 
 
+_QUANT_RNN = (
+    torch.ao.nn.quantized.dynamic.modules.rnn.RNNBase,
+    torch.ao.nn.quantized.dynamic.modules.rnn.RNNCellBase,
+)
+_RECURRENT = (nn.RNNBase, nn.RNNCellBase, *_QUANT_RNN)
+
+
+def _gates(module: nn.Module) -> int:
+    mode = getattr(module, "mode", None) or type(module).__name__
+    return 4 if "LSTM" in mode else 3 if "GRU" in mode else 1
+
+
+def _recurrent_macs(module: nn.Module, args: tuple) -> tuple[int, float]:
+    """``(macs, skipped)`` of one call of a recurrent layer or cell, from its shapes.
+
+    Per time step, row and direction a layer multiplies its input by ``gates x hidden x
+    in`` weights and its state by ``gates x hidden x out`` (plus ``hidden x proj`` for an
+    LSTM projection); ``skipped`` is the part a sparse kernel would not do (zero weights).
+    """
+    x = args[0] if args else None
+    gates, hidden = _gates(module), module.hidden_size
+    float_weights = not isinstance(module, _QUANT_RNN)
+
+    def zeros(name: str) -> float:
+        w = getattr(module, name, None) if float_weights else None
+        return 0.0 if not isinstance(w, torch.Tensor) else 1.0 - _nonzero(w.detach()) / w.numel()
+
+    if isinstance(module, (nn.RNNCellBase, _QUANT_RNN[1])):
+        rows = x.shape[0] if x is not None and x.dim() == 2 else 1
+        ih, hh = rows * gates * hidden * module.input_size, rows * gates * hidden * hidden
+        return ih + hh, ih * zeros("weight_ih") + hh * zeros("weight_hh")
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        steps = int(x.batch_sizes.sum())
+    elif x is not None:
+        steps = int(x.shape[0] * x.shape[1]) if x.dim() == 3 else int(x.shape[0])
+    else:
+        steps = 0
+    proj = getattr(module, "proj_size", 0) or 0
+    out = proj or hidden
+    dirs = 2 if module.bidirectional else 1
+    total, skipped = 0, 0.0
+    for layer in range(module.num_layers):
+        width = module.input_size if layer == 0 else out * dirs
+        for d in range(dirs):
+            suffix = f"l{layer}{'_reverse' if d else ''}"
+            ih, hh = steps * gates * hidden * width, steps * gates * hidden * out
+            hr = steps * hidden * proj
+            total += ih + hh + hr
+            skipped += ih * zeros(f"weight_ih_{suffix}") + hh * zeros(f"weight_hh_{suffix}")
+            skipped += hr * zeros(f"weight_hr_{suffix}") if proj else 0.0
+    return total, skipped
+
+
 def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
     """``(macs, effective_macs)`` of one forward pass on ``example_input``.
+
+    Recurrent layers (LSTM, GRU, RNN and their cells, float or int8) are counted from
+    their shapes, in place of whatever the FLOP counter saw of them (it sees no LSTM).
 
     Examples
     --------
@@ -195,21 +270,41 @@ def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
     def record(module: nn.Module, args: tuple, output: Any) -> None:
         per_module.append((module, _module_macs(module, args, output)))
 
-    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, _WEIGHTED)]
     # CPU fused attention is missing from the counter's table; count it like the CUDA kernels.
     mapping = {}
     cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_sdpa is not None:
         mapping[cpu_sdpa] = _cpu_sdpa_flops
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
+    recurrent = {"flops_seen": 0, "macs": 0, "skipped": 0.0}
+    started: list[int] = []
+
+    def counted() -> int:
+        return sum(counter.flop_counts["Global"].values())
+
+    def enter(module: nn.Module, args: tuple) -> None:
+        started.append(counted())
+
+    def leave(module: nn.Module, args: tuple, output: Any) -> None:
+        n, skip = _recurrent_macs(module, args)
+        recurrent["flops_seen"] += counted() - started.pop()
+        recurrent["macs"] += n
+        recurrent["skipped"] += skip
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, _WEIGHTED)]
+    for m in model.modules():
+        if isinstance(m, _RECURRENT):
+            hooks.append(m.register_forward_pre_hook(enter))
+            hooks.append(m.register_forward_hook(leave))
     try:
-        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        with torch.no_grad(), counter:
             _call(model, example_input)
     finally:
         for h in hooks:
             h.remove()
-    total = counter.get_total_flops() // 2
+    total = (counter.get_total_flops() - recurrent["flops_seen"]) // 2 + recurrent["macs"]
     total += sum(n for m, n in per_module if isinstance(m, _DYNAMIC_LINEAR))
-    skipped = sum(n * _zero_fraction(m) for m, n in per_module)
+    skipped = sum(n * _zero_fraction(m) for m, n in per_module) + recurrent["skipped"]
     return int(total), round(total - skipped)
 
 
@@ -299,7 +394,9 @@ def efficiency(
     Parameters
     ----------
     model
-        Any ``nn.Module``; put in eval mode by the caller (it is not changed here).
+        Any ``nn.Module``. Every pass runs in eval mode under ``torch.inference_mode``;
+        the model's own train/eval modes are restored afterwards, so a model left in
+        train mode keeps its BatchNorm statistics.
     example_input
         A Tensor, or a dict of Tensors called as ``model(**d)``; its first dimension is the
         batch size used for MACs, latency and memory.
@@ -323,7 +420,8 @@ def efficiency(
     """
     params, nonzero = parameter_counts(model)
     size = size_bytes(model)
-    total_macs, effective = macs(model, example_input)
+    with evaluating(model):
+        total_macs, effective = macs(model, example_input)
     stats: dict[str, Any] = {
         "params": params,
         "nonzero_params": nonzero,
@@ -337,10 +435,11 @@ def efficiency(
         "latency_threads": None,
         "peak_memory_bytes": None,
     }
-    if latency:
-        stats["latency_ms"], stats["latency_threads"] = latency_ms(
-            model, example_input, warmup=warmup, repeats=repeats, threads=threads
-        )
-    if memory:
-        stats["peak_memory_bytes"] = peak_memory_bytes(model, example_input)
+    with evaluating(model):
+        if latency:
+            stats["latency_ms"], stats["latency_threads"] = latency_ms(
+                model, example_input, warmup=warmup, repeats=repeats, threads=threads
+            )
+        if memory:
+            stats["peak_memory_bytes"] = peak_memory_bytes(model, example_input)
     return stats

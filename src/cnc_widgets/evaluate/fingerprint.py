@@ -23,18 +23,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from .behaviour import behaviour_items
+
 __all__ = ["data_fingerprint", "model_fingerprint"]
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 hex digest of a model's class, module tree and ``state_dict``.
+    """SHA-256 hex digest of a model's class, module tree, ``state_dict`` and behaviour.
 
     Entries are hashed in sorted name order, each as its name, dtype, shape and raw
     bytes. Quantized tensors contribute their integer representation plus scale and
     zero point; the packed weight and bias of ``torch.ao`` quantized modules appear in
     the ``state_dict`` as a tuple and are hashed element by element. Non-tensor
     entries (such as the ``dtype`` a dynamic quantized Linear records) are hashed by
-    their ``repr``.
+    their ``repr``. Then come hooks that may change outputs, plain module attributes
+    (``LeakyReLU.negative_slope``) and non-persistent buffers, described stably by
+    :func:`cnc_widgets.evaluate.behaviour.behaviour_items`.
 
     Parameters
     ----------
@@ -65,6 +69,9 @@ def model_fingerprint(model: nn.Module) -> str:
     state = model.state_dict()
     for name in sorted(state):
         _update_value(h, name, state[name])
+    # Hooks, module attributes and non-persistent buffers change behaviour too.
+    for name, value in behaviour_items(model):
+        _update_value(h, name, value)
     return h.hexdigest()
 
 

@@ -17,6 +17,7 @@ Example
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,8 +165,11 @@ def evaluate_model(
     embedding
         Dotted name of the module whose output is the representation. ``None``: the
         input of the model's last ``nn.Linear`` in registration order (a dynamic
-        quantized Linear counts). Outputs ``(B, L, d)`` are mean-pooled over the real
-        tokens of an ``attention_mask``, other shapes flattened.
+        quantized Linear counts); when that input is the raw model input (the only
+        Linear is an input projection), the output of the last module before the
+        logits instead, found on the first batch (a warning when there is none).
+        Outputs ``(B, L, d)`` are mean-pooled over the real tokens of an
+        ``attention_mask``, other shapes flattened.
     activations
         ``True``: statistics of every leaf module's output (pass-through modules such
         as Dropout and Flatten skipped); a list of names: those modules; ``False``:
@@ -215,6 +219,7 @@ def evaluate_model(
     n = n_rows(inputs)
     if n == 0:
         raise ValueError("inputs hold no rows")
+    dtype, device = float_dtype(model), model_device(model)
     emb_name, emb_kind = resolve_embedding(model, embedding)
     emb_module = model.get_submodule(emb_name)
     if activations is True:
@@ -227,22 +232,22 @@ def evaluate_model(
             model.get_submodule(m)  # fail early on a typo
     stats = RunningStats(bins, hist_sample, hist_ranges or {})
     mask_all = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
-    dtype, device = float_dtype(model), model_device(model)
 
     captured: list[Any] = [None]
+
+    def grab(_m: nn.Module, args: tuple) -> None:
+        captured[0] = args[0]
+
+    def grab_out(_m: nn.Module, _args: tuple, output: Any) -> None:
+        captured[0] = first_tensor(output)
+
     if emb_kind == "input":
-
-        def grab(_m: nn.Module, args: tuple) -> None:
-            captured[0] = args[0]
-
         handles = [emb_module.register_forward_pre_hook(grab)]
     else:
-
-        def grab_out(_m: nn.Module, _args: tuple, output: Any) -> None:
-            captured[0] = first_tensor(output)
-
         handles = [emb_module.register_forward_hook(grab_out)]
     handles += [model.get_submodule(m).register_forward_hook(stats.hook(m)) for m in stat_names]
+    # The default is checked on the first batch: is the last Linear reading raw input?
+    probe = _DefaultEmbeddingProbe(model, emb_name) if embedding is None else None
 
     logits_buf = emb_buf = None
     bar = tqdm(total=n, desc=name, unit="inst", disable=not progress, leave=False)
@@ -255,6 +260,16 @@ def evaluate_model(
                 try:
                     logits = extract_logits(call_model(model, batch))
                     emb = captured[0]
+                    if probe is not None:
+                        probe.remove()
+                        chosen = probe.choose(batch, emb, logits)
+                        probe = None
+                        if chosen is not None:
+                            emb_name, emb_kind, emb = chosen
+                            handles[0].remove()
+                            handles[0] = model.get_submodule(emb_name).register_forward_hook(
+                                grab_out
+                            )
                     if emb is None:
                         raise RuntimeError(f"embedding module {emb_name!r} was not called")
                     mask = None if mask_all is None else mask_all[start:stop]
@@ -282,6 +297,8 @@ def evaluate_model(
             _check_finite(model, inputs, name, batch_size, (dtype, device), logits_np, emb_np)
     finally:
         bar.close()
+        if probe is not None:
+            probe.remove()
         for h in handles:
             h.remove()
     return EvalResult(name, logits_np, emb_np, emb_name, emb_kind, **stats.arrays())
@@ -338,6 +355,80 @@ def resolve_embedding(model: nn.Module, embedding: str | None) -> tuple[str, str
             f"output is the representation, one of {_candidates(model)}"
         )
     return last, "input"
+
+
+class _DefaultEmbeddingProbe:
+    """Moves the default embedding off the raw input when the last Linear reads it.
+
+    When the input of the last ``nn.Linear`` is the model's input itself (the only
+    Linear is an input projection), neighbourhoods of it compare the data with itself.
+    The first batch is run with every leaf module's output in view; if the Linear's
+    input turns out to be raw, the output of the last module run before the logits that
+    is neither the input nor the logits becomes the embedding. When there is none (a
+    linear classifier), the input stays, with a warning.
+    """
+
+    def __init__(self, model: nn.Module, linear: str) -> None:
+        self.model, self.linear = model, linear
+        self.outputs: dict[str, Any] = {}
+        self.order: list[str] = []
+        self.handles = [
+            model.get_submodule(n).register_forward_hook(self._hook(n))
+            for n in leaf_modules(model, pass_through=True)
+        ]
+
+    def _hook(self, name: str) -> Any:
+        def keep(_m: nn.Module, _args: tuple, output: Any) -> None:
+            self.outputs[name] = first_tensor(output)
+            self.order.append(name)
+
+        return keep
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def choose(
+        self, batch: Inputs, linear_input: Any, logits: torch.Tensor
+    ) -> tuple[str, str, torch.Tensor] | None:
+        """``(module, "output", its output)`` to use instead, or None to keep the Linear."""
+        raw = list(batch.values()) if isinstance(batch, Mapping) else [batch]
+        if not _same_as_any(linear_input, raw):
+            return None
+        for name in reversed(self.order):
+            t = self.outputs[name]
+            if (
+                isinstance(t, torch.Tensor)
+                and t.is_floating_point()
+                and t.dim() >= 2
+                and not _same_as_any(t, [logits])
+                and not _same_as_any(t, raw)
+            ):
+                return name, "output", t
+        warnings.warn(
+            f"{type(self.model).__name__}: the input of its last nn.Linear ({self.linear!r}) "
+            "is the raw model input and no other module computes a representation, so kNN "
+            "and OOD agreement compare the data with itself; pass embedding= naming a "
+            "module whose output is a learned representation",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+
+
+def _same_as_any(t: Any, others: list[torch.Tensor]) -> bool:
+    """``t`` is one of ``others``, a view of it (Flatten) or a copy with equal values."""
+    if not isinstance(t, torch.Tensor) or t.is_quantized:
+        return False
+    for o in others:
+        if not isinstance(o, torch.Tensor) or o.is_quantized:
+            continue
+        if t.untyped_storage().data_ptr() == o.untyped_storage().data_ptr():
+            return True
+        if t.numel() == o.numel() and t.dtype == o.dtype and torch.equal(t.ravel(), o.ravel()):
+            return True
+    return False
 
 
 def merge_results(parts: Sequence[EvalResult]) -> EvalResult:

@@ -70,11 +70,17 @@ def finish_record(
     cost["macs"] = cost["macs"] / rows
     cost["effective_macs"] = cost["effective_macs"] / rows
     predictions = result.logits.argmax(1)
-    n_classes = len(data.classes)
-    if result.logits.shape[1] != n_classes:
+    width, top = result.logits.shape[1], int(data.labels.max())
+    if data.classes_given and width != len(data.classes):
         raise EvaluationError(
-            f"model {name!r} outputs {result.logits.shape[1]} logits per instance but the data "
-            f"has {n_classes} classes; pass classes= to set_data or fix the model's head"
+            f"model {name!r} outputs {width} logits per instance but set_data named "
+            f"{len(data.classes)} classes; pass one name per output as classes= (or none, "
+            "to number the outputs) or fix the model's head"
+        )
+    if top >= width:
+        raise EvaluationError(
+            f"model {name!r} outputs {width} logits per instance but the labels go up to "
+            f"{top}; labels must be indices of the model's outputs (0 to {width - 1})"
         )
     metrics = {
         "accuracy": float(np.mean(predictions == data.labels)),

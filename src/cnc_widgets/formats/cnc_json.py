@@ -1,8 +1,13 @@
 """Compress and Compare experiment files: provenance and metrics without weights.
 
 The format (apple/ml-compress-and-compare) holds ``metrics`` (names, ranges,
-formats), ``operations`` and ``models``, each model with an ``id``, a ``base``
+formats, units), ``operations`` and ``models``, each model with an ``id``, a ``base``
 parent, an ``operation`` with ``name`` and ``parameters``, and ``metrics``.
+
+Metrics keep their names and values; well-known ones are also copied to this
+library's columns in its units: ``Model Size`` in MB becomes ``size_bytes`` in bytes,
+``Latency`` in s becomes ``latency_ms``, an accuracy in % becomes a fraction. A metric
+whose unit is not understood is not copied.
 """
 
 from __future__ import annotations
@@ -22,6 +27,57 @@ ALIASES = {
     "Sparsity": "sparsity",
     "Latency": "latency_ms",
 }
+
+# Per alias: unit (lower case) -> factor to this library's unit; None is "no unit given".
+_UNITS: dict[str, dict[str | None, float]] = {
+    "size_bytes": {
+        None: 1.0,
+        "b": 1.0,
+        "byte": 1.0,
+        "bytes": 1.0,
+        "kb": 1e3,
+        "mb": 1e6,
+        "gb": 1e9,
+        "tb": 1e12,
+        "kib": 2.0**10,
+        "mib": 2.0**20,
+        "gib": 2.0**30,
+    },
+    "latency_ms": {
+        None: 1.0,
+        "ms": 1.0,
+        "s": 1e3,
+        "sec": 1e3,
+        "seconds": 1e3,
+        "us": 1e-3,
+        "\u00b5s": 1e-3,
+        "\u03bcs": 1e-3,
+        "ns": 1e-6,
+        "min": 6e4,
+    },
+    # Fractions in [0, 1].
+    "accuracy": {None: 1.0, "fraction": 1.0, "%": 0.01, "percent": 0.01},
+    "sparsity": {None: 1.0, "fraction": 1.0, "%": 0.01, "percent": 0.01},
+}
+
+
+def _factor(alias: str, spec: dict[str, Any], values: list[float]) -> float | None:
+    """What to multiply ``spec``'s values by for ``alias``; None: do not alias it."""
+    unit = spec.get("unit")
+    unit = unit.strip().lower() if isinstance(unit, str) and unit.strip() else None
+    table = _UNITS[alias]
+    if unit not in table:
+        return None
+    factor = table[unit]
+    if alias in ("accuracy", "sparsity") and unit is None:
+        # A d3 format such as ".2%" displays fractions as percentages: the values stay.
+        # Without a unit, values above 1 (or a declared maximum of 100) are percentages.
+        top = spec.get("max")
+        if any(v > 1.0 for v in values) or (isinstance(top, (int, float)) and top > 1.0):
+            if any(v > 100.0 for v in values):
+                return None
+            factor = 0.01
+    return factor
 
 
 def read(path: str | Path) -> tuple[list[ModelRecord], dict[str, dict[str, Any]]]:
@@ -43,7 +99,7 @@ def read(path: str | Path) -> tuple[list[ModelRecord], dict[str, dict[str, Any]]
         raise ValueError(
             f"{path} has no 'models' list; expected a Compress and Compare experiment file"
         )
-    units = {m.get("name"): m.get("unit") for m in doc.get("metrics", []) if isinstance(m, dict)}
+    specs = {m.get("name"): m for m in doc.get("metrics", []) if isinstance(m, dict)}
     records, metrics, seen = [], {}, set()
     for i, entry in enumerate(doc["models"]):
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
@@ -62,14 +118,25 @@ def read(path: str | Path) -> tuple[list[ModelRecord], dict[str, dict[str, Any]]
                 info={"source": str(path.name), "tag": entry.get("tag", "")},
             )
         )
-        values = dict(entry.get("metrics") or {})
-        for original, alias in ALIASES.items():
-            if original in values and alias not in values:
-                if alias == "latency_ms" and units.get(original) not in (None, "ms"):
-                    continue
-                values[alias] = values[original]
-        metrics[name] = values
+        metrics[name] = dict(entry.get("metrics") or {})
+    # The metric keeps its own name and unit; the alias holds it in this library's unit
+    # (bytes, milliseconds, fractions), or is left out when the unit is unknown.
+    for original, alias in ALIASES.items():
+        have = [m for m in metrics.values() if _number(m.get(original))]
+        if not have:
+            continue
+        values = [float(m[original]) for m in have]
+        factor = _factor(alias, specs.get(original, {}), values)
+        if factor is None:
+            continue
+        for m in have:
+            if alias not in m:
+                m[alias] = float(m[original]) * factor if factor != 1.0 else m[original]
     return records, metrics
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def metric_info(path: str | Path) -> dict[str, dict[str, Any]]:

@@ -47,6 +47,70 @@ def _rows_per_block(n_columns: int, block_bytes: int) -> int:
     return max(1, int(block_bytes) // (8 * max(n_columns, 1)))
 
 
+def _float32_margin(d: int) -> float:
+    """A bound on |float32 cosine - exact cosine| for unit rows of width ``d``.
+
+    Rounding the inputs to float32 (2u), normalising them ((d + 6)u over both rows) and the
+    float32 dot product (d u / (1 - d u)) with u = 2**-24; doubled again for headroom.
+    """
+    u = 2.0**-24
+    return 2.0 * ((2 * d + 10) * u / max(1e-3, 1.0 - d * u))
+
+
+class _Exact:
+    """Cosine similarities in float64, the same bits for the same pair whatever the batch.
+
+    Rows are multiplied elementwise and summed along their contiguous last axis (numpy's
+    pairwise sum runs per row), so two identical rows always score identically and ties
+    are real ties, broken by index.
+    """
+
+    def __init__(self, h: ArrayLike) -> None:
+        # The caller's values, converted to float64 only where gathered (no full copy).
+        t = torch.as_tensor(h).detach().to("cpu")
+        if t.dtype not in (torch.float32, torch.float64):
+            t = t.to(torch.float64)  # exact for half, bfloat16 and integers up to 2**53
+        self.x = t.numpy()
+        step = max(1, 2**22 // max(1, self.x.shape[1]))
+        self.norm = np.concatenate(
+            [
+                np.sqrt(np.square(self.x[s : s + step], dtype=np.float64).sum(axis=1))
+                for s in range(0, len(self.x), step)
+            ]
+        )
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        return self.x[index].astype(np.float64, copy=False)
+
+    def scores(self, rows: np.ndarray, cands: np.ndarray, reference: _Exact) -> np.ndarray:
+        """``(len(rows), c)`` similarities of query ``rows`` to reference rows ``cands``."""
+        dots = (reference.rows(cands) * self.rows(rows)[:, None, :]).sum(axis=-1)
+        denom = reference.norm[cands] * self.norm[rows][:, None]
+        safe = np.where(denom > 0, denom, 1.0)
+        return np.where(denom > 0, dots / safe, 0.0)
+
+
+def _rescore_rows(
+    rows: np.ndarray,
+    cands: np.ndarray,
+    k: int,
+    queries: _Exact,
+    reference: _Exact,
+    out_sims: np.ndarray,
+    out_idx: np.ndarray,
+    budget: int,
+) -> None:
+    """Exact top-k of ``rows`` among their candidate lists ``cands`` (rows, c), in place."""
+    c, d = cands.shape[1], queries.x.shape[1]
+    step = max(1, budget // max(1, c * d * 8))
+    for s in range(0, len(rows), step):
+        r, cand = rows[s : s + step], cands[s : s + step]
+        sims = queries.scores(r, cand, reference)
+        order = np.lexsort((cand, -sims), axis=-1)[:, :k]
+        out_idx[r] = np.take_along_axis(cand, order, axis=1)
+        out_sims[r] = np.take_along_axis(sims, order, axis=1)
+
+
 def knn_search(
     queries: ArrayLike,
     reference: ArrayLike,
@@ -77,12 +141,16 @@ def knn_search(
     similarities : ndarray of float32, shape (M, k)
         Cosine similarities, sorted from most to least similar.
     indices : ndarray of int64, shape (M, k)
-        Reference row indices in the same order. Ties are broken arbitrarily.
+        Reference row indices in the same order: exactly the order of the float64
+        similarities, equal similarities by ascending index.
 
     Notes
     -----
-    A zero-norm row stays a zero vector after normalisation, so its similarity to every row
-    is 0 (no NaN); its neighbours are then an arbitrary choice among equally similar rows.
+    The search runs in float32; a row whose float32 similarities come within rounding
+    error of each other anywhere in its top k (or at the k-th place) is re-scored in
+    float64 over every candidate that could belong there, so the neighbour lists are
+    those of an exact computation even when similarities nearly tie. A zero-norm row
+    has similarity 0 to every row (no NaN).
 
     Examples
     --------
@@ -92,8 +160,9 @@ def knn_search(
     >>> idx.tolist()
     [[0, 2]]
     """
+    same = queries is reference
     q = _normalized(queries, "queries")
-    r = q if queries is reference else _normalized(reference, "reference")
+    r = q if same else _normalized(reference, "reference")
     if q.shape[1] != r.shape[1]:
         raise ValueError(
             f"queries have {q.shape[1]} features but reference has {r.shape[1]}; "
@@ -112,6 +181,11 @@ def knn_search(
     m = q.shape[0]
     sims = np.empty((m, k), dtype=np.float32)
     idx = np.empty((m, k), dtype=np.int64)
+    # A few candidates past k show whether the k-th place is contested.
+    kk = min(available, k + max(8, k // 4))
+    margin = 2.0 * _float32_margin(q.shape[1])
+    exact_q: _Exact | None = None
+    exact_r: _Exact | None = None
     rows = max(1, min(_rows_per_block(n_ref, block_bytes), m))
     with torch.inference_mode():
         # One buffer reused by every block: fresh large allocations would be page-faulted
@@ -124,9 +198,48 @@ def knn_search(
             if exclude_self:
                 local = torch.arange(stop - start)
                 block[local, local + start] = -torch.inf
-            values, positions = torch.topk(block, k, dim=1, largest=True, sorted=True)
-            sims[start:stop] = values.numpy()
-            idx[start:stop] = positions.numpy()
+            values, positions = torch.topk(block, kk, dim=1, largest=True, sorted=True)
+            v = values.numpy()
+            sims[start:stop] = v[:, :k]
+            idx[start:stop] = positions.numpy()[:, :k]
+            # Float32 order is the exact order when neighbouring values (down to the k+1-th)
+            # are further apart than twice the rounding bound; otherwise re-score.
+            upto = min(k + 1, kk)
+            contested = (np.diff(v[:, :upto], axis=1) >= -margin).any(axis=1)
+            if not contested.any():
+                continue
+            if exact_q is None:
+                exact_q = _Exact(queries)
+                exact_r = exact_q if same else _Exact(reference)
+            local_rows = np.flatnonzero(contested)
+            threshold = v[local_rows, k - 1] - margin
+            # Rows whose window of possible k-th values runs past the kk candidates need
+            # every reference row within it (large groups of near-identical embeddings).
+            overflow = (v[local_rows, kk - 1] >= threshold) & (kk < available)
+            listed = local_rows[~overflow]
+            if len(listed):
+                _rescore_rows(
+                    listed + start,
+                    positions.numpy()[listed],
+                    k,
+                    exact_q,
+                    exact_r,
+                    sims,
+                    idx,
+                    block_bytes,
+                )
+            for row, thr in zip(local_rows[overflow], threshold[overflow], strict=True):
+                cand = torch.nonzero(block[row] >= float(thr)).flatten().numpy()
+                _rescore_rows(
+                    np.array([row + start]),
+                    cand[None, :],
+                    k,
+                    exact_q,
+                    exact_r,
+                    sims,
+                    idx,
+                    block_bytes,
+                )
     return sims, idx
 
 
