@@ -60,10 +60,17 @@ def evaluate_one(
     cost["effective_macs"] = cost["effective_macs"] / rows
     predictions = result.logits.argmax(1)
     n_classes = len(data.classes)
-    if result.logits.shape[1] != n_classes:
+    n_logits = result.logits.shape[1]
+    if n_logits != n_classes:
+        fix = (
+            "name all of them with classes= in set_data"
+            if n_logits > n_classes
+            else "its head has fewer outputs than the labels have classes; check the labels "
+            "or the model"
+        )
         raise EvaluationError(
-            f"model {name!r} outputs {result.logits.shape[1]} logits per instance but the data "
-            f"has {n_classes} classes; pass classes= to set_data or fix the model's head"
+            f"model {name!r} outputs {n_logits} logits per instance but the data has "
+            f"{n_classes} classes: {fix}"
         )
     metrics = {
         "accuracy": float(np.mean(predictions == data.labels)),
