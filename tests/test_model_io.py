@@ -93,3 +93,33 @@ def test_a_float64_model_gets_float32_data_in_evaluation_and_efficiency():
     stats = efficiency(model, x[:4], latency=True, repeats=2, warmup=1)
     assert stats["macs"] == 4 * (4 * 8 + 8 * 3)
     assert stats["latency_ms"] > 0 and stats["peak_memory_bytes"] >= 0
+
+
+def test_prepare_inputs_moves_a_batch_to_the_models_device():
+    # No GPU here: the meta device stands in for one (a real move, no values).
+    model = nn.Linear(4, 2, device="meta")
+    batch = {"x": torch.rand(2, 4, dtype=torch.float64), "ids": torch.zeros(2, 3, dtype=torch.long)}
+    out = prepare_inputs(model, batch)
+    assert out["x"].device.type == "meta" and out["x"].dtype == torch.float32
+    assert out["ids"].device.type == "meta" and out["ids"].dtype == torch.int64
+
+
+def test_attacks_follow_the_model_dtype_directly_and_by_transfer(digits, digits_cnn):
+    import copy
+
+    from cnc_widgets.compress.precision import half
+    from cnc_widgets.metrics.adversarial import Attack, attack_model
+
+    x, y = digits.test_inputs[:48], digits.test_labels[:48]
+    batches = [(x[:24], y[:24]), (x[24:], y[24:])]
+    attack = Attack(eps=0.1, steps=3, clip=(0.0, 1.0))
+    base = attack_model(digits_cnn, batches, attack)
+    wide = attack_model(copy.deepcopy(digits_cnn).double(), batches, attack)
+    np_equal = (base.correct == wide.correct).mean()
+    assert np_equal > 0.95 and wide.flipped.sum() > 0
+    # a float16 model attacked with inputs crafted on its float32 parent
+    moved = attack_model(
+        half(copy.deepcopy(digits_cnn)), batches, attack, surrogate=digits_cnn, surrogate_name="b"
+    )
+    assert moved.source == "transfer from b"
+    assert (moved.flipped == base.flipped).mean() > 0.9

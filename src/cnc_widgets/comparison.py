@@ -243,8 +243,8 @@ class Comparison:
         inputs = self._inputs("adversarial_overlap()")
         rows = np.sort(np.random.default_rng(seed).permutation(len(data))[:max_instances])
         if is_continuous(inputs):
-            floats = [v for v in (inputs.values() if isinstance(inputs, dict) else [inputs])]
-            floats = [v for v in floats if v.is_floating_point()]
+            tensors = inputs.values() if isinstance(inputs, dict) else [inputs]
+            floats = [v for v in tensors if v.is_floating_point()]
             lo = min(float(v.min()) for v in floats)
             hi = max(float(v.max()) for v in floats)
             attack = Attack(
