@@ -252,7 +252,8 @@ def test_extract_logits_from_common_outputs():
     assert extract_logits(Out()) is z
     assert extract_logits((z, torch.zeros(1))) is z
     assert extract_logits({"logits": z}) is z
-    assert extract_logits(torch.arange(4.0)).shape == (4, 1)
+    # one logit per instance is a binary classifier: two classes [0, z] (issue 17, item 2)
+    assert extract_logits(torch.arange(4.0)).shape == (4, 2)
     with pytest.raises(ValueError, match="batch, classes"):
         extract_logits(torch.zeros(4, 3, 2))
 

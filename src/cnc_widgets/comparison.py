@@ -20,7 +20,13 @@ from torch import nn
 
 from . import metrics as m
 from .evaluate.data import EvalData
-from .metrics.adversarial import Attack, adversarial_overlap, attack_model, has_gradients
+from .metrics.adversarial import (
+    Attack,
+    adversarial_overlap,
+    attack_model,
+    has_gradients,
+    is_continuous,
+)
 from .metrics.layers import cka_between, default_cka_modules, layers_and_cka, module_weights
 from .provenance import ModelRecord, ModuleCorrespondence, module_correspondence
 
@@ -81,6 +87,7 @@ class Comparison:
         self.labels = data.labels
         self.classes = data.class_names(ca)
         self.adversarial: dict[str, Any] = {}
+        self.knn_k: int | None = None
 
     def __repr__(self) -> str:
         return (
@@ -157,8 +164,14 @@ class Comparison:
         return self._ra["embeddings"], self._rb["embeddings"]
 
     def knn_agreement(self, k: int = 10) -> float:
-        """Mean Jaccard overlap of each instance's k nearest neighbours under a and b."""
-        return self._memo("knn", {"k": k}, lambda: m.knn_agreement(*self._embeddings(), k))
+        """Mean Jaccard overlap of each instance's k nearest neighbours under a and b.
+
+        ``k`` is clipped to N - 1 (as in :meth:`knn_sweep`); ``self.knn_k`` is the k used.
+        """
+        self.knn_k = min(int(k), max(len(self.labels) - 1, 1))
+        return self._memo(
+            "knn", {"k": self.knn_k}, lambda: m.knn_agreement(*self._embeddings(), self.knn_k)
+        )
 
     def knn_sweep(self, ks: Sequence[int] = DEFAULT_KS) -> pd.Series:
         """kNN agreement for several k (one search at the largest k), as a curve."""
@@ -221,51 +234,88 @@ class Comparison:
         steps: int = 10,
         max_instances: int = 256,
         seed: int = 0,
+        embedding_module: str | None = None,
     ) -> float:
         """Jaccard of the instances an attack flips for a and for b.
 
-        Continuous inputs get an L-inf PGD attack on the input (``eps`` default: 5% of
-        the data's range, inputs clipped to that range); token inputs a PGD attack on
-        the word embeddings (``eps`` default 0.5, relative to their mean magnitude).
-        A model without float gradients (int8, half) is attacked by transfer from its
-        nearest float ancestor. The attack, budget and sources are in
+        Continuous inputs (a float tensor, or a dict with float entries) get an L-inf
+        PGD attack on every float input (``eps`` default: 5% of the float data's range,
+        inputs clipped to that range); token inputs (integer tensors only: ids, masks,
+        under any key names) a PGD attack on the output of ``embedding_module``
+        (default: the ``nn.Embedding`` with most rows; ``eps`` default 0.5, relative to
+        the embeddings' mean magnitude). A model without float gradients (int8, half) is
+        attacked by transfer from its nearest float ancestor. Each model is attacked
+        once per data, rows and budget, and the outcome cached, so comparing a reference
+        with n variants runs n + 1 attacks. The attack, budget and sources are in
         ``self.adversarial`` afterwards.
         """
         data = self.data
+        inputs = self._inputs("adversarial_overlap()")
         rows = np.sort(np.random.default_rng(seed).permutation(len(data))[:max_instances])
-        tokens = isinstance(data.inputs, dict)
-        if tokens:
-            attack = Attack(eps=0.5 if eps is None else eps, steps=steps, clip=None, seed=seed)
-        else:
-            lo, hi = float(data.inputs.min()), float(data.inputs.max())
+        if is_continuous(inputs):
+            tensors = inputs.values() if isinstance(inputs, dict) else [inputs]
+            floats = [v for v in tensors if v.is_floating_point()]
+            lo = min(float(v.min()) for v in floats)
+            hi = max(float(v.max()) for v in floats)
             attack = Attack(
                 eps=0.05 * (hi - lo) if eps is None else eps, steps=steps, clip=(lo, hi), seed=seed
             )
+        else:
+            attack = Attack(
+                eps=0.5 if eps is None else eps,
+                steps=steps,
+                clip=None,
+                embedding_module=embedding_module,
+                seed=seed,
+            )
         params = {**attack.describe(), "rows": _digest(rows)}
 
-        def compute() -> dict[str, Any]:
-            batches = []
+        def batches() -> list[tuple[Any, torch.Tensor]]:
+            out = []
             idx = torch.from_numpy(rows)
             labels = torch.from_numpy(data.labels)[idx]
             for s in range(0, len(rows), data.batch_size):
                 part = idx[s : s + data.batch_size]
                 batch = (
-                    {k: v[part] for k, v in data.inputs.items()} if tokens else data.inputs[part]
+                    {k: v[part] for k, v in inputs.items()}
+                    if isinstance(inputs, dict)
+                    else inputs[part]
                 )
-                batches.append((batch, labels[s : s + data.batch_size]))
-            sets, sources = [], []
-            for name in (self.a, self.b):
-                model = self.registry.model(name)
-                surrogate = None if has_gradients(model) else self._float_ancestor(name)
+                out.append((batch, labels[s : s + data.batch_size]))
+            return out
+
+        def attacked(name: str) -> dict[str, Any]:
+            model = self.registry.model(name)
+            surrogate = None if has_gradients(model) else self._float_ancestor(name)
+            spec = dict(params)
+            if surrogate is not None:
+                spec["surrogate"] = self.registry.record(surrogate).fingerprint
+
+            def compute_one() -> dict[str, Any]:
                 result = attack_model(
                     model,
-                    batches,
+                    batches(),
                     attack,
                     surrogate=None if surrogate is None else self.registry.model(surrogate),
                     surrogate_name=surrogate,
                 )
-                sets.append(result.flipped)
-                sources.append(result.source)
+                return {
+                    "flipped": np.flatnonzero(result.flipped).tolist(),
+                    "correct": int(result.correct.sum()),
+                    "source": result.source,
+                }
+
+            # One model's attack is a measure of that model alone: cached under (name, name).
+            return self.registry.cached_measure(name, name, "attack", spec, compute_one)
+
+        def compute() -> dict[str, Any]:
+            sets, sources = [], []
+            for name in (self.a, self.b):
+                outcome = attacked(name)
+                flipped = np.zeros(len(rows), dtype=bool)
+                flipped[np.asarray(outcome["flipped"], dtype=np.int64)] = True
+                sets.append(flipped)
+                sources.append(outcome["source"])
             return {
                 "value": adversarial_overlap(*sets),
                 "flipped_a": int(sets[0].sum()),
@@ -278,6 +328,17 @@ class Comparison:
 
         self.adversarial = self._memo("adversarial", params, compute)
         return float(self.adversarial["value"])
+
+    def _inputs(self, what: str) -> Any:
+        """The evaluation inputs, or an error saying what to call when they are not loaded."""
+        data = self.registry.data
+        if data is None or data.inputs is None:
+            raise ValueError(
+                f"{what} runs both models on the evaluation inputs, which are not loaded "
+                "(a store reopened without them): call reg.set_data(inputs, labels) with "
+                "the same data first"
+            )
+        return data.inputs
 
     def _float_ancestor(self, name: str) -> str:
         cursor = self.registry.record(name).parent
@@ -318,15 +379,16 @@ class Comparison:
         pairing = self.correspondence
 
         def compute() -> pd.DataFrame:
+            inputs = self._inputs("layers")
             model_a, model_b = self.registry.model(self.a), self.registry.model(self.b)
             mods_a, mods_b = default_cka_modules(model_a), default_cka_modules(model_b)
             options = {"batch_size": data.batch_size, "correspondence": pairing}
             try:
                 table, matrix = layers_and_cka(
-                    model_a, model_b, data.inputs, cka_modules=(mods_a, mods_b), **options
+                    model_a, model_b, inputs, cka_modules=(mods_a, mods_b), **options
                 )
             except MemoryError:  # the matrix is too big to ride along: the table alone
-                return layers_and_cka(model_a, model_b, data.inputs, **options)[0]
+                return layers_and_cka(model_a, model_b, inputs, **options)[0]
             self._memo("cka_matrix", {"a": mods_a, "b": mods_b}, lambda: matrix)
             return table
 
@@ -413,7 +475,7 @@ class Comparison:
             lambda: cka_between(
                 model_a,
                 model_b,
-                data.inputs,
+                self._inputs("cka_matrix()"),
                 mods_a,
                 mods_b,
                 batch_size=data.batch_size,
@@ -439,6 +501,7 @@ class Comparison:
             "mean_kl": float(inst["kl"].mean()),
             "mean_mse": float(inst["mse"].mean()),
             f"knn_agreement@{k}": self.knn_agreement(k),
+            "knn_k": self.knn_k,
             "ood_agreement": self.ood_agreement(),
         }
         if adversarial:

@@ -26,11 +26,14 @@ from tqdm.auto import tqdm
 from .comparability import comparability as _comparability
 from .comparison import Comparison, DetachedSource, MissingMeasure, summary_task
 from .compress import apply_operation, operation_record, operations
+from .compress.catalogue import plain_params
+from .evaluate.activations import evaluating
 from .evaluate.behaviour import callable_digest
 from .evaluate.data import EvalData, make_data
 from .evaluate.fanout import as_executor, fan_out
 from .evaluate.fingerprint import data_fingerprint, model_fingerprint
 from .evaluate.inference import EvalResult
+from .evaluate.model_io import call_model, extract_logits, prepare_inputs
 from .evaluate.runner import (
     LATENCY_REPEATS,
     LATENCY_WARMUP,
@@ -231,10 +234,42 @@ class ModelRegistry(traitlets.HasTraits):
                 ) from None
             if not found:
                 raise KeyError(f"the store holds no saved weights of {name!r} (keep_weights=False)")
+            self._check_skeleton_dtypes(name, skeleton)
             self._attach(name, skeleton)
             return skeleton
         self._materialise(name)
         return self._models[name]
+
+    def _check_skeleton_dtypes(self, name: str, skeleton: nn.Module) -> None:
+        """Loading casts saved tensors to the skeleton's dtypes: say so instead of reporting
+        changed weights (a half model's weights loaded into a float32 skeleton)."""
+        from safetensors import safe_open
+
+        path = self._store.weights_path(self._records[name].fingerprint)
+        with safe_open(str(path), framework="pt") as fh:
+            saved = {k: fh.get_slice(k).get_dtype() for k in fh.keys()}
+        have = skeleton.state_dict()
+        wrong = sorted(
+            {
+                (str(have[k].dtype).removeprefix("torch."), dtype)
+                for k, dtype in saved.items()
+                if k in have
+                and have[k].is_floating_point()
+                and dtype in _FLOAT_NAMES.values()
+                and _FLOAT_NAMES.get(str(have[k].dtype)) != dtype
+            }
+        )
+        if wrong:
+            saved_names = {v: k.removeprefix("torch.") for k, v in _FLOAT_NAMES.items()}
+            pairs = ", ".join(
+                f"{a} tensors where the saved ones are {saved_names[b]}" for a, b in wrong
+            )
+            raise ValueError(
+                f"the skeleton given for {name!r} holds {pairs}; build it in the saved "
+                f"precision first (e.g. cnc_widgets.compress.precision.half(skeleton) for a "
+                f"'half' model), or call reg.load({name!r}) without a skeleton to rebuild it "
+                "from its parent"
+            )
 
     def _attach(self, name: str, model: nn.Module) -> None:
         found = model_fingerprint(model)
@@ -375,6 +410,10 @@ class ModelRegistry(traitlets.HasTraits):
         'int8'
         """
         source = self.model(parent)
+        params = plain_params(params)
+        # A batch given here stands in for the evaluation data (prune_structured before
+        # set_data); it is context, not a parameter, so it is neither recorded nor named.
+        given_example = params.pop("example_input", None)
         builtin = operations().get(operation) if isinstance(operation, str) else None
         if builtin is not None:
             resolved = {k: v for k, v in builtin["params"].items() if v != "<required>"}
@@ -390,8 +429,8 @@ class ModelRegistry(traitlets.HasTraits):
                     "none with weights in this session; restore from a model that has a parent"
                 )
             restore_from = self._models[grandparent]
-        example = None
-        if self._data is not None and self._data.inputs is not None:
+        example = given_example
+        if example is None and self._data is not None and self._data.inputs is not None:
             example = self._data.batch(0, min(len(self._data), self._data.batch_size))
         start = time.perf_counter()
         # Built-in operations run their passes (tracing, calibration) in eval mode, so a
@@ -412,8 +451,11 @@ class ModelRegistry(traitlets.HasTraits):
             _copy_modes(source, child)
         elapsed = time.perf_counter() - start
         record = operation_record(operation, resolved)
+        self._check_runs(child, parent, record["operation"])
         if name is None:
-            name = default_name(parent, record["operation"], params)
+            name = self._free_name(
+                default_name(parent, record["operation"], params), child, parent, record
+            )
         # "given": the parameters the user wrote, which the views show on the edge.
         info = {
             "versions": record["versions"],
@@ -439,6 +481,39 @@ class ModelRegistry(traitlets.HasTraits):
             params=record["params"],
             info=info,
         )
+
+    def _check_runs(self, child: nn.Module, parent: str, operation: str) -> None:
+        """Refuse a child that cannot run on two rows of the evaluation data, so that
+        compress() and not evaluate() reports it (skipped before set_data)."""
+        if self._data is None or self._data.inputs is None:
+            return
+        batch = self._data.batch(0, min(2, len(self._data)))
+        try:
+            with evaluating(child):
+                extract_logits(call_model(child, prepare_inputs(child, batch)))
+        except Exception as exc:
+            raise ValueError(
+                f"{operation} of {parent!r} made a model that fails on the evaluation data "
+                f"({type(exc).__name__}: {str(exc)[:300]}); it was not added. Compress a "
+                "different parent (e.g. the float32 one) or use another operation"
+            ) from exc
+
+    def _free_name(self, base: str, child: nn.Module, parent: str, record: dict[str, Any]) -> str:
+        """``base``, or ``base-2``, ``base-3``... when another variant already holds it."""
+        name, i = base, 1
+        while name in self._records:
+            old = self._records[name]
+            same = (
+                old.parent == parent
+                and old.operation == record["operation"]
+                and old.params == jsonable_params(name, record["params"])
+                and old.fingerprint == model_fingerprint(child)
+            )
+            if same:
+                return name  # a re-run cell: add() makes it a no-op
+            i += 1
+            name = f"{base}-{i}"
+        return name
 
     def provenance(self) -> pd.DataFrame:
         """One row per model: parent, operation and its parameters."""
@@ -955,14 +1030,38 @@ def _copy_modes(parent: nn.Module, child: nn.Module) -> None:
             m.training = modes[name]
 
 
+_FLOAT_NAMES = {  # torch dtype -> safetensors dtype name
+    "torch.float32": "F32",
+    "torch.float16": "F16",
+    "torch.bfloat16": "BF16",
+    "torch.float64": "F64",
+}
+
+
+def _name_part(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return value.rsplit(".", 1)[-1] if "." in value and " " not in value else value
+    if isinstance(value, type) or callable(value):
+        return getattr(value, "__name__", type(value).__name__)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        parts = [_name_part(v) for v in value]
+        return "+".join(p for p in parts if p) or None
+    return None
+
+
 def default_name(parent: str, operation: str, params: dict[str, Any]) -> str:
-    """``parent-operation-v1-v2`` from the parameter values, e.g. ``base-prune-0.5-global``."""
+    """``parent-operation-v1-v2`` from the parameter values, e.g. ``base-prune-0.5-global``.
+
+    Lists join their items with ``+`` and classes give their name, so
+    ``prune(amount=0.5, modules=[nn.Linear])`` is ``base-prune-0.5-Linear`` and
+    ``drop_layers(layers=[3, 4])`` is ``base-drop_layers-3+4``.
+    """
     short = operation.rsplit(".", 1)[-1]
-    values = [
-        str(v)
-        for v in params.values()
-        if isinstance(v, (int, float, str)) and not isinstance(v, bool)
-    ]
+    values = [part for v in params.values() if (part := _name_part(v))]
     return "-".join([parent, short, *values])
 
 

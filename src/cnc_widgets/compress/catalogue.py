@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import encoder_layers, low_rank, precision, pruning, structured
 
-__all__ = ["apply_operation", "operation_record", "operations", "restore"]
+__all__ = ["apply_operation", "operation_record", "operations", "plain_params", "restore"]
 
 
 def restore(model: nn.Module, *, pattern: str, source: nn.Module) -> nn.Module:
@@ -200,6 +201,7 @@ def apply_operation(
     >>> sum(p.numel() for p in child.parameters()) < sum(p.numel() for p in parent.parameters())
     True
     """
+    params = plain_params(params)
     if callable(operation) and not isinstance(operation, str):
         child = operation(copy.deepcopy(model), **params)
         if not isinstance(child, nn.Module):
@@ -207,7 +209,7 @@ def apply_operation(
                 f"operation {_qualified_name(operation)} returned {type(child).__name__}, "
                 "not an nn.Module"
             )
-        return child
+        return _keep_cast(child)
     if operation not in _BUILTINS:
         raise ValueError(
             f"unknown operation {operation!r}; built-in operations are {sorted(_BUILTINS)} "
@@ -232,7 +234,37 @@ def apply_operation(
         kwargs["example_input"] = example_input
     if "report" in op.needs:
         kwargs["report"] = {} if report is None else report
-    return op.fn(copy.deepcopy(model), **kwargs)
+    return _keep_cast(op.fn(copy.deepcopy(model), **kwargs))
+
+
+def _keep_cast(child: nn.Module) -> nn.Module:
+    # Modules an operation adds to a half / bfloat16 model (low_rank's factors) need the
+    # same input casts as the ones they replaced.
+    return precision.add_cast_hooks(child) if precision.is_cast(child) else child
+
+
+def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with numpy scalars and 0-d arrays turned into Python numbers (in lists too).
+
+    ``np.float32(0.5)`` from a ``np.linspace`` sweep is an amount like ``0.5``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> plain_params({"amount": np.float32(0.5), "layers": [np.int64(1)]})
+    {'amount': 0.5, 'layers': [1]}
+    """
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.floating):
+            return float(str(value))  # float32 0.3 is 0.3, not 0.30000001192092896
+        if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+            return value.item()
+        if isinstance(value, list | tuple):
+            return type(value)(plain(v) for v in value)
+        return value
+
+    return {k: plain(v) for k, v in params.items()}
 
 
 def _qualified_name(fn: Callable) -> str:

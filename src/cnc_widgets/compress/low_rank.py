@@ -45,7 +45,7 @@ def _factorise(linear: nn.Linear, rank: int | None, energy: float | None) -> nn.
     out_f, in_f = w.shape
     if r * (in_f + out_f) >= in_f * out_f:
         return linear
-    new = LowRankLinear(in_f, out_f, r, bias=linear.bias is not None).to(w.device)
+    new = LowRankLinear(in_f, out_f, r, bias=linear.bias is not None).to(w.device, w.dtype)
     root = s[:r].sqrt()
     # Splitting sqrt(s) between both factors keeps their scales balanced.
     new[0].weight.data.copy_((root[:, None] * vh[:r]).to(w.dtype))

@@ -35,11 +35,27 @@ def is_norm(module: nn.Module) -> bool:
     return isinstance(module, _NORMS) or type(module).__name__.endswith("Norm")
 
 
+def _resolve(entry: type | str) -> type | str:
+    """A dotted ``package.module.Class`` name, as the provenance record writes a type, is
+    that type again, so a recorded ``modules=[nn.Linear]`` replays after reopening a store."""
+    if not isinstance(entry, str) or "." not in entry:
+        return entry
+    import importlib
+
+    module_name, _, attr = entry.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        return entry.rsplit(".", 1)[-1]
+    return found if isinstance(found, type) else entry
+
+
 def _module_filter(modules: Iterable[type | str] | None) -> tuple[set[str], tuple[type, ...]]:
     if modules is None:
         return set(), ()
     if isinstance(modules, str | type):
         modules = [modules]
+    modules = [_resolve(m) for m in modules]
     names = {m for m in modules if isinstance(m, str)}
     types = tuple(m for m in modules if isinstance(m, type))
     if len(names) + len(types) != len(list(modules)):
@@ -113,7 +129,9 @@ def prune(
     include_norms
         Also prune the weights and biases of normalisation layers (default: left alone).
     modules
-        Only prune parameters of these module types (classes or class names).
+        Only prune parameters of these module types (classes, class names such as
+        ``"Linear"``, or qualified names such as ``"torch.nn.modules.linear.Linear"``, which
+        is how a provenance record keeps a class).
 
     Examples
     --------

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .model_io import model_dtype
+
 __all__ = [
     "EvaluationError",
     "NonFinite",
@@ -111,11 +113,9 @@ def call_model(model: nn.Module, batch: Inputs) -> Any:
 
 
 def float_dtype(model: nn.Module) -> torch.dtype | None:
-    """dtype of the model's first floating parameter (inputs are cast to it)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return None if p.dtype == torch.float32 else p.dtype
-    return None
+    """dtype floating inputs are cast to: :func:`.model_io.model_dtype` (float32 included,
+    so float64 data meets a float32 model as float32)."""
+    return model_dtype(model)
 
 
 def model_device(model: nn.Module) -> torch.device | None:

@@ -155,7 +155,9 @@ def make_data(
         raise ValueError(f"ids has {len(ids)} entries but inputs has {n} rows")
     if len(set(ids)) != n:
         raise ValueError("ids must be unique: one id per instance")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, np.integer):
+        batch_size = int(batch_size)  # np.int64 from an array of sizes
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if embedding is not None and not isinstance(embedding, str):
         raise ValueError("embedding must be the dotted name of a module, e.g. 'encoder.pooler'")

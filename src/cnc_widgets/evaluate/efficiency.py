@@ -50,6 +50,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .activations import evaluating
+from .model_io import prepare_inputs
 
 __all__ = [
     "efficiency",
@@ -265,6 +266,7 @@ def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
     >>> macs(nn.Linear(4, 3), torch.zeros(2, 4))
     (24, 24)
     """
+    example_input = prepare_inputs(model, example_input)
     per_module: list[tuple[nn.Module, int]] = []
 
     def record(module: nn.Module, args: tuple, output: Any) -> None:
@@ -333,6 +335,7 @@ def latency_ms(
     threads: int | None = None,
 ) -> tuple[float, int]:
     """Median milliseconds of one forward pass and the number of threads used."""
+    example_input = prepare_inputs(model, example_input)
     with _threads(threads) as used, torch.inference_mode():
         for _ in range(warmup):
             _call(model, example_input)
@@ -361,6 +364,7 @@ def peak_memory_bytes(model: nn.Module, example_input: Inputs) -> int:
     """Most bytes torch's CPU allocator held at once during a forward, beyond the start."""
     from torch.profiler import ProfilerActivity, profile
 
+    example_input = prepare_inputs(model, example_input)
     with (
         _quiet_stderr(),
         torch.inference_mode(),
@@ -399,7 +403,8 @@ def efficiency(
         train mode keeps its BatchNorm statistics.
     example_input
         A Tensor, or a dict of Tensors called as ``model(**d)``; its first dimension is the
-        batch size used for MACs, latency and memory.
+        batch size used for MACs, latency and memory. Moved to the model's device and
+        floating dtype first (:func:`.model_io.prepare_inputs`).
     latency, memory
         Skip the timed runs / the profiled run when False (their keys are then None).
     warmup, repeats, threads
@@ -418,6 +423,8 @@ def efficiency(
     >>> efficiency(nn.Linear(4, 3), torch.zeros(1, 4), latency=False)["sparsity"]
     0.0
     """
+    # Moved once here (device, dtype), so the timed runs below do not pay for it.
+    example_input = prepare_inputs(model, example_input)
     params, nonzero = parameter_counts(model)
     size = size_bytes(model)
     with evaluating(model):

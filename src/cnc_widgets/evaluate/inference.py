@@ -43,8 +43,15 @@ from .activations import (
     reduce_output,
     slice_rows,
 )
+from .model_io import extract_logits
 
-__all__ = ["EvalResult", "EvaluationError", "evaluate_model", "merge_results"]
+__all__ = [
+    "EvalResult",
+    "EvaluationError",
+    "evaluate_model",
+    "extract_logits",
+    "merge_results",
+]
 
 
 @dataclass
@@ -149,9 +156,10 @@ def evaluate_model(
     ranges, so its outputs depend slightly on ``batch_size``. Nothing holds more than one batch of
     activations: statistics are running sums.
 
-    Logits are read from what the model returns: a tensor; else its ``.logits``
-    attribute (Hugging Face outputs) or ``"logits"`` key; else the first tensor of a
-    tuple. A 1-D output ``(B,)`` becomes ``(B, 1)``.
+    Logits are read from what the model returns by :func:`.model_io.extract_logits`: a
+    tensor; else its ``.logits`` attribute (Hugging Face outputs) or ``"logits"`` key;
+    else the first tensor of a tuple. One logit per instance (``(B,)`` or ``(B, 1)``) is
+    a binary classifier: it becomes two classes ``[0, z]`` (softmax = sigmoid).
 
     Parameters
     ----------
@@ -302,24 +310,6 @@ def evaluate_model(
         for h in handles:
             h.remove()
     return EvalResult(name, logits_np, emb_np, emb_name, emb_kind, **stats.arrays())
-
-
-def extract_logits(output: Any) -> torch.Tensor:
-    """The ``(B, C)`` logits in a model's output (see :func:`evaluate_model`)."""
-    logits = output
-    if not isinstance(logits, torch.Tensor):
-        logits = getattr(output, "logits", None)
-        if logits is None and isinstance(output, Mapping):
-            logits = output.get("logits")
-        if logits is None and isinstance(output, (tuple, list)):
-            logits = first_tensor(output)
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
-    if logits.dim() == 1:
-        logits = logits.unsqueeze(1)
-    if logits.dim() != 2:
-        raise ValueError(f"logits must be (batch, classes), got shape {tuple(logits.shape)}")
-    return logits
 
 
 def resolve_embedding(model: nn.Module, embedding: str | None) -> tuple[str, str]:

@@ -4,11 +4,20 @@ S_m = instances that model m classifies correctly and the attack flips. A model
 without usable gradients (int8 dynamic quantized) is attacked by transfer: the
 adversarial inputs are crafted on a float model (its nearest float ancestor)
 and fed to it. Rai et al. (CIKM 2024) compare these sets between models.
+
+Inputs are continuous when they hold floating tensors (an image tensor, or a dict
+with float entries: every float entry is perturbed, integer entries kept); they are
+tokens when every tensor is an integer (a LongTensor of ids, or a dict of ids and
+masks under any key names): the output of the word-embedding module is perturbed.
+Batches follow the model's device and dtype (:func:`.model_io.prepare_inputs`),
+logits are read by :func:`.model_io.extract_logits`, and every model's train/eval
+mode is restored afterwards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..evaluate.inference import extract_logits
+from ..evaluate.model_io import call_model, extract_logits, prepare_inputs
 from .agreement import jaccard
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
@@ -27,9 +36,10 @@ class Attack:
     """An L-infinity PGD attack (FGSM is ``steps=1, step_size=eps``).
 
     For continuous inputs ``eps`` is in input units and inputs are clipped to
-    ``clip``. For token inputs the perturbation is added to the output of the
-    word-embedding module and ``eps`` is relative to the mean absolute value of
-    the embeddings of the batch.
+    ``clip`` (every float tensor of a dict alike). For token inputs the perturbation
+    is added to the output of ``embedding_module`` (default: the ``nn.Embedding``
+    with most rows) and ``eps`` is relative to the mean absolute value of the
+    embeddings of the batch.
     """
 
     eps: float = 0.1
@@ -71,16 +81,34 @@ def find_word_embeddings(model: nn.Module) -> str:
             best, size = name, module.num_embeddings
     if best is None:
         raise ValueError(
-            "token inputs need an embedding-space attack but the model has no nn.Embedding; "
-            "pass embedding_module= naming the module whose output to perturb"
+            "the inputs are integer tokens, so the attack perturbs word embeddings, but "
+            f"{type(model).__name__} has no nn.Embedding; pass embedding_module= (to "
+            "adversarial_overlap or Attack) naming the module whose output to perturb"
         )
     return best
 
 
+def is_continuous(batch: Inputs) -> bool:
+    """True when the inputs hold a floating tensor (attacked directly), False for tokens."""
+    if isinstance(batch, Mapping):
+        return any(v.is_floating_point() for v in batch.values())
+    return batch.is_floating_point()
+
+
+def _float_parts(batch: Inputs) -> dict[str | None, torch.Tensor]:
+    if not isinstance(batch, Mapping):
+        return {None: batch}
+    return {k: v for k, v in batch.items() if v.is_floating_point()}
+
+
+def _with_parts(batch: Inputs, parts: Mapping[str | None, torch.Tensor]) -> Inputs:
+    if not isinstance(batch, Mapping):
+        return parts[None]
+    return {**batch, **parts}
+
+
 def _forward(model: nn.Module, batch: Inputs) -> torch.Tensor:
-    out = model(**batch) if isinstance(batch, Mapping) else model(batch)
-    # The evaluation path's reading of outputs (tensor, tuple, dict, ModelOutput).
-    return extract_logits(out).float()
+    return extract_logits(call_model(model, batch)).float()
 
 
 def has_gradients(model: nn.Module) -> bool:
@@ -91,31 +119,71 @@ def has_gradients(model: nn.Module) -> bool:
     return bool(params) and all(p.dtype in (torch.float32, torch.float64) for p in params)
 
 
-def craft(model: nn.Module, batch: Inputs, labels: torch.Tensor, attack: Attack) -> Any:
-    """Adversarial version of ``batch`` for ``model``.
+@contextlib.contextmanager
+def _eval_modes(*models: nn.Module | None) -> Iterator[None]:
+    """Eval mode for the attack; every module's own mode is restored afterwards."""
+    modes = [(m, m.training) for model in models if model is not None for m in model.modules()]
+    for model in models:
+        if model is not None:
+            model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
-    Returns an input tensor for continuous inputs, or a perturbation of the word
-    embeddings (``(module name, delta)``) for token inputs.
+
+def _embedding_output(model: nn.Module, module: nn.Module, batch: Inputs) -> torch.Tensor:
+    captured: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        with torch.no_grad():
+            call_model(model, batch)
+    finally:
+        handle.remove()
+    if not captured:
+        raise ValueError(
+            f"the embedding module of {type(model).__name__} was not called in its forward "
+            "pass; pass embedding_module= naming the module whose output to perturb"
+        )
+    return captured[0]
+
+
+def craft(model: nn.Module, batch: Inputs, labels: torch.Tensor, attack: Attack) -> Any:
+    """Adversarial version of ``batch`` for ``model`` (in eval mode; see :func:`attack_model`).
+
+    Returns the adversarial inputs (a tensor, or a dict with its float entries
+    perturbed) for continuous inputs, or a perturbation of the word embeddings
+    (``(module name, delta)``) for token inputs.
     """
-    model.eval()
     gen = torch.Generator().manual_seed(attack.seed)
     step = attack._step()
-    if not isinstance(batch, Mapping):
-        x = batch.detach().float()
-        delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * attack.eps
+    batch = prepare_inputs(model, batch)
+    labels = labels.to(next(iter(_all_tensors(batch))).device)
+    if is_continuous(batch):
+        clean = {k: v.detach() for k, v in _float_parts(batch).items()}
+        deltas = {
+            k: ((torch.rand(x.shape, generator=gen) * 2 - 1) * attack.eps).to(x.device, x.dtype)
+            for k, x in clean.items()
+        }
         for _ in range(attack.steps):
-            delta.requires_grad_(True)
-            loss = nn.functional.cross_entropy(_forward(model, _clip(x + delta, attack)), labels)
-            (grad,) = torch.autograd.grad(loss, delta)
-            delta = (delta.detach() + step * grad.sign()).clamp(-attack.eps, attack.eps)
-        return _clip(x + delta, attack).detach()
+            for d in deltas.values():
+                d.requires_grad_(True)
+            adv = {k: _clip(clean[k] + deltas[k], attack) for k in clean}
+            loss = nn.functional.cross_entropy(_forward(model, _with_parts(batch, adv)), labels)
+            grads = torch.autograd.grad(loss, list(deltas.values()))
+            deltas = {
+                k: (d.detach() + step * g.sign()).clamp(-attack.eps, attack.eps)
+                for (k, d), g in zip(deltas.items(), grads, strict=True)
+            }
+        adv = {k: _clip(clean[k] + deltas[k], attack).detach() for k in clean}
+        return _with_parts(batch, adv)
 
     module_name = attack.embedding_module or find_word_embeddings(model)
     module = model.get_submodule(module_name)
-    with torch.no_grad():
-        clean = module(batch["input_ids"])
-    scale = attack.eps * clean.abs().mean().item()
-    delta = (torch.rand(clean.shape, generator=gen) * 2 - 1) * scale
+    clean_emb = _embedding_output(model, module, batch)
+    scale = attack.eps * clean_emb.abs().float().mean().item()
+    delta = ((torch.rand(clean_emb.shape, generator=gen) * 2 - 1) * scale).to(clean_emb.device)
     for _ in range(attack.steps):
         delta.requires_grad_(True)
         with _perturbed(module, delta):
@@ -123,6 +191,10 @@ def craft(model: nn.Module, batch: Inputs, labels: torch.Tensor, attack: Attack)
         (grad,) = torch.autograd.grad(loss, delta)
         delta = (delta.detach() + step * scale / attack.eps * grad.sign()).clamp(-scale, scale)
     return module_name, delta.detach()
+
+
+def _all_tensors(batch: Inputs) -> Iterator[torch.Tensor]:
+    yield from batch.values() if isinstance(batch, Mapping) else (batch,)
 
 
 def _clip(x: torch.Tensor, attack: Attack) -> torch.Tensor:
@@ -137,7 +209,7 @@ class _perturbed:
 
     def __enter__(self) -> _perturbed:
         self.handle = self.module.register_forward_hook(
-            lambda _m, _i, out: out + self.delta.to(out.dtype)
+            lambda _m, _i, out: out + self.delta.to(out.device, out.dtype)
         )
         return self
 
@@ -146,13 +218,13 @@ class _perturbed:
 
 
 def predict_adversarial(model: nn.Module, batch: Inputs, adversarial: Any) -> torch.Tensor:
-    """Predictions of ``model`` on the adversarial inputs made by :func:`craft`."""
+    """Predictions of ``model`` on the adversarial inputs made by :func:`craft` (CPU)."""
     with torch.no_grad():
         if not isinstance(adversarial, tuple):
-            return _forward(model, adversarial).argmax(1)
+            return _forward(model, prepare_inputs(model, adversarial)).argmax(1).cpu()
         module_name, delta = adversarial
         with _perturbed(model.get_submodule(module_name), delta):
-            return _forward(model, batch).argmax(1)
+            return _forward(model, prepare_inputs(model, batch)).argmax(1).cpu()
 
 
 def attack_model(
@@ -163,17 +235,22 @@ def attack_model(
     surrogate: nn.Module | None = None,
     surrogate_name: str | None = None,
 ) -> AttackResult:
-    """Attack ``model`` on every batch; craft on ``surrogate`` (transfer) when given."""
+    """Attack ``model`` on every batch; craft on ``surrogate`` (transfer) when given.
+
+    Both models run in eval mode and get their own train/eval modes back afterwards.
+    """
     crafter = surrogate if surrogate is not None else model
     correct, flipped = [], []
-    for batch, labels in batches:
-        with torch.no_grad():
-            clean = _forward(model, batch).argmax(1)
-        adversarial = craft(crafter, batch, labels, attack)
-        adv = predict_adversarial(model, batch, adversarial)
-        ok = clean == labels
-        correct.append(ok.numpy())
-        flipped.append((ok & (adv != labels)).numpy())
+    with _eval_modes(model, surrogate):
+        for batch, labels in batches:
+            labels = labels.cpu()
+            with torch.no_grad():
+                clean = _forward(model, prepare_inputs(model, batch)).argmax(1).cpu()
+            adversarial = craft(crafter, batch, labels, attack)
+            adv = predict_adversarial(model, batch, adversarial)
+            ok = clean == labels
+            correct.append(ok.numpy())
+            flipped.append((ok & (adv != labels)).numpy())
     source = "direct" if surrogate is None else f"transfer from {surrogate_name or 'surrogate'}"
     return AttackResult(np.concatenate(correct), np.concatenate(flipped), source, attack.describe())
 

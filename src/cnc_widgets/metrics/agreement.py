@@ -291,7 +291,8 @@ def group_accuracy_change(
     Returns
     -------
     pandas.DataFrame
-        One row per group present (sorted by group id), index named ``group``, columns
+        One row per group present (sorted by group id; instances whose group is None or
+        NaN form one more group, keyed NaN, last), index named ``group``, columns
         ``count, accuracy_a, accuracy_b, change`` with ``change = accuracy_b - accuracy_a``.
 
     Examples
@@ -304,7 +305,8 @@ def group_accuracy_change(
     g = y if groups is None else _array(groups, "groups", 1)
     _same_length(pred_a=a, pred_b=b, labels=y, groups=g)
     frame = pd.DataFrame({"group": g, "correct_a": a == y, "correct_b": b == y})
-    table = frame.groupby("group", sort=True).agg(
+    # Instances without a group (None, NaN) are counted as a group of their own.
+    table = frame.groupby("group", sort=True, dropna=False).agg(
         count=("correct_a", "size"),
         accuracy_a=("correct_a", "mean"),
         accuracy_b=("correct_b", "mean"),
