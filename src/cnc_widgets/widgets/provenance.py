@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import anywidget
 import pandas as pd
 import traitlets
 
 from ..registry import PROVENANCE_COLUMNS, ModelRegistry
 from ._bundle import bundle
 from ._sync import json_value, link_selection
+from ._view import RegistryView, Summary, model_table
 
 
 def provenance_nodes(registry: ModelRegistry) -> list[dict[str, Any]]:
@@ -47,7 +47,7 @@ def _is_number(value: Any) -> bool:
         return False
 
 
-class ProvenanceGraph(anywidget.AnyWidget):
+class ProvenanceGraph(RegistryView):
     """The provenance forest of a registry, left to right, one column per depth.
 
     Click a model to select it (shift-click to add); the selection is the
@@ -62,7 +62,6 @@ class ProvenanceGraph(anywidget.AnyWidget):
     _esm = bundle("provenance")
     nodes = traitlets.List(traitlets.Dict()).tag(sync=True)
     color_by = traitlets.Unicode("accuracy").tag(sync=True)
-    selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
     def __init__(
         self, registry: ModelRegistry, *, color_by: str = "accuracy", **kwargs: Any
@@ -75,6 +74,21 @@ class ProvenanceGraph(anywidget.AnyWidget):
 
     def _refresh(self, _change: Any = None) -> None:
         self.nodes = provenance_nodes(self.registry)
+
+    def summary(self) -> Summary:
+        """The models in provenance order, with the metric they are coloured by."""
+        table = model_table(self.registry)
+        if self.color_by not in table.columns:
+            metrics = self.registry.metrics()
+            if self.color_by in metrics.columns:
+                table[self.color_by] = metrics[self.color_by]
+        table.insert(0, "selected", [n in self.selected for n in table.index])
+        roots = int(table["parent"].isna().sum()) if "parent" in table else len(table)
+        return Summary(
+            f"Provenance: {len(table)} models from {roots} root{'s' if roots != 1 else ''}, "
+            f"coloured by {self.color_by}",
+            table,
+        )
 
 
 def show_provenance(registry: ModelRegistry, *, color_by: str = "accuracy") -> ProvenanceGraph:
