@@ -22,24 +22,31 @@ function loader(name, version) {
   });
 }
 
-// Every view of one registry carries the same _registry_key: a selection made in one of
-// them is set on the others, as the registry does in a live kernel.
-export function linkSelections(models) {
+// The registry's traits that views mirror: in a live kernel the registry links them.
+const LINKED = ["selected", "filters"];
+
+// Every view of one registry carries the same _registry_key: a selection (or filter) made
+// in one of them is set on the others, as the registry does in a live kernel. Setting an
+// equal value fires no change, so the echo stops there.
+function linkSelections(models) {
   const groups = new Map();
   for (const model of models) {
     const key = model.get("_registry_key");
-    if (!key || !Array.isArray(model.get("selected"))) continue;
+    if (!key) continue;
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(model);
   }
   for (const group of groups.values()) {
-    for (const model of group) {
-      model.on("change:selected", () => {
-        const value = model.get("selected");
-        for (const other of group) {
-          if (other !== model) other.set("selected", value);
-        }
-      });
+    for (const name of LINKED) {
+      const members = group.filter((m) => m.get(name) !== undefined);
+      for (const model of members) {
+        model.on(`change:${name}`, () => {
+          const value = model.get(name);
+          for (const other of members) {
+            if (other !== model) other.set(name, value);
+          }
+        });
+      }
     }
   }
   return groups;
