@@ -45,7 +45,7 @@ class Summary:
             cells += [f"<td>{html.escape(_format(v))}</td>" for v in row]
             rows.append("<tr>" + "".join(cells) + "</tr>")
         parts = [
-            '<div class="cnc-summary">',
+            '<div class="cnc-static-summary">',
             f"<strong>{html.escape(self.title)}</strong>",
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",
         ]
