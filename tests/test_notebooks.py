@@ -14,6 +14,8 @@ import nbclient
 import nbformat
 import pytest
 
+from cnc_widgets.demo import run_demo
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
@@ -51,10 +53,16 @@ def test_outputs_are_not_committed():
         assert "widgets" not in nb.metadata, path.name
 
 
-def test_01_quickstart(tmp_path):
-    nb = run("01_quickstart.ipynb", tmp_path)
+def test_01_quickstart_through_the_demo(tmp_path):
+    """``python -m cnc_widgets demo`` runs 01 and writes the executed notebook and its report."""
+    table = run_demo(tmp_path)
+    assert {"base", "pruned-80", "int8"} <= set(table.index)
+    nb = nbformat.read(tmp_path / "01_quickstart.ipynb", as_version=4)
     assert "pruned-80" in outputs(nb)
     assert nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    report = (tmp_path / "report.html").read_text()
+    assert "application/vnd.jupyter.widget-state+json" in report
+    assert "cnc-provenance" in report
 
 
 @pytest.mark.slow
