@@ -4,7 +4,7 @@
 // require.js, the widget manager of @jupyter-widgets/html-manager (its prebuilt AMD bundle)
 // and the report's loader (src/report/loader.js, a classic script).
 import * as esbuild from "esbuild";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 
 const outdir = "../src/cnc_widgets/static";
 const minify = !process.argv.includes("--watch");
@@ -31,6 +31,7 @@ const loader = {
 
 // libembed-amd.js defines the manager's AMD modules without rendering anything itself (the
 // loader does); source map comments go, a report must not point at files it lacks.
+mkdirSync(outdir, { recursive: true });
 function copyScript(from, to) {
   const text = readFileSync(from, "utf8").replace(/^\/\/# sourceMappingURL=.*$/gm, "");
   writeFileSync(`${outdir}/${to}`, text);
