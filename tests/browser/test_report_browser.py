@@ -23,16 +23,17 @@ pytestmark = pytest.mark.browser
 # Untrusted text that would run if any view or summary inserted it as markup.
 PAYLOAD = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 MODEL_PAYLOAD = "<img src=x onerror=window.__pwned=3>"
-# Root classes of the views the report notebook shows, and the view classes it builds them from.
-VIEWS = {"cnc-provenance": "cnc.show_provenance(reg)"}
-for cls, call in {
-    "cnc-scatter": "cnc.EfficiencyScatter(reg)",
-    "cnc-diff": "cnc.PredictionDiff(reg)",
-    "cnc-heatmap": "cnc.ActivationHeatmap(reg)",
-}.items():
-    name = call.split("(")[0].removeprefix("cnc.")
-    if name in cnc.__all__:
-        VIEWS[cls] = call
+# Views whose marks stand for models, by root class, and the classes that draw them.
+MODEL_VIEWS = {"cnc-provenance": "ProvenanceGraph", "cnc-scatter": "EfficiencyScatter"}
+OTHER_VIEWS = {"cnc-diff": "PredictionDiff", "cnc-heatmap": "ActivationHeatmap"}
+AVAILABLE = {
+    cls: name for cls, name in {**MODEL_VIEWS, **OTHER_VIEWS}.items() if name in cnc.__all__
+}
+if "dashboard" in cnc.__all__:
+    SHOW = ["cnc.dashboard(reg)"]
+    SHOW += [f"cnc.{n}(reg)" for n in AVAILABLE.values() if n == "ActivationHeatmap"]
+else:
+    SHOW = [f"cnc.{n}(reg)" for n in AVAILABLE.values()]
 
 CELLS = [
     "import cnc_widgets as cnc\nfrom cnc_widgets import examples",
@@ -47,8 +48,8 @@ reg.compress("base", "quantize_dynamic", name={MODEL_PAYLOAD!r})
 reg.compress("base", "half", name="fp16")
 reg.evaluate(progress=False)
 reg.selected = ["base", "pruned"]""",
-    *VIEWS.values(),
-    # A second provenance view: two views of one registry to link even with one view class.
+    *SHOW,
+    # A provenance view of its own, last: where the test clicks.
     "cnc.show_provenance(reg, color_by='size_bytes')",
 ]
 
@@ -123,37 +124,44 @@ def test_report_renders_offline_and_links_selection(browser, report, tmp_path):
     page, requests, errors = _open(browser, report)
     try:
         assert page.get_attribute("html", "data-cnc-report") == "rendered"
-        for cls in VIEWS:
+        for cls in AVAILABLE:
+            page.wait_for_selector(f".{cls}", timeout=30_000)
+        for cls in (c for c in AVAILABLE if c in MODEL_VIEWS):
             page.wait_for_selector(f".{cls} [data-model]", timeout=30_000)
-        graphs = page.locator(".cnc-provenance")
-        assert graphs.count() == 2
         # The summaries stood in until the views rendered, then made way.
         assert page.locator(".cnc-report-summary").count() == 0
-        first, second = graphs.nth(0), graphs.nth(1)
+        graphs = page.locator(".cnc-provenance")
+        assert graphs.count() >= 2
+        clicked = graphs.last
         names = sorted(
-            first.locator("[data-model]").evaluate_all(
+            clicked.locator("[data-model]").evaluate_all(
                 "els => els.map(e => e.getAttribute('data-model'))"
             )
         )
         assert names == sorted(["base", "pruned", MODEL_PAYLOAD, "fp16"])
+        marks = {
+            cls: page.locator(f'.{cls} [data-model="fp16"]')
+            for cls in AVAILABLE
+            if cls in MODEL_VIEWS
+        }
         # The selection made in the kernel before export is shown by every view.
-        for view in (first, second):
-            assert view.locator('[data-model="pruned"]').get_attribute("aria-selected") == "true"
-        # A click in one view selects in the other, through the embedded state alone.
-        first.locator('[data-model="fp16"]').click()
+        for cls in marks:
+            pruned = page.locator(f'.{cls} [data-model="pruned"]').first
+            assert pruned.get_attribute("aria-selected") == "true", cls
+        # A click in one view selects in the others, through the embedded state alone.
+        clicked.locator('[data-model="fp16"]').click()
         page.wait_for_function(
-            """() => document.querySelectorAll('.cnc-provenance')[1]
-                     .querySelector('[data-model="fp16"]')
-                     .getAttribute('aria-selected') === 'true'"""
+            """() => [...document.querySelectorAll('.cnc-provenance, .cnc-scatter')]
+                     .every(v => v.querySelector('[data-model="fp16"]')
+                                  .getAttribute('aria-selected') === 'true')"""
         )
-        assert second.locator('[data-model="base"]').get_attribute("aria-selected") == "false"
-        for cls in VIEWS:
-            if cls != "cnc-provenance":
-                mark = page.locator(f'.{cls} [data-model="fp16"]').first
-                assert mark.get_attribute("aria-selected") == "true", cls
+        for cls, mark in marks.items():
+            assert mark.first.get_attribute("aria-selected") == "true", cls
+            base = page.locator(f'.{cls} [data-model="base"]').first
+            assert base.get_attribute("aria-selected") == "false", cls
         # Untrusted names and instance texts stay text.
         assert page.evaluate("() => window.__pwned") is None
-        label = first.locator(f'[data-model="{MODEL_PAYLOAD}"] text').first.text_content()
+        label = clicked.locator(f'[data-model="{MODEL_PAYLOAD}"] text').first.text_content()
         assert label.startswith("<img")
         assert errors == []
         assert [u for u in requests if not u.startswith("file://")] == []
