@@ -163,6 +163,9 @@ def test_report_renders_offline_and_links_selection(browser, report, tmp_path):
         assert page.evaluate("() => window.__pwned") is None
         label = clicked.locator(f'[data-model="{MODEL_PAYLOAD}"] text').first.text_content()
         assert label.startswith("<img")
+        if "cnc-diff" in AVAILABLE:  # the instance table shows the payload as its text
+            page.wait_for_selector(".cnc-diff [data-instance]")
+            assert "<script>window.__pwned = 1" in page.locator(".cnc-diff").inner_text()
         assert errors == []
         assert [u for u in requests if not u.startswith("file://")] == []
         # Nor does anything the scripts added point at the network.
