@@ -3,7 +3,7 @@
 A view subclasses :class:`RegistryView`. Its ``selected`` trait follows the registry's
 (through :func:`._sync.link_selection`), its ``_registry_key`` lets an exported report link
 views of one registry in the browser without a kernel, and its ``_repr_mimebundle_`` carries a
-``text/html`` table of what it shows (:meth:`RegistryView.summary`), so a notebook preview
+``text/html`` table of what it shows (:meth:`RegistryView.summary_table`), so a notebook preview
 without widgets (GitHub, nbviewer, a report whose scripts are blocked) shows that table instead
 of ``ProvenanceGraph(...)``.
 """
@@ -86,7 +86,7 @@ class RegistryView(anywidget.AnyWidget):
     selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
     _registry_key = traitlets.Unicode("").tag(sync=True)
 
-    def summary(self) -> Summary:
+    def summary_table(self) -> Summary:
         """What the view shows, as a table; by default the registry's models."""
         table = model_table(self.registry)
         table.insert(0, "selected", [n in self.selected for n in table.index])
@@ -98,7 +98,7 @@ class RegistryView(anywidget.AnyWidget):
             return None
         data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
         try:
-            summary = self.summary().to_html()
+            summary = self.summary_table().to_html()
         except Exception as exc:  # a summary must never stop the view from showing
             summary = (
                 f"<p>{html.escape(type(self).__name__)}: no summary "

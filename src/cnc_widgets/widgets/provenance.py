@@ -75,7 +75,7 @@ class ProvenanceGraph(RegistryView):
     def _refresh(self, _change: Any = None) -> None:
         self.nodes = provenance_nodes(self.registry)
 
-    def summary(self) -> Summary:
+    def summary_table(self) -> Summary:
         """The models in provenance order, with the metric they are coloured by."""
         table = model_table(self.registry)
         if self.color_by not in table.columns:
