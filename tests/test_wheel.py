@@ -1,4 +1,4 @@
-"""The built wheel carries the JS bundle and the quickstart notebook."""
+"""The built wheel carries the JS bundles, what reports inline, and the notebooks."""
 
 from __future__ import annotations
 
@@ -24,5 +24,21 @@ def test_wheel_contains_bundle(tmp_path):
     # A real esbuild ESM bundle with the view's default export, no CDN imports.
     assert "export" in source and "cnc-provenance" in source
     assert "https://" not in source.replace("http://www.w3.org/2000/svg", "")
-    assert "cnc_widgets/notebooks/quickstart.ipynb" in names
+    for notebook in (
+        "01_quickstart.ipynb",
+        "02_debugging_failed_pruning.ipynb",
+        "03_not_miniature.ipynb",
+    ):
+        assert f"cnc_widgets/notebooks/{notebook}" in names
+    # What an offline report inlines: require.js, the widget manager (from npm), the loader,
+    # and the report's nbconvert template.
+    for asset in ("report-require.js", "report-html-manager.js", "report-loader.js"):
+        assert f"cnc_widgets/static/{asset}" in names
+    read = zipfile.ZipFile(wheel).read
+    assert (
+        'define("@jupyter-widgets/html-manager"'
+        in read("cnc_widgets/static/report-html-manager.js").decode()
+    )
+    assert "RequireJS" in read("cnc_widgets/static/report-require.js").decode()
+    assert "cnc_widgets/templates/cnc_report/index.html.j2" in names
     assert not any(n.startswith("cnc_widgets/static/") and n.endswith(".map") for n in names)

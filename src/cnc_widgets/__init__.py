@@ -22,11 +22,20 @@ __version__ = "0.1.0"
 # Views load lazily: the core (registry, metrics) works without a notebook stack.
 _WIDGETS = {"FilterPanel", "ProvenanceGraph", "SelectionDetails", "show_provenance"}
 _WIDGETS |= {"EfficiencyScatter", "PredictionDiff", "dashboard"}
+_REPORT = {"export_report"}
 
-__all__ = ["EvaluationError", "ModelRegistry", "__version__", "operations", *sorted(_WIDGETS)]
+__all__ = [
+    "EvaluationError",
+    "ModelRegistry",
+    "__version__",
+    "operations",
+    *sorted(_WIDGETS | _REPORT),
+]
 
 
 def __getattr__(name: str) -> Any:
     if name in _WIDGETS:
         return getattr(import_module(".widgets", __name__), name)
+    if name in _REPORT:
+        return getattr(import_module(".report", __name__), name)
     raise AttributeError(f"module 'cnc_widgets' has no attribute {name!r}")

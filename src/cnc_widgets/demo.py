@@ -1,9 +1,9 @@
 """The demo: run the quickstart notebook on real data and show what it built.
 
-``python -m cnc_widgets demo --out DIR`` executes ``notebooks/quickstart.ipynb``
+``python -m cnc_widgets demo --out DIR`` executes ``notebooks/01_quickstart.ipynb``
 in a fresh kernel with DIR as its working folder, writes the executed notebook
-to DIR/quickstart.ipynb, and prints the metrics table of the registry it stored
-in DIR/cnc_store.
+to DIR/01_quickstart.ipynb and its offline report to DIR/report.html, and prints the
+metrics table of the registry it stored in DIR/cnc_store.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from .registry import ModelRegistry
+from .report import execute_notebook, notebook_to_html
 
+QUICKSTART = "01_quickstart.ipynb"
 COLUMNS = [
     "parent",
     "operation",
@@ -29,20 +31,24 @@ COLUMNS = [
 ]
 
 
-def quickstart_path() -> Path:
-    """The quickstart notebook: shipped in the wheel, or in the source checkout."""
-    packaged = resources.files("cnc_widgets") / "notebooks" / "quickstart.ipynb"
+def notebook_path(name: str = QUICKSTART) -> Path:
+    """A notebook of ``notebooks/``: shipped in the wheel, or in the source checkout."""
+    packaged = resources.files("cnc_widgets") / "notebooks" / name
     if packaged.is_file():
         return Path(str(packaged))
-    checkout = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
+    checkout = Path(__file__).resolve().parents[2] / "notebooks" / name
     if checkout.is_file():
         return checkout
-    raise FileNotFoundError("quickstart.ipynb is missing from the package; reinstall cnc-widgets")
+    raise FileNotFoundError(f"{name} is missing from the package; reinstall cnc-widgets")
+
+
+def quickstart_path() -> Path:
+    """The quickstart notebook: shipped in the wheel, or in the source checkout."""
+    return notebook_path(QUICKSTART)
 
 
 def run_demo(out: str | Path, *, timeout: int = 600) -> pd.DataFrame:
-    """Execute the quickstart into ``out`` and return the metrics it stored."""
-    import nbclient
+    """Execute the quickstart into ``out``, write its report, return the metrics it stored."""
     import nbformat
 
     out = Path(out).resolve()
@@ -50,20 +56,15 @@ def run_demo(out: str | Path, *, timeout: int = 600) -> pd.DataFrame:
     notebook = nbformat.read(quickstart_path(), as_version=4)
     env_before = os.environ.get("CNC_STORE")
     os.environ["CNC_STORE"] = str(out / "cnc_store")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        client = nbclient.NotebookClient(
-            notebook,
-            timeout=timeout,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(out)}},
-        )
-        client.execute()
+        execute_notebook(notebook, out, timeout=timeout)
     finally:
         if env_before is None:
             os.environ.pop("CNC_STORE", None)
         else:
             os.environ["CNC_STORE"] = env_before
-    nbformat.write(notebook, out / "quickstart.ipynb")
+    nbformat.write(notebook, out / QUICKSTART)
+    notebook.metadata.setdefault("title", "cnc_widgets quickstart")
+    (out / "report.html").write_text(notebook_to_html(notebook), encoding="utf-8")
     table = ModelRegistry(store=out / "cnc_store").metrics()
     return table[[c for c in COLUMNS if c in table.columns]]

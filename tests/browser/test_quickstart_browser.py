@@ -12,14 +12,14 @@ from .lab import cell_errors, kernel_eval, open_and_run
 
 pytestmark = pytest.mark.browser
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
+QUICKSTART = Path(__file__).resolve().parents[2] / "notebooks" / "01_quickstart.ipynb"
 
 
 def test_quickstart_in_lab(lab, browser, tmp_path):
-    shutil.copy(QUICKSTART, lab["root"] / "quickstart.ipynb")
+    shutil.copy(QUICKSTART, lab["root"] / "01_quickstart.ipynb")
     page = browser.new_page()
     try:
-        open_and_run(page, lab, "quickstart.ipynb")
+        open_and_run(page, lab, "01_quickstart.ipynb")
         page.wait_for_selector(".cnc-provenance [data-model]", timeout=120_000)
         assert cell_errors(page) == []
         assert page.locator(".cnc-provenance").count() == 1  # no tab left over from other tests

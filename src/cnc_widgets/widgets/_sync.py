@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import math
+import uuid
+import weakref
 from typing import Any
 
 import traitlets
 
+_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def registry_key(registry: object) -> str:
+    """A random id of ``registry``, the same for every view of it (links them in reports)."""
+    if registry not in _KEYS:
+        _KEYS[registry] = uuid.uuid4().hex
+    return _KEYS[registry]
+
 
 def link_selection(widget: traitlets.HasTraits, registry: traitlets.HasTraits) -> traitlets.link:
-    """Keep ``widget.selected`` and ``registry.selected`` equal in both directions."""
+    """Keep ``widget.selected`` and ``registry.selected`` equal in both directions.
+
+    A view with a ``_registry_key`` trait also gets its registry's key, by which an exported
+    report (no kernel) links the selections of views of one registry in the browser.
+    """
+    if widget.has_trait("_registry_key"):
+        widget.set_trait("_registry_key", registry_key(registry))
     return traitlets.link((registry, "selected"), (widget, "selected"))
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import altair as alt
-import anywidget
 import pandas as pd
 import traitlets
 
@@ -20,6 +19,7 @@ from ..formatting import METRIC_HELP, format_metric, metric_kind
 from ..registry import PROVENANCE_COLUMNS, ModelRegistry
 from ._bundle import bundle
 from ._sync import json_value, link_selection
+from ._view import RegistryView
 
 MAX_MODELS = 16
 # Metrics shown first, in this order, when present.
@@ -178,7 +178,7 @@ def details_state(registry: ModelRegistry, names: list[str]) -> dict[str, Any]:
     }
 
 
-class SelectionDetails(anywidget.AnyWidget):
+class SelectionDetails(RegistryView):
     """Details of the registry's selected models, following ``reg.selected``.
 
     Examples

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import anywidget
 import numpy as np
+import pandas as pd
 import traitlets
 
 from ..registry import ModelRegistry
 from ._bundle import bundle
 from ._previews import EMBED_LIMIT, previews
 from ._sync import json_value, link_selection
+from ._view import RegistryView, Summary
 from ._wire import pack, smallest_int
 
 MAX_COMPARED = 4
@@ -173,7 +174,7 @@ def summary_rows(registry: ModelRegistry, names: Sequence[str]) -> list[dict[str
     return rows
 
 
-class PredictionDiff(anywidget.AnyWidget):
+class PredictionDiff(RegistryView):
     """Predictions of a reference model against one to four compressed variants.
 
     Given no names it follows ``reg.selected``: the first selected model is the
@@ -219,6 +220,16 @@ class PredictionDiff(anywidget.AnyWidget):
         registry.observe(self._refresh, names=["revision", "selected"])
         self.on_msg(self._on_message)
         self._refresh()
+
+    def summary_table(self) -> Summary:
+        """The summary measures of each compared model against the reference."""
+        if not self.reference or not self.summary:
+            return Summary("Prediction diff: nothing to compare", pd.DataFrame(), [self.status])
+        table = pd.DataFrame(self.summary)
+        if "name" in table:
+            table = table.set_index("name").rename_axis("model")
+        shown = ", ".join(self.compared)
+        return Summary(f"Prediction diff: {shown} against {self.reference}", table)
 
     @property
     def follows_selection(self) -> bool:

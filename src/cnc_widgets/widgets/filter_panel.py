@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import anywidget
 import traitlets
 
 from ..formatting import metric_kind
 from ..registry import ModelRegistry
 from ._bundle import bundle
 from ._sync import json_value, link_filters, link_selection
+from ._view import RegistryView
 from .details import numeric_metrics
 
 
@@ -36,7 +36,7 @@ def filter_table(registry: ModelRegistry) -> dict[str, Any]:
     }
 
 
-class FilterPanel(anywidget.AnyWidget):
+class FilterPanel(RegistryView):
     """Histograms of the registry's metrics; brushing one sets ``reg.filters``.
 
     Examples

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anywidget
 import pandas as pd
 import traitlets
 
@@ -12,6 +11,7 @@ from ..formatting import METRIC_HELP, metric_kind
 from ..registry import PROVENANCE_COLUMNS, ModelRegistry
 from ._bundle import bundle
 from ._sync import json_value, link_filters, link_selection
+from ._view import RegistryView, Summary, model_table
 
 
 def provenance_nodes(registry: ModelRegistry) -> list[dict[str, Any]]:
@@ -61,7 +61,7 @@ def _is_number(value: Any) -> bool:
         return False
 
 
-class ProvenanceGraph(anywidget.AnyWidget):
+class ProvenanceGraph(RegistryView):
     """The provenance forest of a registry, left to right, one column per depth.
 
     Click a model to select it (shift-click to add, drag a box with shift held to select
@@ -105,7 +105,6 @@ class ProvenanceGraph(anywidget.AnyWidget):
         {"x": "size_bytes", "y": "accuracy", "x_better": "lower", "y_better": "higher"}
     ).tag(sync=True)
     metric_info = traitlets.Dict().tag(sync=True)
-    selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
     filters = traitlets.Dict().tag(sync=True)
     filtered_out = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
@@ -130,6 +129,21 @@ class ProvenanceGraph(anywidget.AnyWidget):
         nodes = provenance_nodes(self.registry)
         self.metric_info = metric_descriptions(self.registry, nodes)
         self.nodes = nodes
+
+    def summary_table(self) -> Summary:
+        """The models in provenance order, with the metric they are coloured by."""
+        table = model_table(self.registry)
+        if self.color_by not in table.columns:
+            metrics = self.registry.metrics()
+            if self.color_by in metrics.columns:
+                table[self.color_by] = metrics[self.color_by]
+        table.insert(0, "selected", [n in self.selected for n in table.index])
+        roots = int(table["parent"].isna().sum()) if "parent" in table else len(table)
+        return Summary(
+            f"Provenance: {len(table)} models from {roots} root{'s' if roots != 1 else ''}, "
+            f"coloured by {self.color_by}",
+            table,
+        )
 
 
 def _domain(value: str | tuple[float, float]) -> str | list[float]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anywidget
 import numpy as np
 import pandas as pd
 import traitlets
@@ -13,6 +12,7 @@ from ..formatting import METRIC_HELP, metric_kind
 from ..registry import PROVENANCE_COLUMNS, ModelRegistry
 from ._bundle import bundle
 from ._sync import json_value, link_filters, link_selection
+from ._view import RegistryView, Summary, model_table
 from ._wire import pack
 
 # Metrics spread over orders of magnitude: a log axis by default.
@@ -71,7 +71,7 @@ def scatter_state(registry: ModelRegistry) -> dict[str, Any]:
     }
 
 
-class EfficiencyScatter(anywidget.AnyWidget):
+class EfficiencyScatter(RegistryView):
     """Models as points of two metrics (default: size against accuracy), frontier marked.
 
     Click a point to select it, shift-click to add, drag a box to select many; the
@@ -137,6 +137,21 @@ class EfficiencyScatter(anywidget.AnyWidget):
         with self.hold_sync():
             for key, value in state.items():
                 setattr(self, key, value)
+
+    def summary_table(self) -> Summary:
+        """Each model's two plotted metrics, and whether it is on their Pareto frontier."""
+        table = model_table(self.registry)
+        metrics = self.registry.metrics()
+        for axis in (self.x, self.y):
+            if axis in metrics.columns:
+                table[axis] = metrics[axis]
+        table.insert(0, "selected", [n in self.selected for n in table.index])
+        try:
+            front = set(self.pareto())
+        except (KeyError, ValueError):
+            front = set()
+        table["pareto"] = [n in front for n in table.index]
+        return Summary(f"Efficiency: {self.y} against {self.x}", table)
 
     def pareto(self) -> list[str]:
         """The models on the frontier of the current axes and directions."""
