@@ -74,8 +74,9 @@ def test_knn_matches_sklearn(reg):
     assert cmp.knn_agreement(10) == pytest.approx(expected, abs=0.01)  # ties may differ
     sweep = cmp.knn_sweep((5, 10, 50))
     assert sweep.loc[10] == pytest.approx(cmp.knn_agreement(10))
-    with pytest.raises(ValueError, match="k="):
-        cmp.knn_agreement(len(ha))
+    # k past the other instances is clipped to N - 1 (issue 17.13), and the k used is kept.
+    assert cmp.knn_agreement(len(ha)) == pytest.approx(cmp.knn_agreement(len(ha) - 1))
+    assert cmp.knn_k == len(ha) - 1
 
 
 def test_identity_comparison(reg):
