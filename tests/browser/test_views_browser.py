@@ -241,7 +241,8 @@ def test_trajectories_and_colour(page):
     kernel_eval(
         page, "1", code="board.scatter.color = 'sparsity'; board.scatter.trajectories = True"
     )
-    page.wait_for_selector(".cnc-scatter .cnc-trajectory")
+    # A model made without changing size sits straight above its parent: a zero-width line.
+    page.wait_for_selector(".cnc-scatter .cnc-trajectory", state="attached")
     edges = page.eval_on_selector_all(
         ".cnc-scatter .cnc-trajectory", "els => els.map(e => e.getAttribute('data-edge'))"
     )
