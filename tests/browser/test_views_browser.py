@@ -247,7 +247,8 @@ def test_trajectories_and_colour(page):
         ".cnc-scatter .cnc-trajectory", "els => els.map(e => e.getAttribute('data-edge'))"
     )
     parents = kernel_eval(
-        page, "sorted(f'{p}->{n}' for n, p in reg.metrics()['parent'].items() if p)"
+        page,
+        "sorted(f'{p}->{n}' for n, p in reg.metrics()['parent'].items() if isinstance(p, str))",
     )
     assert repr(sorted(edges)) == parents
     legend = page.locator(".cnc-scatter .cnc-legend").first.inner_text()
