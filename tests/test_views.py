@@ -188,7 +188,7 @@ def test_diff_errors_name_the_fix(reg, digits_cnn):
     imported = cnc.ModelRegistry.from_cnc_json(CNC_FIXTURE)
     diff = cnc.PredictionDiff(imported)
     imported.selected = imported.names[:2]
-    assert "no evaluation data" in diff.status or "metrics only" in diff.status
+    assert "has metrics only (read from cnc_imagenet_tutorial.json)" in diff.status
 
 
 def test_scatter_state_and_refresh(reg, digits_cnn):

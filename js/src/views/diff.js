@@ -16,6 +16,7 @@ const CSS = `
   border-color: var(--jp-border-color2, #ddd); min-height: 120px; }
 .cnc-diff .cnc-toolbar { border-bottom-color: var(--jp-border-color2, #eee); }
 .cnc-diff .cnc-section { padding: 6px 8px; }
+.cnc-diff .cnc-summary-box { overflow-x: auto; }
 .cnc-diff h4 { margin: 2px 0 6px; font-size: 12px; font-weight: 600; }
 .cnc-diff .cnc-muted { color: var(--jp-ui-font-color2, #666); }
 .cnc-diff table.cnc-summary { border-collapse: collapse; font-variant-numeric: tabular-nums; }
@@ -99,7 +100,7 @@ function render({ model, el }) {
   const focusPick = html("select", { "aria-label": "Model the matrix and filters compare with the reference" });
   const toolbar = html("div", { class: "cnc-toolbar" }, [title, html("label", { text: "matrix and filters for " }, [focusPick])]);
   const empty = html("div", { class: "cnc-empty" });
-  const summaryBox = html("div", { class: "cnc-section" });
+  const summaryBox = html("div", { class: "cnc-section cnc-summary-box" });
   const matrixBox = html("div");
   const perClassBox = html("div");
   const panels = html("div", { class: "cnc-section cnc-panels" }, [matrixBox, perClassBox]);
@@ -383,7 +384,7 @@ function render({ model, el }) {
   function columns() {
     const cols = [
       { key: "id", label: "id", width: 64, num: true },
-      { key: "instance", label: previewKind() === "image" ? "image" : "instance", width: previewKind() === "text" ? 260 : 44 },
+      { key: "instance", label: previewKind() === "image" ? "image" : "instance", width: previewKind() === "text" ? 260 : 56 },
       { key: "label", label: "label", width: 80 },
     ];
     d.names.forEach((name, k) => {

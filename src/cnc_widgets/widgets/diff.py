@@ -49,17 +49,16 @@ def resolve(registry: ModelRegistry, a: str | None, b: str | Sequence[str] | Non
             f"{len(compared)} models to compare; the diff shows a reference and at most "
             f"{MAX_COMPARED} (pass b as a list of up to {MAX_COMPARED} names)"
         )
-    for name in names:
-        registry.record(name)  # KeyError naming the known models
-    if registry.data is None:
-        raise ValueError("the registry has no evaluation data: call reg.set_data(inputs, labels)")
-    for name in names:
-        record = registry.record(name)
+    records = [registry.record(name) for name in names]  # KeyError naming the known models
+    for name, record in zip(names, records, strict=True):
         if record.fingerprint is None:
             raise ValueError(
                 f"model {name!r} has metrics only (read from {record.info.get('source', 'a file')})"
                 ", no predictions to compare; add the model with reg.add and reg.evaluate() it"
             )
+    if registry.data is None:
+        raise ValueError("the registry has no evaluation data: call reg.set_data(inputs, labels)")
+    for name in names:
         try:
             registry.result(name)
         except KeyError:
