@@ -20,7 +20,7 @@ from .registry import EvaluationError, ModelRegistry
 __version__ = "0.1.0"
 
 # Views load lazily: the core (registry, metrics) works without a notebook stack.
-_WIDGETS = {"ProvenanceGraph", "show_provenance"}
+_WIDGETS = {"ActivationHeatmap", "ProvenanceGraph", "show_heatmap", "show_provenance"}
 
 __all__ = ["EvaluationError", "ModelRegistry", "__version__", "operations", *sorted(_WIDGETS)]
 

@@ -245,7 +245,10 @@ def _activation_pass(
     stream_a = iter_activations(model_a, inputs, hooked_a, batch_size=batch_size, flatten=both)
     stream_b = iter_activations(model_b, inputs, hooked_b, batch_size=batch_size, flatten=both)
     sq_diff, sq_ref = np.zeros(len(names)), np.zeros(len(names))
-    ckas = [LinearCKA(n=n) for _ in names]
+    # A module in the matrix under the same name in both models gets its CKA from the
+    # matrix's diagonal: its self terms (X^T X or the N x N Gram) are accumulated once.
+    on_diagonal = set(mat_a) & set(mat_b)
+    ckas = {name: LinearCKA(n=n) for name in names if name not in on_diagonal}
     matrix = CKAMatrix(mat_a, mat_b, n=n) if cka_modules is not None else None
     first = True
     for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
@@ -270,13 +273,20 @@ def _activation_pass(
                 sq_diff[i] += float(torch.dot(d, d))
             else:
                 sq_diff[i] = np.nan
-            ckas[i].update(pa, pb)
+            if name in ckas:
+                ckas[name].update(pa, pb)
         if matrix is not None:
             matrix.update([acts_a[m][1] for m in mat_a], [acts_b[m][1] for m in mat_b])
     with np.errstate(divide="ignore", invalid="ignore"):
         change = pd.Series(np.sqrt(sq_diff / sq_ref), index=names, dtype=float)
-    cka = pd.Series([acc.result() for acc in ckas], index=names, name="cka", dtype=float)
-    return change, cka, None if matrix is None else matrix.result()
+    full = None if matrix is None else matrix.result()
+    cka = pd.Series(
+        [ckas[m].result() if m in ckas else full.loc[m, m] for m in names],
+        index=names,
+        name="cka",
+        dtype=float,
+    )
+    return change, cka, full
 
 
 def default_cka_modules(model: nn.Module) -> list[str]:

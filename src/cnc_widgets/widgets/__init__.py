@@ -5,6 +5,7 @@ loader (:mod:`._bundle`). Imports the registry and the comparison; nothing in th
 imports this package (``cnc_widgets.__init__`` loads it lazily).
 """
 
+from .heatmap import ActivationHeatmap, show_heatmap
 from .provenance import ProvenanceGraph, show_provenance
 
-__all__ = ["ProvenanceGraph", "show_provenance"]
+__all__ = ["ActivationHeatmap", "ProvenanceGraph", "show_heatmap", "show_provenance"]
