@@ -147,7 +147,10 @@ def test_detail_request_sends_chart_and_numbers(reg):
     assert heat.detail == {}
     edited = cnc.ActivationHeatmap(reg, "base", "edited")
     edited.detail_request = {"module": "classifier.4", "model": "edited"}
-    assert "only one model" in edited.detail["error"]
+    assert "error" not in edited.detail and edited.detail["numbers"]["params"] == 110
+    spec = edited.detail["spec"]
+    counts = spec["datasets"][spec["hconcat"][0]["data"]["name"]]
+    assert sum(v["count"] for v in counts if v["model"] == "base") == 0  # only in edited
 
 
 def test_follows_selection_and_says_what_to_do(reg):

@@ -22,7 +22,7 @@ from . import metrics as m
 from .evaluate.data import EvalData
 from .metrics.adversarial import Attack, adversarial_overlap, attack_model, has_gradients
 from .metrics.layers import cka_between, default_cka_modules, layers_and_cka, module_weights
-from .provenance import ModelRecord
+from .provenance import ModelRecord, ModuleCorrespondence, module_correspondence
 
 DEFAULT_KS = (10, 20, 50, 100, 200, 500)
 
@@ -285,48 +285,74 @@ class Comparison:
 
     # -- layers ---------------------------------------------------------------------------
 
+    @cached_property
+    def correspondence(self) -> ModuleCorrespondence:
+        """Which module of b each module of a became, composed along their provenance.
+
+        Operations that rename or remove modules (``drop_layers``) record it; the path
+        runs from a up to the nearest common ancestor and down to b.
+        """
+        return module_correspondence(self.registry.record, self.a, self.b)
+
     @property
     def layers(self) -> pd.DataFrame:
-        """One row per module with parameters in both models (see :func:`layer_table`).
+        """One row per module with parameters in a or b (see :func:`layer_table`).
 
-        The same forward passes also fill the default :meth:`cka_matrix`, cached beside it.
+        Modules pair through :attr:`correspondence`: after ``drop_layers`` a kept block
+        pairs with its origin and a removed one is listed as ``only_a``. The ``note``
+        column says why a row has empty cells (a module used through a functional
+        call, an output shared by the whole batch, a removed block). The same forward
+        passes also fill the default :meth:`cka_matrix`, cached beside it.
         """
         data = self.registry.data
+        pairing = self.correspondence
 
         def compute() -> pd.DataFrame:
             model_a, model_b = self.registry.model(self.a), self.registry.model(self.b)
             mods_a, mods_b = default_cka_modules(model_a), default_cka_modules(model_b)
+            run = {"batch_size": data.batch_size, "correspondence": pairing}
             try:
                 table, matrix = layers_and_cka(
-                    model_a,
-                    model_b,
-                    data.inputs,
-                    batch_size=data.batch_size,
-                    cka_modules=(mods_a, mods_b),
+                    model_a, model_b, data.inputs, cka_modules=(mods_a, mods_b), **run
                 )
             except MemoryError:  # the matrix is too big to ride along: the table alone
-                return layers_and_cka(model_a, model_b, data.inputs, batch_size=data.batch_size)[0]
+                return layers_and_cka(model_a, model_b, data.inputs, **run)[0]
             self._memo("cka_matrix", {"a": mods_a, "b": mods_b}, lambda: matrix)
             return table
 
-        return self._memo("layers", {}, compute)
+        return self._memo("layers", {"pairing": pairing.describe(), "table": 2}, compute)
 
     def histograms(self, module: str, *, bins: int = 40) -> dict[str, pd.DataFrame]:
         """Weight and activation histograms of ``module`` in a and b, for the views.
 
-        ``weights``: one row per bin over a common range of both models' parameters
-        (columns ``left``, ``right``, ``a``, ``b``: element counts). ``activations``:
-        the streaming histograms kept at evaluation (each model's own bins, with
-        under- and overflow bins at either end), rows ``(model, bin)``.
+        ``module`` is a row of :attr:`layers` (a's name; b's name for a module only in
+        b); its partner in b is found through :attr:`correspondence`. ``weights``: one
+        row per bin over a common range of both models' parameters (columns ``left``,
+        ``right``, ``a``, ``b``: element counts; all zero for a model that lacks the
+        module). ``activations``: the streaming histograms kept at evaluation (each
+        model's own bins, with under- and overflow bins at either end), rows
+        ``(model, bin)``.
         """
-        wa = module_weights(self.registry.model(self.a)).get(module)
-        wb = module_weights(self.registry.model(self.b)).get(module)
-        if wa is None or wb is None:
-            raise KeyError(f"module {module!r} has parameters in only one model (or neither)")
-        va = torch.cat([t.flatten() for t in wa.values()])
-        vb = torch.cat([t.flatten() for t in wb.values()])
-        lo = float(min(va.min(), vb.min()))
-        hi = float(max(va.max(), vb.max()))
+        weights_a = module_weights(self.registry.model(self.a))
+        weights_b = module_weights(self.registry.model(self.b))
+        name_a: str | None = module
+        module_b, _ = self.correspondence.map(module)
+        if module not in weights_a:
+            # A module only in b: the table lists it under b's name (" (b)" on a clash).
+            name_a = None
+            module_b = module[:-4] if module.endswith(" (b)") else module
+        wa = weights_a.get(name_a) if name_a else None
+        wb = weights_b.get(module_b) if module_b else None
+        if wa is None and wb is None:
+            raise KeyError(
+                f"module {module!r} has parameters in neither {self.a!r} nor {self.b!r}; "
+                "pass a row name of .layers"
+            )
+        va, vb = (
+            torch.cat([t.flatten() for t in w.values()]) if w else torch.zeros(0) for w in (wa, wb)
+        )
+        both = torch.cat([va, vb])
+        lo, hi = float(both.min()), float(both.max())
         hi = hi if hi > lo else lo + 1.0
         edges = np.linspace(lo, hi, bins + 1)
         weights = pd.DataFrame(
@@ -338,10 +364,10 @@ class Comparison:
             }
         )
         parts = []
-        for label, res in (("a", self._ra), ("b", self._rb)):
+        for label, res, name in (("a", self._ra, name_a), ("b", self._rb, module_b)):
             modules = list(res.get("modules", []))
-            if module in modules:
-                i = modules.index(module)
+            if name in modules:
+                i = modules.index(name)
                 e = np.asarray(res["act_hist_edges"][i], dtype=float)
                 parts.append(
                     pd.DataFrame(

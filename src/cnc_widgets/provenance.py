@@ -142,3 +142,112 @@ def topological(records: Iterable[ModelRecord]) -> list[ModelRecord]:
         for r in ready:
             done[r.name] = pending.pop(r.name)
     return list(done.values())
+
+
+def rename_module(mapping: Mapping[str, str | None], name: str) -> str | None:
+    """``name`` after an operation that renamed modules; ``None`` if it was removed.
+
+    ``mapping`` maps dotted module names of the parent to those of the child (``None``:
+    removed); a key renames itself and everything below it, the longest matching key
+    wins, and names under no key are unchanged.
+
+    Examples
+    --------
+    >>> rename_module({"enc.layer.3": "enc.layer.1", "enc.layer.1": None}, "enc.layer.3.fc")
+    'enc.layer.1.fc'
+    >>> rename_module({"enc.layer.1": None}, "enc.layer.10.fc")
+    'enc.layer.10.fc'
+    """
+    best = None
+    for key in mapping:
+        if (name == key or name.startswith(key + ".")) and (best is None or len(key) > len(best)):
+            best = key
+    if best is None:
+        return name
+    target = mapping[best]
+    return None if target is None else target + name[len(best) :]
+
+
+@dataclass
+class ModuleCorrespondence:
+    """Which module of model b a module of model a became, along their provenance path.
+
+    Built by :func:`module_correspondence`: ``steps`` are the renamings met on the way
+    from a up to the nearest common ancestor (applied inverted) and then down to b,
+    each ``(mapping, forward, operation)``. Without steps, modules pair by name.
+    """
+
+    steps: list[tuple[dict[str, str | None], bool, str]] = field(default_factory=list)
+
+    def map(self, name: str) -> tuple[str | None, str]:
+        """``(name in b, "")``, or ``(None, reason)`` when an operation removed it."""
+        for mapping, forward, operation in self.steps:
+            if forward:
+                renamed = rename_module(mapping, name)
+            else:
+                inverse = {v: k for k, v in mapping.items() if v is not None}
+                renamed = rename_module(inverse, name)
+            if renamed is None:
+                return None, f"removed by {operation}"
+            name = renamed
+        return name, ""
+
+    def reversed(self) -> ModuleCorrespondence:
+        """The same path walked from b to a."""
+        return ModuleCorrespondence([(m, not f, o) for m, f, o in reversed(self.steps)])
+
+    def describe(self) -> list[Any]:
+        """A JSON-able form, for cache keys."""
+        return [[m, f, o] for m, f, o in self.steps]
+
+
+def module_correspondence(record_of: Any, a: str, b: str) -> ModuleCorrespondence:
+    """Compose the module renamings recorded between ``a`` and ``b`` in their provenance.
+
+    ``record_of(name)`` returns a :class:`ModelRecord`; an operation that renames
+    modules keeps ``info["module_map"]`` (parent name -> child name, ``None`` for a
+    removed module; see :func:`rename_module`). The path runs from ``a`` up to the
+    nearest common ancestor and down to ``b``: a grandchild, a parent, or a sibling.
+    Models without a common ancestor pair modules by name.
+
+    Examples
+    --------
+    >>> recs = {
+    ...     "base": ModelRecord("base"),
+    ...     "small": ModelRecord(
+    ...         "small", "base", "drop_layers", info={"module_map": {"l.1": None, "l.2": "l.1"}}
+    ...     ),
+    ... }
+    >>> module_correspondence(recs.__getitem__, "base", "small").map("l.2.fc")
+    ('l.1.fc', '')
+    >>> module_correspondence(recs.__getitem__, "small", "base").map("l.1.fc")
+    ('l.2.fc', '')
+    """
+
+    def chain(name: str) -> list[str]:
+        out = [name]
+        while True:
+            try:
+                parent = record_of(out[-1]).parent
+            except KeyError:
+                return out
+            if parent is None or parent in out:
+                return out
+            out.append(parent)
+
+    up, down = chain(a), chain(b)
+    common = next((n for n in up if n in set(down)), None)
+    if common is None:
+        return ModuleCorrespondence()
+    steps: list[tuple[dict[str, str | None], bool, str]] = []
+    for name in up[: up.index(common)]:
+        record = record_of(name)
+        mapping = record.info.get("module_map") if record.info else None
+        if mapping:
+            steps.append((dict(mapping), False, str(record.operation)))
+    for name in reversed(down[: down.index(common)]):
+        record = record_of(name)
+        mapping = record.info.get("module_map") if record.info else None
+        if mapping:
+            steps.append((dict(mapping), True, str(record.operation)))
+    return ModuleCorrespondence(steps)

@@ -317,8 +317,9 @@ class ModelRegistry(traitlets.HasTraits):
         if self._data is not None and self._data.inputs is not None:
             example = self._data.batch(0, min(len(self._data), self._data.batch_size))
         start = time.perf_counter()
+        report: dict[str, Any] = {}
         child = apply_operation(
-            source, operation, source=restore_from, example_input=example, **params
+            source, operation, source=restore_from, example_input=example, report=report, **params
         )
         elapsed = time.perf_counter() - start
         record = operation_record(operation, resolved)
@@ -330,6 +331,8 @@ class ModelRegistry(traitlets.HasTraits):
             "elapsed_s": elapsed,
             "callable": record["callable"],
             "given": sorted(params),
+            # What the operation did: renamed modules (module_map), pruned widths, ranks.
+            **json.loads(json.dumps(report, default=str)),
         }
         return self.add(
             name,

@@ -56,7 +56,8 @@ def _floats(entry, column):
 @pytest.fixture(scope="module")
 def page(lab, browser):
     write_notebook(lab["root"] / "heatmap.ipynb", CELLS)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page()
+    page.set_viewport_size({"width": 1400, "height": 1000})
     open_and_run(page, lab, "heatmap.ipynb", timeout_ms=600_000)
     page.wait_for_selector(".cnc-heatmap [data-layer]", timeout=300_000)
     yield page

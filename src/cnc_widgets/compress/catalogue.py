@@ -91,7 +91,7 @@ _BUILTINS: dict[str, _Operation] = {
         "Physically remove the lowest-norm attention heads and FFN units (BERT-style encoders) "
         "or Conv/Linear output channels (other models; needs example_input).",
         {"amount": _REQUIRED},
-        needs=("example_input",),
+        needs=("example_input", "report"),
     ),
     "quantize_dynamic": _Operation(
         precision.quantize_dynamic,
@@ -112,11 +112,13 @@ _BUILTINS: dict[str, _Operation] = {
         low_rank.low_rank,
         "Replace nn.Linear layers by two thinner ones (truncated SVD) where that saves params.",
         {"rank": None, "energy": None},
+        needs=("report",),
     ),
     "drop_layers": _Operation(
         encoder_layers.drop_layers,
         "Remove encoder layers by index (BERT-style encoder.layer lists).",
         {"layers": _REQUIRED},
+        needs=("report",),
     ),
     "restore": _Operation(
         restore,
@@ -136,7 +138,8 @@ def operations() -> dict[str, dict[str, Any]]:
         ``name -> {"description": str, "params": {param: default}, "needs": [context]}``.
         A default of ``"<required>"`` marks a parameter that must be given. ``needs`` names
         what :func:`apply_operation` takes besides the params: ``source`` (the model to copy
-        from, for ``restore``) or ``example_input`` (a batch, to trace a model).
+        from, for ``restore``), ``example_input`` (a batch, to trace a model) or
+        ``report`` (a dict the operation fills with what it did).
 
     Examples
     --------
@@ -161,6 +164,7 @@ def apply_operation(
     *,
     source: nn.Module | None = None,
     example_input: torch.Tensor | Mapping[str, torch.Tensor] | None = None,
+    report: dict[str, Any] | None = None,
     **params: Any,
 ) -> nn.Module:
     """Return a compressed copy of ``model``; ``model`` itself is never modified.
@@ -178,6 +182,13 @@ def apply_operation(
     example_input
         A batch of inputs (a Tensor, or a dict called as ``model(**d)``); needed by
         ``"prune_structured"`` on models without transformer encoder layers.
+    report
+        A dict that operations fill, JSON-able, with what they did: ``module_map``
+        (``drop_layers``: parent module name -> child name, ``None`` when removed),
+        ``pruned`` and ``skipped`` (``prune_structured``: output widths before and after
+        per module, and the modules left alone with the reason), ``factorised``
+        (``low_rank``: the rank per replaced Linear). The registry keeps it in the
+        child's ``info`` so the comparison can pair renamed modules.
     **params
         The operation's parameters; unknown names and bad values raise ``ValueError``.
 
@@ -219,6 +230,8 @@ def apply_operation(
         kwargs["source"] = source
     if "example_input" in op.needs:
         kwargs["example_input"] = example_input
+    if "report" in op.needs:
+        kwargs["report"] = {} if report is None else report
     return op.fn(copy.deepcopy(model), **kwargs)
 
 

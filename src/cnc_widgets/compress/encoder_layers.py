@@ -66,7 +66,9 @@ def _configs(model: nn.Module) -> list:
     return configs
 
 
-def drop_layers(model: nn.Module, layers: Sequence[int]) -> nn.Module:
+def drop_layers(
+    model: nn.Module, layers: Sequence[int], *, report: dict | None = None
+) -> nn.Module:
     """Remove the encoder layers at the given indices, in place.
 
     Parameters
@@ -77,6 +79,10 @@ def drop_layers(model: nn.Module, layers: Sequence[int]) -> nn.Module:
         Indices into the encoder layer list (negative indices count from the end). At least
         one layer must remain. Every ``config.num_hidden_layers`` found in the model is set
         to the new count.
+    report
+        When given, ``report["module_map"]`` is set to the renaming this made: each
+        removed block's dotted name maps to ``None`` and each kept block that moved
+        maps to its new name (see :func:`cnc_widgets.provenance.rename_module`).
 
     Examples
     --------
@@ -102,6 +108,13 @@ def drop_layers(model: nn.Module, layers: Sequence[int]) -> nn.Module:
     if len(dropped) == n:
         raise ValueError(f"drop_layers: cannot drop all {n} layers of {name}")
     kept = [m for i, m in enumerate(module_list) if i not in dropped]
+    if report is not None:
+        moved = [i for i in range(n) if i not in dropped]
+        module_map: dict[str, str | None] = {f"{name}.{i}": None for i in sorted(dropped)}
+        module_map.update(
+            {f"{name}.{old}": f"{name}.{new}" for new, old in enumerate(moved) if new != old}
+        )
+        report["module_map"] = module_map
     for new_index, layer in enumerate(kept):
         # Attention modules use layer_idx to address a KV cache; keep it consistent.
         for sub in layer.modules():

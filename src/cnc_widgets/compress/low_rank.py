@@ -55,7 +55,13 @@ def _factorise(linear: nn.Linear, rank: int | None, energy: float | None) -> nn.
     return new.train(linear.training)
 
 
-def low_rank(model: nn.Module, rank: int | None = None, energy: float | None = None) -> nn.Module:
+def low_rank(
+    model: nn.Module,
+    rank: int | None = None,
+    energy: float | None = None,
+    *,
+    report: dict | None = None,
+) -> nn.Module:
     """Replace each ``nn.Linear`` by a :class:`LowRankLinear` where that reduces parameters.
 
     Parameters
@@ -67,6 +73,9 @@ def low_rank(model: nn.Module, rank: int | None = None, energy: float | None = N
     energy
         Or keep, per layer, the fewest singular values whose squares sum to at least this
         fraction (0, 1] of the total. Give exactly one of ``rank`` and ``energy``.
+    report
+        When given, ``report["factorised"]`` maps each replaced Linear's dotted name
+        to the rank it got (the module keeps its name).
 
     Examples
     --------
@@ -85,8 +94,14 @@ def low_rank(model: nn.Module, rank: int | None = None, energy: float | None = N
     if isinstance(model, nn.Linear):
         return _factorise(model, rank, energy)
     targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
+    factorised = {}
     for name, linear in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, _factorise(linear, rank, energy))
+        new = _factorise(linear, rank, energy)
+        setattr(parent, attr, new)
+        if isinstance(new, LowRankLinear):
+            factorised[name] = new.rank
+    if report is not None:
+        report["factorised"] = factorised
     return model

@@ -24,6 +24,7 @@ Example
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -125,7 +126,34 @@ def _output_modules(model: nn.Module, inputs: Inputs) -> list[nn.Module]:
     return [produced[id(o)] for o in outs if id(o) in produced]
 
 
-def _prune_traced(model: nn.Module, amount: float, inputs: Inputs) -> nn.Module:
+def _called_modules(model: nn.Module, inputs: Inputs) -> set[nn.Module]:
+    """Modules whose forward ran on ``inputs`` (others are used functionally, or not at all)."""
+    called: set[nn.Module] = set()
+    hooks = [m.register_forward_hook(lambda mod, _i, _o: called.add(mod)) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            _call(model, inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return called
+
+
+def _untouchable(model: nn.Module, inputs: Inputs) -> dict[nn.Module, str]:
+    """Modules torch-pruning must not slice, in or out, with the reason."""
+    called = _called_modules(model, inputs)
+    out: dict[nn.Module, str] = {}
+    for module in model.modules():
+        if isinstance(module, nn.RNNBase):
+            out[module] = "recurrent layer (its gates cannot be sliced)"
+        elif isinstance(module, nn.MultiheadAttention):
+            out[module] = "attention (heads must stay whole)"
+        elif any(True for _ in module.parameters(recurse=False)) and module not in called:
+            out[module] = "weights used through a functional call"
+    return out
+
+
+def _prune_traced(model: nn.Module, amount: float, inputs: Inputs, report: dict) -> nn.Module:
     try:
         import torch_pruning as tp
     except ModuleNotFoundError as exc:
@@ -135,20 +163,79 @@ def _prune_traced(model: nn.Module, amount: float, inputs: Inputs) -> nn.Module:
         ) from exc
     with torch.no_grad():
         before = _output_shapes(_call(model, inputs))
+    names = {m: n for n, m in model.named_modules()}
     linears = [m for m in model.modules() if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)]
     # The last Linear/Conv is taken as the classifier even when an activation follows it.
-    ignored = set(_output_modules(model, inputs)) | set(linears[-1:])
-    ignored |= {m for m in model.modules() if isinstance(m, nn.Embedding)}
-    pruner = tp.pruner.MagnitudePruner(
-        model,
-        example_inputs=dict(inputs) if isinstance(inputs, Mapping) else inputs,
-        importance=tp.importance.MagnitudeImportance(p=2),
-        pruning_ratio=amount,
-        ignored_layers=list(ignored),
+    # Their output width is fixed; their input may still shrink.
+    fixed = set(_output_modules(model, inputs)) | set(linears[-1:])
+    fixed |= {m for m in model.modules() if isinstance(m, nn.Embedding)}
+    untouchable = _untouchable(model, inputs)
+    with warnings.catch_warnings():
+        # A parameter used outside any module is reported below as a skipped group.
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        graph = tp.DependencyGraph().build_dependency(
+            model,
+            example_inputs=dict(inputs) if isinstance(inputs, Mapping) else inputs,
+            verbose=False,
+        )
+    param_names = {p: n for n, p in model.named_parameters()}
+    importance = tp.importance.MagnitudeImportance(p=2)
+    pruned: dict[str, list[int]] = {}
+    skipped: dict[str, str] = {}
+    roots = (nn.Linear, nn.modules.conv._ConvNd)
+    for group in graph.get_all_groups(ignored_layers=list(fixed), root_module_types=roots):
+        root = group[0].dep.target.module
+        root_name = names.get(root, "?")
+        blocker = None
+        for dep, _ in group:
+            target = dep.target
+            if target.type == tp.ops.OPTYPE.PARAMETER:
+                blocker = f"{param_names.get(target.module, 'a parameter')}: used outside a module"
+            elif target.module in untouchable:
+                blocker = f"{names[target.module]}: {untouchable[target.module]}"
+            if blocker:
+                break
+        if blocker:
+            skipped[root_name] = f"coupled with {blocker}"
+            continue
+        n = graph.get_pruner_of_module(root).get_out_channels(root)
+        remove = min(round(amount * n), n - 1)
+        if remove <= 0:
+            pruned[root_name] = [n, n]
+            continue
+        scores = importance(group)
+        idxs = torch.argsort(scores)[:remove].tolist()
+        graph.get_pruning_group(root, group[0].dep.handler, idxs).prune()
+        pruned[root_name] = [n, n - remove]
+    for module, reason in untouchable.items():
+        skipped.setdefault(names[module], reason)
+    for unwrapped in graph.unwrapped_parameters:
+        skipped.setdefault(
+            param_names.get(unwrapped.parameters, "?"), "parameter used outside a module"
+        )
+    report["pruned"] = pruned
+    report["skipped"] = skipped
+    total = sum(b for b, _ in pruned.values())
+    report["removed_fraction"] = (
+        (total - sum(a for _, a in pruned.values())) / total if total else 0.0
     )
-    pruner.step()
+    if skipped:
+        warnings.warn(
+            f"prune_structured left {len(skipped)} module(s) unpruned: "
+            + "; ".join(f"{k} ({v})" for k, v in list(skipped.items())[:4])
+            + ("; ..." if len(skipped) > 4 else "")
+            + " (see the model's info['skipped'])",
+            stacklevel=3,
+        )
     with torch.no_grad():
-        after = _output_shapes(_call(model, inputs))
+        try:
+            after = _output_shapes(_call(model, inputs))
+        except Exception as exc:
+            raise RuntimeError(
+                f"prune_structured broke the model's forward pass ({type(exc).__name__}: {exc}); "
+                f"pruned {sorted(pruned)}. Prune fewer layers (a callable operation) or use "
+                "'prune' (unstructured) for this architecture"
+            ) from exc
     if after != before:
         raise RuntimeError(
             f"prune_structured changed the output shapes {before} -> {after}; "
@@ -158,7 +245,11 @@ def _prune_traced(model: nn.Module, amount: float, inputs: Inputs) -> nn.Module:
 
 
 def prune_structured(
-    model: nn.Module, amount: float, example_input: Inputs | None = None
+    model: nn.Module,
+    amount: float,
+    example_input: Inputs | None = None,
+    *,
+    report: dict | None = None,
 ) -> nn.Module:
     """Physically remove the ``amount`` fraction of lowest-norm heads/units/channels, in place.
 
@@ -168,11 +259,17 @@ def prune_structured(
         Modified in place and returned.
     amount
         Fraction in [0, 1) of attention heads and FFN units per encoder layer (BERT-style
-        models) or of output channels per prunable group (other models) to remove; at least
-        one of each is kept.
+        models) or of output channels per prunable layer (other models) to remove:
+        ``round(amount * n)`` of each layer's ``n``, at least one kept.
     example_input
         A batch the model accepts; required for models without BERT-style encoder layers,
-        whose graph is traced by torch-pruning.
+        whose graph is traced by torch-pruning. Layers it cannot slice are left whole,
+        with a warning: recurrent layers, attention, weights used through a functional
+        call (``F.linear``) and everything coupled to them.
+    report
+        When given, filled with ``pruned`` (module -> ``[width before, after]``),
+        ``skipped`` (module -> reason) and ``removed_fraction`` (of the output
+        channels of the pruned layers).
 
     Examples
     --------
@@ -187,9 +284,24 @@ def prune_structured(
         raise ValueError(f"prune_structured: amount must be a number in [0, 1), got {amount!r}")
     if any(m.__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
         raise ValueError("prune_structured: model is quantized; prune its float ancestor instead")
+    report = {} if report is None else report
     bert_layers = [m for m in model.modules() if _is_bert_layer(m)]
     if bert_layers:
+        names = {m: n for n, m in model.named_modules()}
+
+        def widths(layer: nn.Module) -> tuple[int, int]:
+            att = layer.attention.self
+            heads = att.query.out_features // att.attention_head_size
+            return heads, layer.intermediate.dense.out_features
+
+        before = {names[layer]: widths(layer) for layer in bert_layers}
         removed = {i: _prune_bert_layer(layer, amount) for i, layer in enumerate(bert_layers)}
+        report["pruned"] = {}
+        for layer in bert_layers:
+            name, after = names[layer], widths(layer)
+            report["pruned"][f"{name}.attention.self"] = [before[name][0], after[0]]
+            report["pruned"][f"{name}.intermediate.dense"] = [before[name][1], after[1]]
+        report["skipped"] = {}
         for module in model.modules():
             config = getattr(module, "config", None)
             if config is not None and hasattr(config, "intermediate_size"):
@@ -201,4 +313,4 @@ def prune_structured(
             "prune_structured: this model has no BERT-style encoder layers, so its graph is "
             "traced: pass example_input= (a batch the model accepts)"
         )
-    return _prune_traced(model, amount, example_input)
+    return _prune_traced(model, amount, example_input, report)

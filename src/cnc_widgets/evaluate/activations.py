@@ -36,6 +36,7 @@ __all__ = [
     "iter_activations",
     "leaf_modules",
     "paired_activation_stats",
+    "per_instance",
 ]
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
@@ -135,6 +136,23 @@ def first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
+def per_instance(t: torch.Tensor, rows: int) -> torch.Tensor | None:
+    """``t`` with one leading row per instance of a batch of ``rows``, or ``None``.
+
+    A sequence-first output ``(L, B, ...)`` (``nn.MultiheadAttention`` and
+    ``nn.TransformerEncoderLayer`` without ``batch_first``) is transposed to
+    ``(B, L, ...)``; an output broadcast over the batch (BERT's position embeddings,
+    ``(1, L, d)``) or a scalar has no row per instance.
+    """
+    if t.dim() == 0:
+        return None
+    if t.shape[0] == rows:
+        return t
+    if t.dim() >= 3 and t.shape[0] != 1 and t.shape[1] == rows:
+        return t.transpose(0, 1)
+    return None
+
+
 def is_packed_params(module: nn.Module) -> bool:
     """Holders of quantized weights (never called; their owner is the layer)."""
     return type(module).__name__.endswith("PackedParams")
@@ -218,6 +236,7 @@ def iter_activations(
     *,
     batch_size: int = 64,
     flatten: Flatten | tuple[Flatten, ...] = "auto",
+    unavailable: dict[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield, batch by batch, the outputs of chosen modules as ``(B, p)`` float32 tensors.
 
@@ -243,6 +262,13 @@ def iter_activations(
         ``"auto"``, ``"flatten"`` or ``"pool"``, see :func:`reduce_output`; a tuple of
         them gives each module a tuple of reductions of one output, in that order (one
         forward pass serving, say, element-wise change and pooled CKA).
+    unavailable
+        Without it, a module that produces no tensor raises :class:`EvaluationError`.
+        With a dict, such a module (its weights used through a functional call, as
+        ``nn.MultiheadAttention`` does with ``out_proj``, or never called at all), and
+        one whose output has no row per instance (see :func:`per_instance`), is left
+        out of this and every later batch, its reason recorded here:
+        ``"not called as a module"`` or ``"output not per instance"``.
 
     Yields
     ------
@@ -288,15 +314,24 @@ def iter_activations(
                     ) from exc
                 mask = None if mask_all is None else mask_all[start:stop]
                 missing = [m for m in modules if m not in captured]
-                if missing:
+                if missing and unavailable is None:
                     raise EvaluationError(f"modules produced no tensor output: {missing}")
-                if isinstance(flatten, tuple):
-                    acts = {
-                        m: tuple(reduce_output(captured[m], mask, f) for f in flatten)
-                        for m in modules
-                    }
-                else:
-                    acts = {m: reduce_output(captured[m], mask, flatten) for m in modules}
+                acts = {}
+                for m in modules:
+                    if unavailable is not None and m in unavailable:
+                        continue
+                    t = captured.get(m)
+                    if t is None:
+                        unavailable[m] = "not called as a module"
+                        continue
+                    rows = per_instance(t, stop - start) if unavailable is not None else t
+                    if rows is None:
+                        unavailable[m] = "output not per instance"
+                        continue
+                    if isinstance(flatten, tuple):
+                        acts[m] = tuple(reduce_output(rows, mask, f) for f in flatten)
+                    else:
+                        acts[m] = reduce_output(rows, mask, flatten)
             yield acts
     finally:
         for h in handles:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..evaluate.inference import extract_logits
 from .agreement import jaccard
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
@@ -78,10 +79,8 @@ def find_word_embeddings(model: nn.Module) -> str:
 
 def _forward(model: nn.Module, batch: Inputs) -> torch.Tensor:
     out = model(**batch) if isinstance(batch, Mapping) else model(batch)
-    logits = getattr(out, "logits", out)
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.float()
+    # The evaluation path's reading of outputs (tensor, tuple, dict, ModelOutput).
+    return extract_logits(out).float()
 
 
 def has_gradients(model: nn.Module) -> bool:

@@ -1,10 +1,15 @@
 """Per-module comparison of two models: sparsity masks, weight and activation change, CKA.
 
-Modules are matched by dotted name. Quantized and cast models are unwrapped first:
-a dynamic int8 Linear contributes its dequantized weight under the float Linear's
-name, half and bfloat16 weights are compared in float32. A module whose tensors
-changed shape (structured pruning) keeps its row with NaN weight measures; CKA
-still compares its outputs, which need not have the same width.
+Modules pair by dotted name, composed with the renamings recorded along the two
+models' provenance (``drop_layers`` keeps which block became which, see
+:func:`cnc_widgets.provenance.module_correspondence`). Quantized and cast models are
+unwrapped first: a dynamic int8 Linear contributes its dequantized weight under the
+float Linear's name, half and bfloat16 weights are compared in float32, and a
+``LowRankLinear`` contributes the product of its factors under the name of the
+Linear it replaced. A module whose tensors changed shape (structured pruning) keeps
+its row with NaN weight measures; CKA still compares its outputs, which need not
+have the same width. Modules in one model only keep a row too, and every empty cell
+is explained in the ``note`` column.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..evaluate.activations import iter_activations, n_rows
+from ..compress.low_rank import LowRankLinear
+from ..evaluate.activations import EvaluationError, iter_activations
+from ..provenance import ModuleCorrespondence
 from .cka import CKAMatrix, LinearCKA, cka_memory_estimate
 
 __all__ = [
@@ -39,6 +46,9 @@ LAYER_COLUMNS = [
     "weight_rel_change",
     "activation_rel_change",
     "cka",
+    "module_b",
+    "status",
+    "note",
 ]
 
 
@@ -57,8 +67,21 @@ def module_weights(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
     ['bias', 'weight']
     """
     out: dict[str, dict[str, torch.Tensor]] = {}
+    factorised: list[str] = []
     for name, module in model.named_modules():
-        if _is_dynamic_linear(module):
+        if any(name.startswith(f + ".") for f in factorised):
+            continue  # a factor: part of its LowRankLinear's row
+        if isinstance(module, LowRankLinear):
+            # One row for the factorised Linear: its weight is the product of the factors.
+            factorised.append(name)
+            first, second = module[0], module[1]
+            w1 = first.weight().dequantize() if _is_dynamic_linear(first) else first.weight
+            w2 = second.weight().dequantize() if _is_dynamic_linear(second) else second.weight
+            tensors = {"weight": w2.detach().float() @ w1.detach().float()}
+            bias = second.bias() if _is_dynamic_linear(second) else second.bias
+            if bias is not None:
+                tensors["bias"] = bias
+        elif _is_dynamic_linear(module):
             tensors = {"weight": module.weight().dequantize()}
             bias = module.bias()
             if bias is not None:
@@ -117,38 +140,205 @@ def cka_between(
     With ``matrix=False`` the i-th module of a is compared with the i-th of b (a
     Series indexed by a's names); with ``matrix=True`` every module of a with every
     module of b (a DataFrame). Token sequences are mean-pooled over real tokens.
+    A module that is never called as a module, or whose output has no row per
+    instance, gets NaN; the reasons are in the result's
+    ``attrs["unavailable"]`` (``{"a": {name: reason}, "b": {...}}``).
     """
     modules_b = list(modules_a if modules_b is None else modules_b)
     modules_a = list(modules_a)
+    if not matrix and len(modules_a) != len(modules_b):
+        raise ValueError("pairwise CKA needs as many modules of a as of b")
     n = next(iter(inputs.values())).shape[0] if isinstance(inputs, dict) else inputs.shape[0]
-    stream_a = iter_activations(model_a, inputs, modules_a, batch_size=batch_size)
-    stream_b = iter_activations(model_b, inputs, modules_b, batch_size=batch_size)
+    gone_a: dict[str, str] = {}
+    gone_b: dict[str, str] = {}
+    stream_a = iter_activations(
+        model_a, inputs, list(dict.fromkeys(modules_a)), batch_size=batch_size, unavailable=gone_a
+    )
+    stream_b = iter_activations(
+        model_b, inputs, list(dict.fromkeys(modules_b)), batch_size=batch_size, unavailable=gone_b
+    )
     if matrix:
-        acc = CKAMatrix(modules_a, modules_b, n=n)
-        first = True
+        acc = None
         for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
-            if first:
+            if acc is None:
+                live_a = [m for m in modules_a if m in acts_a]
+                live_b = [m for m in modules_b if m in acts_b]
+                if not live_a or not live_b:
+                    break
                 need = cka_memory_estimate(
-                    [acts_a[m].shape[1] for m in modules_a],
-                    [acts_b[m].shape[1] for m in modules_b],
+                    [acts_a[m].shape[1] for m in live_a],
+                    [acts_b[m].shape[1] for m in live_b],
                     n=n,
                 )["total"]
                 if need > memory_budget:
                     raise MemoryError(
-                        f"a CKA matrix of {len(modules_a)} x {len(modules_b)} layers over {n} "
+                        f"a CKA matrix of {len(live_a)} x {len(live_b)} layers over {n} "
                         f"instances needs about {need / 2**30:.1f} GiB; pass fewer modules or "
                         "raise memory_budget"
                     )
-                first = False
+                acc = CKAMatrix(live_a, live_b, n=n)
+            dropped = [m for m in acc.names_a if m not in acts_a]
+            dropped += [m for m in acc.names_b if m not in acts_b]
+            if dropped:
+                raise EvaluationError(
+                    f"modules {dropped} produced outputs in some batches but not in others; "
+                    "choose modules that run on every input for a CKA matrix"
+                )
             acc.update(acts_a, acts_b)
-        return acc.result()
-    if len(modules_a) != len(modules_b):
-        raise ValueError("pairwise CKA needs as many modules of a as of b")
-    accs = [LinearCKA(n=n) for _ in modules_a]
+        result = (
+            pd.DataFrame(np.nan, index=modules_a, columns=modules_b)
+            if acc is None
+            else acc.result().reindex(index=modules_a, columns=modules_b)
+        )
+    else:
+        accs = [LinearCKA(n=n) for _ in modules_a]
+        for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
+            for acc, ma, mb in zip(accs, modules_a, modules_b, strict=True):
+                if ma in acts_a and mb in acts_b:
+                    acc.update(acts_a[ma], acts_b[mb])
+        values = [
+            np.nan if ma in gone_a or mb in gone_b else acc.result()
+            for acc, ma, mb in zip(accs, modules_a, modules_b, strict=True)
+        ]
+        result = pd.Series(values, index=modules_a, name="cka", dtype=float)
+    result.attrs["unavailable"] = {"a": gone_a, "b": gone_b}
+    return result
+
+
+def _activation_pass(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: torch.Tensor | dict[str, torch.Tensor],
+    pairs: Sequence[tuple[str, str]],
+    *,
+    batch_size: int,
+    cka_modules: tuple[Sequence[str], Sequence[str]] | None = None,
+    memory_budget: int = 4 << 30,
+) -> tuple[dict[str, float], dict[str, str], dict[str, float], pd.DataFrame | None]:
+    """One forward pass of each model per batch for every activation measure.
+
+    Returns ``||act_b - act_a|| / ||act_a||`` per pair, the reasons for NaN, linear
+    CKA per pair (keyed by a's name) and, with ``cka_modules``, the CKA matrix exactly
+    as :func:`cka_between` with ``matrix=True`` gives it. Each hooked output is reduced
+    twice (element-wise for the change, pooled over tokens for CKA); only running sums
+    are kept. A pair whose modules are both in the matrix takes its CKA from it, so
+    self terms (X^T X or the N x N Gram) are accumulated once per module.
+    """
+    mat_a, mat_b = ([], []) if cka_modules is None else (list(cka_modules[0]), list(cka_modules[1]))
+    n = next(iter(inputs.values())).shape[0] if isinstance(inputs, dict) else inputs.shape[0]
+    gone_a: dict[str, str] = {}
+    gone_b: dict[str, str] = {}
+    both = ("flatten", "auto")
+    stream_a = iter_activations(
+        model_a,
+        inputs,
+        list(dict.fromkeys([a for a, _ in pairs] + mat_a)),
+        batch_size=batch_size,
+        flatten=both,
+        unavailable=gone_a,
+    )
+    stream_b = iter_activations(
+        model_b,
+        inputs,
+        list(dict.fromkeys([b for _, b in pairs] + mat_b)),
+        batch_size=batch_size,
+        flatten=both,
+        unavailable=gone_b,
+    )
+    in_matrix = {p for p in pairs if p[0] in mat_a and p[1] in mat_b}
+    ckas = {p: LinearCKA(n=n) for p in pairs if p not in in_matrix}
+    sq_diff = dict.fromkeys(pairs, 0.0)
+    sq_ref = dict.fromkeys(pairs, 0.0)
+    shape_changed: set[tuple[str, str]] = set()
+    acc: CKAMatrix | None = None
+    first = True
     for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
-        for acc, ma, mb in zip(accs, modules_a, modules_b, strict=True):
-            acc.update(acts_a[ma], acts_b[mb])
-    return pd.Series([acc.result() for acc in accs], index=modules_a, name="cka", dtype=float)
+        if first and cka_modules is not None:
+            live_a = [m for m in mat_a if m in acts_a]
+            live_b = [m for m in mat_b if m in acts_b]
+            if live_a and live_b:
+                need = cka_memory_estimate(
+                    [acts_a[m][1].shape[1] for m in live_a],
+                    [acts_b[m][1].shape[1] for m in live_b],
+                    n=n,
+                )["total"]
+                if need > memory_budget:
+                    raise MemoryError(
+                        f"a CKA matrix of {len(live_a)} x {len(live_b)} layers over {n} "
+                        f"instances needs about {need / 2**30:.1f} GiB; pass fewer modules or "
+                        "raise memory_budget"
+                    )
+                acc = CKAMatrix(live_a, live_b, n=n)
+        first = False
+        for pair in pairs:
+            xa, xb = acts_a.get(pair[0]), acts_b.get(pair[1])
+            if xa is None or xb is None:
+                continue
+            (fa, pa), (fb, pb) = xa, xb
+            sq_ref[pair] += float(torch.dot(fa.reshape(-1), fa.reshape(-1)))
+            if fa.shape == fb.shape:
+                d = (fb - fa).reshape(-1)
+                sq_diff[pair] += float(torch.dot(d, d))
+            else:
+                shape_changed.add(pair)
+            if pair in ckas:
+                ckas[pair].update(pa, pb)
+        if acc is not None:
+            dropped = [m for m in acc.names_a if m not in acts_a]
+            dropped += [m for m in acc.names_b if m not in acts_b]
+            if dropped:
+                raise EvaluationError(
+                    f"modules {dropped} produced outputs in some batches but not in others; "
+                    "choose modules that run on every input for a CKA matrix"
+                )
+            acc.update([acts_a[m][1] for m in acc.names_a], [acts_b[m][1] for m in acc.names_b])
+    matrix = None
+    if cka_modules is not None:
+        matrix = (
+            pd.DataFrame(np.nan, index=mat_a, columns=mat_b)
+            if acc is None
+            else acc.result().reindex(index=mat_a, columns=mat_b)
+        )
+        matrix.attrs["unavailable"] = {
+            "a": {k: v for k, v in gone_a.items() if k in mat_a},
+            "b": {k: v for k, v in gone_b.items() if k in mat_b},
+        }
+    change, notes, cka = {}, {}, {}
+    for pair in pairs:
+        in_a, in_b = gone_a.get(pair[0]), gone_b.get(pair[1])
+        if in_a is not None and in_a == in_b:
+            why = [in_a]  # the usual case: the same module, unused the same way in both
+        else:
+            why = [f"{in_a} in a"] if in_a else []
+            why += [f"{in_b} in b"] if in_b else []
+        if in_a or in_b:
+            cka[pair[0]] = np.nan
+        elif pair in ckas:
+            cka[pair[0]] = ckas[pair].result()
+        else:
+            cka[pair[0]] = float(matrix.loc[pair[0], pair[1]])
+        if pair in shape_changed:
+            why.append("output shape changed")
+        if why:
+            change[pair[0]], notes[pair[0]] = np.nan, "; ".join(why)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                change[pair[0]] = float(np.sqrt(np.float64(sq_diff[pair]) / sq_ref[pair]))
+    return change, notes, cka, matrix
+
+
+def _empty_weight_row(w: dict[str, torch.Tensor], side: str) -> dict[str, float]:
+    flat = torch.cat([t.flatten() for t in w.values()])
+    row = dict.fromkeys(
+        ["zero_both", "zero_a_only", "zero_b_only", "sparsity_a", "sparsity_b"], np.nan
+    )
+    row.update(params=int(flat.numel()), weight_rel_change=np.nan)
+    row[f"sparsity_{side}"] = float((flat == 0).double().mean())
+    return row
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(dict.fromkeys(p for p in parts if p))
 
 
 def layer_table(
@@ -158,18 +348,58 @@ def layer_table(
     *,
     batch_size: int = 64,
     activations: bool = True,
+    correspondence: ModuleCorrespondence | None = None,
 ) -> pd.DataFrame:
-    """One row per module with parameters in both models (b compared with a).
+    """One row per module with parameters, in either model (b compared with a).
 
-    Columns: ``kind`` (a's module class), ``params``, ``zero_both``, ``zero_a_only``,
-    ``zero_b_only`` (fractions of the module's parameter elements that are zero in
-    both, only in a, only in b), ``sparsity_a``, ``sparsity_b``, ``weight_rel_change``
-    (``||w_b - w_a|| / ||w_a||`` over the module's parameters), ``activation_rel_change``
-    (the same over its outputs on all of ``inputs``) and ``cka`` (linear CKA of its
-    outputs, exact over all instances). Both models run over ``inputs`` once.
+    Parameters
+    ----------
+    model_a, model_b
+        The reference and the compared model.
+    inputs
+        The evaluation inputs; activations are compared over all of them.
+    batch_size
+        Rows per forward pass.
+    activations
+        Compare outputs (``activation_rel_change``, ``cka``); else those columns are NaN.
+    correspondence
+        Which module of b each module of a became (renamed or removed blocks), from
+        :func:`cnc_widgets.provenance.module_correspondence`; default: same name.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``module`` (a's dotted name; b's for a module only in b, suffixed
+        ``" (b)"`` in the rare case that name is already taken by a row of a).
+        Columns: ``kind`` (the module's class), ``params``, ``zero_both``,
+        ``zero_a_only``, ``zero_b_only`` (fractions of the module's parameter elements
+        that are zero in both, only in a, only in b), ``sparsity_a``, ``sparsity_b``,
+        ``weight_rel_change`` (``||w_b - w_a|| / ||w_a||`` over the module's
+        parameters), ``activation_rel_change`` (the same over its outputs on all of
+        ``inputs``), ``cka`` (linear CKA of its outputs, exact over all instances),
+        ``module_b`` (b's name of the module, or None), ``status`` (``"both"``,
+        ``"only_a"``, ``"only_b"``) and ``note``: empty when every cell is filled,
+        otherwise why some are empty (``"removed by drop_layers"``, ``"not called as
+        a module in a"``, ``"output not per instance in a"``, ``"weights changed
+        shape"``, ...); ``"factorised by low_rank"`` marks a LowRankLinear compared
+        through the product of its factors. Both models run over ``inputs`` once.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> table = layer_table(net, net, torch.randn(16, 3))
+    >>> table[["status", "weight_rel_change"]].to_dict("list")
+    {'status': ['both', 'both'], 'weight_rel_change': [0.0, 0.0]}
     """
     table, _ = layers_and_cka(
-        model_a, model_b, inputs, batch_size=batch_size, activations=activations
+        model_a,
+        model_b,
+        inputs,
+        batch_size=batch_size,
+        activations=activations,
+        correspondence=correspondence,
     )
     return table
 
@@ -181,112 +411,106 @@ def layers_and_cka(
     *,
     batch_size: int = 64,
     activations: bool = True,
+    correspondence: ModuleCorrespondence | None = None,
     cka_modules: tuple[Sequence[str], Sequence[str]] | None = None,
     memory_budget: int = 4 << 30,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """:func:`layer_table` and, from the same forward passes, a CKA matrix.
 
-    Each batch runs through each model once; every hooked output is reduced twice
-    (element-wise for the activation change, pooled over tokens for CKA) and only
-    running sums are kept. ``cka_modules=(modules_a, modules_b)`` also fills the CKA
-    matrix of those modules (as :func:`cka_between` with ``matrix=True``); without it
-    the second value is None.
+    ``cka_modules=(modules_a, modules_b)`` also fills the CKA matrix of those modules
+    (the value :func:`cka_between` with ``matrix=True`` gives); without it the second
+    value is None.
 
     Examples
     --------
-    >>> table, matrix = layers_and_cka(a, b, x, cka_modules=(["0", "2"], ["0", "2"]))
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> table, matrix = layers_and_cka(net, net, torch.randn(16, 3), cka_modules=(["0"], ["2"]))
+    >>> matrix.shape
+    (1, 1)
     """
     # Dequantizing int8 weights costs a pass over the model: do it once per model.
     wa, wb = module_weights(model_a), module_weights(model_b)
-    names = [name for name in wa if name in wb]
-    if not names:
-        raise ValueError("the two models share no module names with parameters; nothing to compare")
-    rows = []
-    for name in names:
-        row = {"module": name, "kind": type(model_a.get_submodule(name)).__name__}
-        row.update(_weight_row(wa[name], wb[name]))
+    forward = correspondence or ModuleCorrespondence()
+    backward = forward.reversed()
+    partner: dict[str, str | None] = {}
+    notes: dict[str, str] = {}
+    for name in wa:
+        target, why = forward.map(name)
+        partner[name] = target if target in wb else None
+        if partner[name] is None:
+            notes[name] = why or "not in b"
+    paired_b = {t for t in partner.values() if t is not None}
+    order_b = {name: i for i, name in enumerate(wb)}
+    rows: list[dict] = []
+
+    def only_b(name: str) -> None:
+        _, why = backward.map(name)
+        row = {"module": name, "kind": type(model_b.get_submodule(name)).__name__}
+        row.update(_empty_weight_row(wb[name], "b"))
+        row.update(module_b=name, status="only_b", note=why or "not in a")
         rows.append(row)
-    table = pd.DataFrame(rows).set_index("module")
+
+    pending_b = [name for name in wb if name not in paired_b]
+    for name in wa:
+        target = partner[name]
+        if target is not None:
+            while pending_b and order_b[pending_b[0]] < order_b[target]:
+                only_b(pending_b.pop(0))
+        row = {"module": name, "kind": type(model_a.get_submodule(name)).__name__}
+        if target is None:
+            row.update(_empty_weight_row(wa[name], "a"))
+            row.update(module_b=None, status="only_a", note=notes[name])
+        else:
+            row.update(_weight_row(wa[name], wb[target]))
+            factorised = any(
+                isinstance(m.get_submodule(n), LowRankLinear)
+                for m, n in ((model_a, name), (model_b, target))
+            )
+            note = "factorised by low_rank" if factorised else ""
+            if np.isnan(row["weight_rel_change"]):
+                note = _join(note, "weights changed shape")
+            row.update(module_b=target, status="both", note=note)
+        rows.append(row)
+    for name in pending_b:
+        only_b(name)
+    taken: set[str] = set()
+    for row in rows:
+        if row["module"] in taken:
+            row["module"] = f"{row['module']} (b)"
+        taken.add(row["module"])
+    table = pd.DataFrame(rows, columns=LAYER_COLUMNS).set_index("module")
+    table["activation_rel_change"] = np.nan
+    table["cka"] = np.nan
+    both = table[table["status"] == "both"]
+    pairs = list(zip(both.index, both["module_b"], strict=True))
     matrix = None
-    if activations or cka_modules is not None:
-        change, cka, matrix = _activation_pass(
+    if (activations and pairs) or cka_modules is not None:
+        change, why, by_pair, matrix = _activation_pass(
             model_a,
             model_b,
             inputs,
-            names if activations else [],
+            pairs if activations else [],
             batch_size=batch_size,
             cka_modules=cka_modules,
             memory_budget=memory_budget,
         )
-    if activations:
-        table["activation_rel_change"] = change
-        table["cka"] = cka
-    else:
-        table["activation_rel_change"] = np.nan
-        table["cka"] = np.nan
-    return table[[c for c in LAYER_COLUMNS if c in table.columns and c != "module"]], matrix
-
-
-def _activation_pass(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    inputs: torch.Tensor | dict[str, torch.Tensor],
-    names: list[str],
-    *,
-    batch_size: int,
-    cka_modules: tuple[Sequence[str], Sequence[str]] | None,
-    memory_budget: int,
-) -> tuple[pd.Series, pd.Series, pd.DataFrame | None]:
-    n = n_rows(inputs)
-    mat_a, mat_b = ([], []) if cka_modules is None else (list(cka_modules[0]), list(cka_modules[1]))
-    hooked_a = list(dict.fromkeys(names + mat_a))
-    hooked_b = list(dict.fromkeys(names + mat_b))
-    both = ("flatten", "auto")
-    stream_a = iter_activations(model_a, inputs, hooked_a, batch_size=batch_size, flatten=both)
-    stream_b = iter_activations(model_b, inputs, hooked_b, batch_size=batch_size, flatten=both)
-    sq_diff, sq_ref = np.zeros(len(names)), np.zeros(len(names))
-    # A module in the matrix under the same name in both models gets its CKA from the
-    # matrix's diagonal: its self terms (X^T X or the N x N Gram) are accumulated once.
-    on_diagonal = set(mat_a) & set(mat_b)
-    ckas = {name: LinearCKA(n=n) for name in names if name not in on_diagonal}
-    matrix = CKAMatrix(mat_a, mat_b, n=n) if cka_modules is not None else None
-    first = True
-    for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
-        if matrix is not None and first:
-            need = cka_memory_estimate(
-                [acts_a[m][1].shape[1] for m in mat_a],
-                [acts_b[m][1].shape[1] for m in mat_b],
-                n=n,
-            )["total"]
-            if need > memory_budget:
-                raise MemoryError(
-                    f"a CKA matrix of {len(mat_a)} x {len(mat_b)} layers over {n} instances "
-                    f"needs about {need / 2**30:.1f} GiB; pass fewer modules or raise "
-                    "memory_budget"
+    if activations and pairs:
+        table.loc[list(change), "activation_rel_change"] = pd.Series(change)
+        cka = pd.Series(by_pair, dtype=float)[both.index]
+        table.loc[both.index, "cka"] = cka.to_numpy()
+        for name, reason in why.items():
+            table.loc[name, "note"] = _join(table.loc[name, "note"], reason)
+        for name in both.index[cka.isna().to_numpy()]:
+            if name not in why:
+                table.loc[name, "note"] = _join(
+                    table.loc[name, "note"], "constant output (CKA undefined)"
                 )
-        first = False
-        for i, name in enumerate(names):
-            (fa, pa), (fb, pb) = acts_a[name], acts_b[name]
-            sq_ref[i] += float(torch.dot(fa.reshape(-1), fa.reshape(-1)))
-            if fa.shape == fb.shape:
-                d = (fb - fa).reshape(-1)
-                sq_diff[i] += float(torch.dot(d, d))
-            else:
-                sq_diff[i] = np.nan
-            if name in ckas:
-                ckas[name].update(pa, pb)
-        if matrix is not None:
-            matrix.update([acts_a[m][1] for m in mat_a], [acts_b[m][1] for m in mat_b])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        change = pd.Series(np.sqrt(sq_diff / sq_ref), index=names, dtype=float)
-    full = None if matrix is None else matrix.result()
-    cka = pd.Series(
-        [ckas[m].result() if m in ckas else full.loc[m, m] for m in names],
-        index=names,
-        name="cka",
-        dtype=float,
-    )
-    return change, cka, full
+    elif not activations:
+        table.loc[both.index, "note"] = [_join(n, "activations not compared") for n in both["note"]]
+    table["params"] = table["params"].astype(np.int64)
+    return table[LAYER_COLUMNS[1:]], matrix
 
 
 def default_cka_modules(model: nn.Module) -> list[str]:

@@ -109,16 +109,15 @@ def layer_payload(registry: ModelRegistry, reference: str, compared: list[str]) 
         notes = []
         given = table["note"] if "note" in table.columns else pd.Series("", index=rows)
         for s, note in zip(status, given, strict=True):
-            if isinstance(note, str) and note:
-                notes.append(note)
-            elif s == "only_a":
-                notes.append(f"only in {reference}")
-            elif s == "only_b":
-                notes.append(f"only in {name}")
-            elif s == "absent":
-                notes.append(f"not in {name} or not compared")
+            note = note if isinstance(note, str) else ""
+            where = {"only_a": f"only in {reference}", "only_b": f"only in {name}"}.get(s)
+            if s == "absent":
+                notes.append(f"not in {name}'s comparison")
+            elif where:  # the table says "not in b": name the model instead
+                plain = note in ("", "not in a", "not in b")
+                notes.append(where if plain else f"{where}: {note}")
             else:
-                notes.append("")
+                notes.append(note)
         module_b = (
             [v if isinstance(v, str) else None for v in table["module_b"]]
             if "module_b" in table.columns
