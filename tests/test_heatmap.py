@@ -173,3 +173,12 @@ def test_bad_arguments(reg):
         cnc.ActivationHeatmap(reg, "base", ["p50", "int8", "edited", "p50", "int8"])
     with pytest.raises(KeyError, match="ghost"):
         cnc.ActivationHeatmap(reg, "base", "ghost")
+
+
+def test_lazy_view_runs_models_once_shown_and_joins_the_dashboard(reg):
+    heat = cnc.ActivationHeatmap(reg, "base", "int8", lazy=True)
+    assert heat.layers == {} and "when the view is shown" in heat.message
+    heat.active = True  # what the browser sends when it draws the view
+    assert heat.layers["compared"] == ["int8"] and heat.message == ""
+    board = cnc.dashboard(reg)
+    assert isinstance(board.heatmap, cnc.ActivationHeatmap) and not board.heatmap.active

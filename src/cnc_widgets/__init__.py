@@ -20,7 +20,9 @@ from .registry import EvaluationError, ModelRegistry
 __version__ = "0.1.0"
 
 # Views load lazily: the core (registry, metrics) works without a notebook stack.
-_WIDGETS = {"ActivationHeatmap", "ProvenanceGraph", "show_heatmap", "show_provenance"}
+_WIDGETS = {"FilterPanel", "ProvenanceGraph", "SelectionDetails", "show_provenance"}
+_WIDGETS |= {"EfficiencyScatter", "PredictionDiff", "dashboard"}
+_WIDGETS |= {"ActivationHeatmap", "show_heatmap"}
 
 __all__ = ["EvaluationError", "ModelRegistry", "__version__", "operations", *sorted(_WIDGETS)]
 

@@ -2,17 +2,18 @@
 // models, coloured by sparsity masks, weight change, activation change or CKA; a module's
 // histograms (altair specs drawn by vega-embed) and the CKA matrix beside it.
 import { html, svg, formatValue } from "../shared/dom.js";
-import { viridis, MISSING } from "../shared/colour.js";
+import { viridis, MISSING, colourScale, scaleLegend, domainOptions, domainControl } from "../shared/colour.js";
+import { formatNumber } from "../shared/format.js";
 import { addStyles } from "../shared/styles.js";
 import { drawChart } from "../shared/vega.js";
 
 const MODES = [
   { key: "sparsity", label: "Sparsity" },
-  { key: "weight_change", label: "Weight change", column: "weight_rel_change",
+  { key: "weight_change", label: "Weight change", column: "weight_rel_change", domain: "zero",
     title: "weight change", explain: "||w_b - w_a|| / ||w_a|| over the module's parameters" },
-  { key: "activation_change", label: "Activation change", column: "activation_rel_change",
+  { key: "activation_change", label: "Activation change", column: "activation_rel_change", domain: "zero",
     title: "activation change", explain: "||act_b - act_a|| / ||act_a|| over all evaluation instances" },
-  { key: "cka", label: "CKA", column: "cka", title: "CKA", fixed: [0, 1],
+  { key: "cka", label: "CKA", column: "cka", title: "CKA", domain: "unit",
     explain: "linear CKA of the module's outputs, exact over all instances; 1 = same representation" },
 ];
 const SPARSITY = [
@@ -256,22 +257,21 @@ function render({ model, el }) {
     return lines;
   }
 
-  function modeExtent(st, mode, memo, visibleNodes) {
-    if (mode.fixed) return mode.fixed;
-    let lo = Infinity;
-    let hi = -Infinity;
-    for (const node of visibleNodes) {
+  // The colour scale of a mode over the visible rows (shared helpers: domain control,
+  // range in the legend, small-spread note, neutral mark for missing values).
+  const domains = {};
+  function modeScale(st, mode, memo, shown) {
+    const values = [];
+    for (const node of shown) {
       for (const name of st.compared) {
-        if (!st.data[name].values) continue;
-        const v = aggregate(st, node, name, mode.column, memo);
-        if (Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+        if (st.data[name].values) values.push(aggregate(st, node, name, mode.column, memo));
       }
     }
-    if (!Number.isFinite(lo)) return null;
-    return [0, hi > 0 ? hi : 1, lo, hi];
+    const domain = domains[mode.key] || mode.domain;
+    return { scale: colourScale(values, { domain }), values, domain };
   }
 
-  function drawLegend(mode, extent) {
+  function drawLegend(mode, coloured) {
     legendBox.replaceChildren();
     if (mode.key === "sparsity") {
       for (const part of SPARSITY) {
@@ -281,22 +281,14 @@ function render({ model, el }) {
       }
       return;
     }
-    const stops = Array.from({ length: 11 }, (_, i) => `${viridis(i / 10)} ${i * 10}%`).join(", ");
-    const bar = html("span", { class: "cnc-legend-bar" });
-    bar.style.background = `linear-gradient(to right, ${stops})`;
-    const miss = html("span", { class: "cnc-hm-key cnc-missing-key" });
-    miss.style.background = MISSING;
-    const items = [html("span", { class: "cnc-legend-title", text: mode.title, title: mode.explain })];
-    if (extent) items.push(html("span", { text: formatValue(extent[0]) }), bar, html("span", { text: formatValue(extent[1]) }));
-    if (mode.key === "cka") items.push(html("span", { text: "(1 = same representation)" }));
-    else if (extent && extent.length > 2) {
-      items.push(html("span", { class: "cnc-hm-note", text: `values ${formatValue(extent[2])} to ${formatValue(extent[3])}` }));
-      if (extent[3] > 0 && (extent[3] - extent[2]) / extent[3] < 0.05) {
-        items.push(html("span", { class: "cnc-hm-note", text: "small spread: colours differ little" }));
-      }
-    }
-    items.push(html("span", {}, [miss, "no value (hover for why)"]));
-    legendBox.append(...items);
+    const box = scaleLegend(mode.title, coloured.scale, formatNumber);
+    box.setAttribute("title", mode.explain);
+    legendBox.append(box);
+    if (mode.key === "cka") legendBox.append(html("span", { text: "(1 = same representation)" }));
+    legendBox.append(domainControl(domainOptions(coloured.values, mode.title), coloured.domain, (value) => {
+      domains[mode.key] = value;
+      draw();
+    }));
   }
 
   function visibleNodes(tree) {
@@ -348,8 +340,8 @@ function render({ model, el }) {
     }
     const memo = new Map();
     const shown = visibleNodes(tree);
-    const extent = modeExtent(st, mode, memo, shown);
-    drawLegend(mode, extent);
+    const coloured = mode.key === "sparsity" ? null : modeScale(st, mode, memo, shown);
+    drawLegend(mode, coloured);
     const template = `minmax(220px, 2fr) repeat(${st.compared.length}, minmax(90px, 1fr))`;
     const selected = new Set(model.get("selected") || []);
     const head = html("div", { class: "cnc-hm-row cnc-hm-head", role: "row" });
@@ -387,7 +379,7 @@ function render({ model, el }) {
       });
       row.append(label);
       for (const name of st.compared) {
-        row.append(cell(st, node, name, mode, extent, memo));
+        row.append(cell(st, node, name, mode, coloured, memo));
       }
       row.addEventListener("keydown", (event) => {
         if (event.key === "Enter" || event.key === " ") {
@@ -408,7 +400,7 @@ function render({ model, el }) {
     drawSide();
   }
 
-  function cell(st, node, name, mode, extent, memo) {
+  function cell(st, node, name, mode, coloured, memo) {
     const entry = st.data[name];
     const box = html("div", { class: "cnc-hm-cell", role: "gridcell", "data-cell-model": name });
     if (entry.error) {
@@ -451,13 +443,14 @@ function render({ model, el }) {
       return box;
     }
     const v = aggregate(st, node, name, mode.column, memo);
-    if (!Number.isFinite(v) || !extent) {
+    const used = coloured && coloured.scale.domain;
+    if (!Number.isFinite(v) || !used) {
       box.classList.add("cnc-missing");
       box.setAttribute("aria-label", `${name}: no value`);
       return box;
     }
-    const t = extent[1] > extent[0] ? (v - extent[0]) / (extent[1] - extent[0]) : 0.5;
-    box.style.background = viridis(t);
+    const t = used[1] > used[0] ? (v - used[0]) / (used[1] - used[0]) : 0.5;
+    box.style.background = coloured.scale(v);
     if (t > 0.6) box.classList.add("cnc-light");
     box.setAttribute("data-value", String(v));
     box.setAttribute("aria-label", `${name}: ${mode.title} ${formatValue(v)}`);
@@ -656,11 +649,16 @@ function render({ model, el }) {
       h.setAttribute("aria-selected", String(selected.has(h.getAttribute("data-model"))));
     }
   };
-  const events = ["change:layers", "change:cka", "change:mode", "change:message", "change:busy"];
+  const events = ["change:layers", "change:cka", "change:mode", "change:message", "change:busy", "change:models"];
   for (const e of events) model.on(e, onData);
   model.on("change:detail", onDetail);
   model.on("change:selected", onSelected);
   draw();
+  if (!model.get("active")) {
+    // A lazy view (the dashboard's) runs the models once it is shown.
+    model.set("active", true);
+    model.save_changes();
+  }
   return () => {
     for (const e of events) model.off(e, onData);
     model.off("change:detail", onDetail);

@@ -5,7 +5,23 @@ loader (:mod:`._bundle`). Imports the registry and the comparison; nothing in th
 imports this package (``cnc_widgets.__init__`` loads it lazily).
 """
 
+from .dashboard import Dashboard, dashboard
+from .details import SelectionDetails
+from .diff import PredictionDiff
+from .filter_panel import FilterPanel
 from .heatmap import ActivationHeatmap, show_heatmap
 from .provenance import ProvenanceGraph, show_provenance
+from .scatter import EfficiencyScatter
 
-__all__ = ["ActivationHeatmap", "ProvenanceGraph", "show_heatmap", "show_provenance"]
+__all__ = [
+    "ActivationHeatmap",
+    "Dashboard",
+    "EfficiencyScatter",
+    "FilterPanel",
+    "PredictionDiff",
+    "ProvenanceGraph",
+    "SelectionDetails",
+    "dashboard",
+    "show_heatmap",
+    "show_provenance",
+]

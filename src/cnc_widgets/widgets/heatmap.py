@@ -175,6 +175,8 @@ class ActivationHeatmap(anywidget.AnyWidget):
         the first selected model is the reference, the next (up to four) are compared.
     b
         One compared model's name or a list of up to four.
+    lazy
+        Run the models only once the view is shown in a notebook (the dashboard does).
 
     Examples
     --------
@@ -191,15 +193,20 @@ class ActivationHeatmap(anywidget.AnyWidget):
     detail = traitlets.Dict().tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
+    # False until the view is first drawn when lazy: a dashboard that is never displayed
+    # (or a script) does not run the models for a view nobody sees.
+    active = traitlets.Bool(True).tag(sync=True)
 
     def __init__(
         self,
         registry: ModelRegistry,
         a: str | None = None,
         b: str | list[str] | None = None,
+        *,
+        lazy: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(active=not lazy, **kwargs)
         self.registry = registry
         if b is not None and a is None:
             raise ValueError(
@@ -219,6 +226,7 @@ class ActivationHeatmap(anywidget.AnyWidget):
         self.observe(self._on_selected, names="selected")
         self.observe(self._on_detail_request, names="detail_request")
         registry.observe(self._on_revision, names="revision")
+        self.observe(self._on_revision, names="active")
         self._update()
 
     def _wanted(self) -> list[str]:
@@ -235,6 +243,10 @@ class ActivationHeatmap(anywidget.AnyWidget):
 
     def _update(self) -> None:
         models = self._wanted()
+        if not self.active:
+            self.models = models
+            self.message = "The layers are compared when the view is shown."
+            return
         if len(models) < 2:
             self.models, self.layers, self.cka, self.detail = models, {}, {}, {}
             self.message = (
