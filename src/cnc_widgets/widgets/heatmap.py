@@ -18,7 +18,7 @@ import traitlets
 from ..metrics.layers import module_weights
 from ..registry import ModelRegistry
 from ._bundle import bundle
-from ._sync import json_value, link_selection
+from ._sync import json_value, link_filters, link_selection
 
 MAX_COMPARED = 4
 MODES = ("sparsity", "weight_change", "activation_change", "cka")
@@ -193,6 +193,8 @@ class ActivationHeatmap(anywidget.AnyWidget):
     detail = traitlets.Dict().tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
+    filters = traitlets.Dict().tag(sync=True)
+    filtered_out = traitlets.List(traitlets.Unicode()).tag(sync=True)
     # False until the view is first drawn when lazy: a dashboard that is never displayed
     # (or a script) does not run the models for a view nobody sees.
     active = traitlets.Bool(True).tag(sync=True)
@@ -223,6 +225,7 @@ class ActivationHeatmap(anywidget.AnyWidget):
                 registry.record(name)  # a clear KeyError for an unknown name
         self._pinned = [a, *compared] if a is not None else None
         self._selection_link = link_selection(self, registry)
+        self._filter_link = link_filters(self, registry)
         self.observe(self._on_selected, names="selected")
         self.observe(self._on_detail_request, names="detail_request")
         registry.observe(self._on_revision, names="revision")
