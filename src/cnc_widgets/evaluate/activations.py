@@ -33,6 +33,7 @@ __all__ = [
     "NonFinite",
     "PairedActivationStats",
     "RunningStats",
+    "batch_layout",
     "iter_activations",
     "leaf_modules",
     "paired_activation_stats",
@@ -136,19 +137,34 @@ def first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
-def per_instance(t: torch.Tensor, rows: int) -> torch.Tensor | None:
-    """``t`` with one leading row per instance of a batch of ``rows``, or ``None``.
+def batch_layout(t: torch.Tensor, rows: int) -> str | None:
+    """Where the instances of a batch of ``rows`` are in a module output ``t``.
 
-    A sequence-first output ``(L, B, ...)`` (``nn.MultiheadAttention`` and
-    ``nn.TransformerEncoderLayer`` without ``batch_first``) is transposed to
-    ``(B, L, ...)``; an output broadcast over the batch (BERT's position embeddings,
-    ``(1, L, d)``) or a scalar has no row per instance.
+    ``"batch"`` for ``(B, ...)``; ``"sequence"`` for a sequence-first ``(L, B, ...)``
+    (``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` without
+    ``batch_first``); ``None`` for an output broadcast over the batch (BERT's position
+    embeddings, ``(1, L, d)``) or a scalar. Decide it on a full batch: when ``L``
+    equals the number of rows the two layouts look alike.
     """
     if t.dim() == 0:
         return None
     if t.shape[0] == rows:
-        return t
+        return "batch"
     if t.dim() >= 3 and t.shape[0] != 1 and t.shape[1] == rows:
+        return "sequence"
+    return None
+
+
+def per_instance(t: torch.Tensor, rows: int, layout: str | None = None) -> torch.Tensor | None:
+    """``t`` with one leading row per instance of a batch of ``rows``, or ``None``.
+
+    ``layout`` is what :func:`batch_layout` found on an earlier batch of the same
+    module (default: decide on this one).
+    """
+    layout = layout or batch_layout(t, rows)
+    if layout == "batch" and t.dim() > 0 and t.shape[0] == rows:
+        return t
+    if layout == "sequence" and t.dim() >= 2 and t.shape[1] == rows:
         return t.transpose(0, 1)
     return None
 
@@ -245,7 +261,8 @@ def iter_activations(
     output is reduced by :func:`reduce_output` with the given ``flatten`` rule (token
     sequences: masked mean over real tokens when the inputs hold an
     ``attention_mask``). A module called several times in one forward pass reports its
-    last call; a module that returns a tuple reports its first tensor.
+    last call; a module that returns a tuple reports its first tensor, and a
+    sequence-first output ``(L, B, ...)`` is read as ``(B, L, ...)``.
 
     Parameters
     ----------
@@ -286,6 +303,7 @@ def iter_activations(
     n = n_rows(inputs)
     mask_all = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
     captured: dict[str, torch.Tensor] = {}
+    layouts: dict[str, str | None] = {}  # decided on the first (largest) batch
     handles = []
     for name in modules:
 
@@ -324,8 +342,15 @@ def iter_activations(
                     if t is None:
                         unavailable[m] = "not called as a module"
                         continue
-                    rows = per_instance(t, stop - start) if unavailable is not None else t
+                    if m not in layouts:
+                        layouts[m] = batch_layout(t, stop - start)
+                    rows = per_instance(t, stop - start, layouts[m])
                     if rows is None:
+                        if unavailable is None:
+                            raise EvaluationError(
+                                f"module {m!r} returned {tuple(t.shape)} for a batch of "
+                                f"{stop - start}: its output has no row per instance"
+                            )
                         unavailable[m] = "output not per instance"
                         continue
                     if isinstance(flatten, tuple):

@@ -475,11 +475,9 @@ def layers_and_cka(
         rows.append(row)
     for name in pending_b:
         only_b(name)
-    taken: set[str] = set()
     for row in rows:
-        if row["module"] in taken:
+        if row["status"] == "only_b" and row["module"] in wa:
             row["module"] = f"{row['module']} (b)"
-        taken.add(row["module"])
     table = pd.DataFrame(rows, columns=LAYER_COLUMNS).set_index("module")
     table["activation_rel_change"] = np.nan
     table["cka"] = np.nan
@@ -510,6 +508,7 @@ def layers_and_cka(
     elif not activations:
         table.loc[both.index, "note"] = [_join(n, "activations not compared") for n in both["note"]]
     table["params"] = table["params"].astype(np.int64)
+    table["module_b"] = table["module_b"].astype(object).where(table["module_b"].notna(), None)
     return table[LAYER_COLUMNS[1:]], matrix
 
 
