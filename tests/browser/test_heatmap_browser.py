@@ -7,6 +7,7 @@ theme go to $CNC_SCREENSHOTS (or a temp dir).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from pathlib import Path
@@ -122,18 +123,20 @@ def test_modes_switch_and_legends_change(page):
 
 def test_layernorm_rows_stand_out_in_sparsity(page):
     payload = json.loads(
-        kernel_eval(
-            page,
-            "json.dumps(out)",
-            code=(
-                "lay = heat.layers\n"
-                "out = {}\n"
-                "for name in ['pruned', 'pruned_ln']:\n"
-                "    e = lay['by_model'][name]\n"
-                "    z = np.frombuffer(e['values']['zero_b_only'], dtype='<f4')\n"
-                "    out[name] = {r: float(v) for r, v, k in zip(lay['rows'], z, lay['kind'])\n"
-                "                 if k == 'LayerNorm'}\n"
-            ),
+        ast.literal_eval(
+            kernel_eval(
+                page,
+                "json.dumps(out)",
+                code=(
+                    "lay = heat.layers\n"
+                    "out = {}\n"
+                    "for name in ['pruned', 'pruned_ln']:\n"
+                    "    e = lay['by_model'][name]\n"
+                    "    z = np.frombuffer(e['values']['zero_b_only'], dtype='<f4')\n"
+                    "    out[name] = {r: float(v) for r, v, k in zip(lay['rows'], z, lay['kind'])\n"
+                    "                 if k == 'LayerNorm'}\n"
+                ),
+            )
         )
     )
     assert len(payload["pruned_ln"]) == 13  # embeddings + two per block

@@ -31,9 +31,9 @@ const HEATMAP_CSS = `
 .cnc-heatmap .cnc-modes { display: inline-flex; border: 1px solid var(--jp-border-color1, #bbb); border-radius: 4px; overflow: hidden; }
 .cnc-heatmap .cnc-modes button { border: 0; background: transparent; color: inherit; padding: 2px 8px; cursor: pointer; }
 .cnc-heatmap .cnc-modes button[aria-pressed="true"] { background: var(--jp-brand-color1, #1976d2); color: #fff; }
-.cnc-heatmap .cnc-hm-body { display: flex; gap: 10px; padding: 8px; align-items: flex-start; min-height: 120px; }
-.cnc-heatmap .cnc-hm-table { flex: 1 1 auto; min-width: 320px; max-height: 520px; overflow: auto; }
-.cnc-heatmap .cnc-hm-side { flex: 0 0 auto; width: 640px; max-width: 55%; max-height: 560px; overflow: auto;
+.cnc-heatmap .cnc-hm-body { display: flex; flex-wrap: wrap; gap: 10px; padding: 8px; align-items: flex-start; min-height: 120px; }
+.cnc-heatmap .cnc-hm-table { flex: 3 1 520px; min-width: 320px; max-height: 520px; overflow: auto; }
+.cnc-heatmap .cnc-hm-side { flex: 2 1 360px; min-width: 320px; max-height: 560px; overflow: auto;
   border-left: 1px solid var(--jp-border-color2, #eee); padding-left: 10px; }
 .cnc-heatmap .cnc-hm-row { display: grid; align-items: center; min-height: 22px; border-radius: 3px; outline: none; }
 .cnc-heatmap .cnc-hm-row:focus-visible { box-shadow: inset 0 0 0 2px var(--jp-brand-color1, #1976d2); }
@@ -117,19 +117,18 @@ function buildTree(rows) {
   return { nodes, roots };
 }
 
-// Open the tree breadth first while the visible rows stay few: a transformer opens at its
-// blocks (encoder.layer.3), not at a hundred leaves.
+// Open the tree a whole level at a time while the visible rows stay few: a transformer
+// opens at its blocks (encoder.layer.3), not at a hundred leaves, and never half a level.
 function initialOpen(tree) {
   const open = new Set();
   let visible = tree.roots.length;
-  const queue = [...tree.roots];
-  while (queue.length) {
-    const node = queue.shift();
-    if (!node.children.length) continue;
-    if (visible + node.children.length > VISIBLE_ROWS && node.children.length > 1) continue;
-    open.add(node.name);
-    visible += node.children.length;
-    queue.push(...node.children);
+  let level = tree.roots.filter((n) => n.children.length);
+  while (level.length) {
+    const added = level.reduce((sum, n) => sum + n.children.length, 0);
+    if (visible + added > VISIBLE_ROWS) break;
+    for (const n of level) open.add(n.name);
+    visible += added;
+    level = level.flatMap((n) => n.children).filter((n) => n.children.length);
   }
   return open;
 }
