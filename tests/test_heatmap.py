@@ -86,9 +86,9 @@ def test_comparison_layers_fill_the_default_cka_matrix(reg, monkeypatch):
 def test_histogram_chart_is_altair_with_the_counts(reg):
     cmp = reg.compare("base", "p50")
     chart = cmp.histogram_chart("features.1", bins=16)
-    assert isinstance(chart, alt.HConcatChart)
+    assert isinstance(chart, alt.VConcatChart)
     spec = chart.to_dict()
-    weights, acts = spec["hconcat"]
+    weights, acts = spec["vconcat"]
     assert weights["title"] == "weights of features.1"
     hist = cmp.histograms("features.1", bins=16)
     values = spec["datasets"][weights["data"]["name"]]
@@ -142,14 +142,14 @@ def test_detail_request_sends_chart_and_numbers(reg):
     assert detail["numbers"]["kind"] == "Linear"
     table = reg.compare("base", "p50").layers
     assert detail["numbers"]["cka"] == pytest.approx(table.loc["classifier.1", "cka"])
-    assert detail["spec"]["hconcat"][0]["title"] == "weights of classifier.1"
+    assert detail["spec"]["vconcat"][0]["title"] == "weights of classifier.1"
     heat.detail_request = {"module": "features.1", "model": "ghost"}
     assert heat.detail == {}
     edited = cnc.ActivationHeatmap(reg, "base", "edited")
     edited.detail_request = {"module": "classifier.4", "model": "edited"}
     assert "error" not in edited.detail and edited.detail["numbers"]["params"] == 110
     spec = edited.detail["spec"]
-    counts = spec["datasets"][spec["hconcat"][0]["data"]["name"]]
+    counts = spec["datasets"][spec["vconcat"][0]["data"]["name"]]
     assert sum(v["count"] for v in counts if v["model"] == "base") == 0  # only in edited
 
 

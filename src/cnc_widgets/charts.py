@@ -58,6 +58,8 @@ def _panel(frame: pd.DataFrame, names: tuple[str, str], title: str, y_title: str
             x=alt.X("left:Q", title="value", scale=alt.Scale(zero=False)),
             x2="right:Q",
             y=alt.Y("count:Q", title=y_title, stack=None, scale=alt.Scale(type="symlog")),
+            # Bars rise from zero: without it a ranged x makes Vega-Lite draw thin slivers.
+            y2=alt.datum(0),
             color=colour,
             tooltip=[
                 alt.Tooltip("model:N"),
@@ -66,7 +68,7 @@ def _panel(frame: pd.DataFrame, names: tuple[str, str], title: str, y_title: str
                 alt.Tooltip("count:Q", title="count"),
             ],
         )
-        .properties(width=260, height=150)
+        .properties(width=300, height=130)
     )
 
 
@@ -74,7 +76,7 @@ def histogram_chart(
     histograms: dict[str, pd.DataFrame],
     names: tuple[str, str] = ("a", "b"),
     module: str = "",
-) -> alt.HConcatChart | alt.Chart:
+) -> alt.VConcatChart | alt.Chart:
     """Weight and activation histograms of one module in two models, overlaid.
 
     Parameters
@@ -90,8 +92,8 @@ def histogram_chart(
 
     Returns
     -------
-    altair.HConcatChart
-        Weights left, activations right (the activation panel is left out when neither
+    altair.VConcatChart
+        Weights above, activations below (the activation panel is left out when neither
         model recorded activations for the module). Counts use a symlog axis, so the spike
         at zero of a pruned model and the spread of the rest are both readable.
 
@@ -116,4 +118,4 @@ def histogram_chart(
         subtitle=[f"outside the bins: {note}"] if note else [],
     )
     acts = _panel(frame, names, "", "sampled outputs (symlog)").properties(title=title)
-    return alt.hconcat(weights, acts).resolve_scale(color="shared")
+    return alt.vconcat(weights, acts).resolve_scale(color="shared")
