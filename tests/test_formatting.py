@@ -81,3 +81,37 @@ def test_browser_module_prints_the_same(tmp_path):
     )
     out = subprocess.run([node, str(script)], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [expected for *_, expected in CASES]
+
+
+def test_registry_reprs_carry_units(tmp_path):
+    import cnc_widgets as cnc
+
+    doc = {
+        "metrics": [{"name": "Top-1 Accuracy", "format": ".2%"}, {"name": "Latency", "unit": "ms"}],
+        "operations": [],
+        "models": [
+            {
+                "id": "a",
+                "base": None,
+                "operation": {"name": "train", "parameters": {}},
+                "metrics": {"Top-1 Accuracy": 0.9437, "Latency": 2041.18, "Model Size": 15526322},
+            },
+            {
+                "id": "<b>",
+                "base": "a",
+                "operation": {"name": "prune", "parameters": {}},
+                "metrics": {"Top-1 Accuracy": 0.9472},
+            },
+        ],
+    }
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(doc))
+    reg = cnc.ModelRegistry.from_cnc_json(path)
+    page = reg._repr_html_()
+    for text in ("94.37%", "94.72%", "2,041 ms", "15.5 MB"):
+        assert text in page
+    assert "<b>" not in page and "&lt;b&gt;" in page  # names are escaped
+    reg.filters = {"accuracy": (0.945, 1)}
+    assert repr(reg) == (
+        "ModelRegistry(2 models, 2 evaluated, 1 outside filters {'accuracy': (0.945, 1.0)})"
+    )

@@ -31,6 +31,7 @@ __all__ = [
     "format_ms",
     "format_number",
     "format_percent",
+    "format_table",
     "metric_kind",
 ]
 
@@ -238,3 +239,21 @@ def format_metric(value: Any, metric: str, info: Mapping[str, Any] | None = None
         return format_count(value)
     text = format_number(value)
     return f"{text} {info['unit']}" if info.get("unit") else text
+
+
+def format_table(table: Any, info: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+    """A copy of a metrics DataFrame with every numeric column as text with units.
+
+    Examples
+    --------
+    >>> format_table(reg.metrics()[["accuracy", "size_bytes"]])  # doctest: +SKIP
+              accuracy size_bytes
+    base        97.5%     160 kB
+    """
+    info = info or {}
+    out = table.copy()
+    for column in out.columns:
+        values = out[column]
+        if values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
+            out[column] = [format_metric(v, str(column), info.get(column)) for v in values]
+    return out

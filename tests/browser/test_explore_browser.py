@@ -30,9 +30,11 @@ reg.compress("p50", "quantize_dynamic", name="p50-int8")
 reg.compress("p50", "half", name="p50-half")
 reg.evaluate(progress=False)
 """,
-    "graph = cnc.show_provenance(reg)\ngraph",
-    "panel = cnc.FilterPanel(reg)\npanel",
-    "details = cnc.SelectionDetails(reg)\ndetails",
+    """
+board = cnc.dashboard(reg)
+graph, scatter, panel, details = board.provenance, board.scatter, board.filters, board.details
+board
+""",
 ]
 
 SHOTS = Path(os.environ.get("CNC_SCREENSHOTS", "/tmp/cnc-screens"))
@@ -44,8 +46,9 @@ def page(lab, browser):
     page = browser.new_page()
     open_and_run(page, lab, "explore.ipynb")
     page.wait_for_selector(".cnc-provenance [data-model]", timeout=60_000)
-    page.wait_for_selector(".cnc-filters .cnc-filter", timeout=60_000)
+    page.wait_for_selector(".cnc-filter-panel .cnc-filter", timeout=60_000)
     page.wait_for_selector(".cnc-details", timeout=60_000)
+    page.wait_for_selector(".cnc-scatter [data-model]", timeout=60_000)
     assert cell_errors(page) == []
     yield page
     page.close()
@@ -73,7 +76,7 @@ def dimmed(page, view: str) -> list[str]:
 
 
 def test_brushing_dims_exactly_the_models_outside(page):
-    hist = page.locator('.cnc-filters .cnc-filter[data-metric="accuracy"] svg')
+    hist = page.locator('.cnc-filter-panel .cnc-filter[data-metric="accuracy"] svg')
     hist.scroll_into_view_if_needed()
     box = hist.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 20)
@@ -102,18 +105,24 @@ def test_brushing_dims_exactly_the_models_outside(page):
         arg=len(expected),
     )
     assert dimmed(page, ".cnc-provenance") == expected
+    page.wait_for_function(
+        "n => document.querySelectorAll('.cnc-scatter [data-filtered=\"out\"]').length === n",
+        arg=len(expected),
+    )
+    assert dimmed(page, ".cnc-scatter") == expected
     # Dimmed models stay clickable.
     page.click(f'.cnc-provenance [data-model="{expected[0]}"]', force=True)
     wait_kernel(page, "reg.selected", [expected[0]])
-    count = page.inner_text(".cnc-filters .cnc-filter-count")
+    count = page.inner_text(".cnc-filter-panel .cnc-filter-count")
     assert count.startswith(f"{total - len(expected)} of {total}")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.locator(".cnc-filters").screenshot(path=str(SHOTS / "filters-light.png"))
+    page.locator(".cnc-filter-panel").screenshot(path=str(SHOTS / "filters-light.png"))
     page.locator(".cnc-provenance").screenshot(path=str(SHOTS / "provenance-filtered-light.png"))
 
-    page.click(".cnc-filters button:has-text('Clear')")
+    page.click(".cnc-filter-panel button:has-text('Clear')")
     wait_kernel(page, "dict(reg.filters)", {})
     page.wait_for_function("() => !document.querySelector('.cnc-provenance [data-filtered]')")
+    page.wait_for_function("() => !document.querySelector('.cnc-scatter [data-filtered]')")
     kernel_eval(page, "1", code="reg.selected = []")
 
 
@@ -127,7 +136,7 @@ def test_typed_range_from_python_and_inputs(page):
         arg=len(expected),
     )
     assert dimmed(page, ".cnc-provenance") == expected and "base" in expected
-    high = page.locator('.cnc-filters [aria-label="sparsity highest"]')
+    high = page.locator('.cnc-filter-panel [aria-label="sparsity highest"]')
     high.fill("0.6")
     high.press("Enter")
     wait_kernel(page, "reg.filters['sparsity']", (0.45, 0.6))
@@ -215,6 +224,27 @@ def test_size_by_second_metric(page):
     page.select_option('.cnc-provenance select[aria-label="Size models by metric"]', "")
 
 
+def test_graph_marks_the_scatters_frontier(page):
+    def front(view: str) -> list[str]:
+        return sorted(
+            page.eval_on_selector_all(
+                f'{view} [data-pareto="true"]', "els => els.map(e => e.getAttribute('data-model'))"
+            )
+        )
+
+    expected = sorted(kernel(page, "reg.pareto('size_bytes', 'accuracy')"))
+    assert expected and front(".cnc-provenance") == expected == front(".cnc-scatter")
+    kernel_eval(page, "1", code="scatter.x = 'latency_ms'")
+    expected = sorted(kernel(page, "reg.pareto('latency_ms', 'accuracy')"))
+    page.wait_for_function(
+        "() => document.querySelector('.cnc-provenance .cnc-front-key')"
+        ".textContent.includes('latency_ms')"
+    )
+    assert front(".cnc-provenance") == expected
+    assert kernel(page, "graph.pareto['x']") == "latency_ms"
+    kernel_eval(page, "1", code="scatter.x = 'size_bytes'")
+
+
 def test_keyboard_navigation(page):
     kernel_eval(page, "1", code="reg.selected = []")
     page.focus('.cnc-provenance [data-model="base"]')
@@ -245,10 +275,13 @@ def test_dark_theme_screenshots(page):
     page.locator('.cnc-details .cnc-chart[data-metric="accuracy"] svg').wait_for()
     kernel_eval(page, "1", code="reg.filters = {'accuracy': (0.5, 1.0)}")
     SHOTS.mkdir(parents=True, exist_ok=True)
+    page.mouse.move(2, 2)  # no tooltip over the pictures
     for view, name in [
-        (".cnc-provenance", "provenance-dark.png"),
-        (".cnc-filters", "filters-dark.png"),
-        (".cnc-details", "details-dark.png"),
+        (".cnc-provenance", "dashboard-provenance-dark.png"),
+        (".cnc-filter-panel", "dashboard-filters-dark.png"),
+        (".cnc-details", "dashboard-details-dark.png"),
+        (".cnc-scatter", "dashboard-scatter-dark.png"),
+        (".cnc-diff", "dashboard-diff-dark.png"),
     ]:
         page.locator(view).scroll_into_view_if_needed()
         page.locator(view).screenshot(path=str(SHOTS / name))

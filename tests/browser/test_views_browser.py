@@ -237,6 +237,22 @@ def test_selected_instances_round_trip(page):
     assert view.locator('.cnc-row[data-instance="5"]').get_attribute("aria-selected") == "false"
 
 
+def test_trajectories_and_colour(page):
+    kernel_eval(
+        page, "1", code="board.scatter.color = 'sparsity'; board.scatter.trajectories = True"
+    )
+    page.wait_for_selector(".cnc-scatter .cnc-trajectory")
+    edges = page.eval_on_selector_all(
+        ".cnc-scatter .cnc-trajectory", "els => els.map(e => e.getAttribute('data-edge'))"
+    )
+    parents = kernel_eval(
+        page, "sorted(f'{p}->{n}' for n, p in reg.metrics()['parent'].items() if p)"
+    )
+    assert repr(sorted(edges)) == parents
+    legend = page.locator(".cnc-scatter .cnc-legend").first.inner_text()
+    assert "sparsity" in legend and "%" in legend
+
+
 def test_screenshots_light_and_dark(page):
     out = shots()
     kernel_eval(page, "1", code="reg.selected = ['base', 'pruned', 'int8']")

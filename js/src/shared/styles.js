@@ -58,7 +58,10 @@ const CSS = `
 .cnc-provenance .cnc-node circle.cnc-dot.cnc-missing { fill: var(--cnc-bg); stroke: var(--cnc-missing);
   stroke-width: 2; stroke-dasharray: 3 2; }
 .cnc-provenance .cnc-node .cnc-ring { fill: none; stroke: transparent; stroke-width: 3; }
-.cnc-provenance .cnc-node .cnc-pareto { fill: none; stroke: var(--cnc-fg); stroke-width: 1.2; }
+.cnc-provenance .cnc-node .cnc-pareto { fill: none; stroke: #009e73; stroke-width: 3; }
+.cnc-provenance .cnc-front-key { display: inline-flex; gap: 6px; align-items: center; }
+.cnc-provenance .cnc-key-front { display: inline-block; width: 10px; height: 10px; border-radius: 50%;
+  border: 3px solid #009e73; box-sizing: border-box; }
 .cnc-provenance .cnc-node.cnc-selected .cnc-ring { stroke: var(--cnc-select); }
 .cnc-provenance .cnc-node:focus-visible .cnc-ring, .cnc-provenance .cnc-node.cnc-focus .cnc-ring {
   stroke: var(--cnc-accent); stroke-dasharray: 3 2; }
@@ -96,19 +99,19 @@ const DETAILS_CSS = `
 .cnc-details .cnc-scroll-x { overflow-x: auto; }
 .cnc-details .cnc-charts { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 8px; }
 .cnc-details summary { cursor: pointer; color: var(--cnc-fg2); }
-.cnc-filters .cnc-filter-list { display: flex; flex-wrap: wrap; gap: 10px 18px; padding: 8px 10px;
+.cnc-filter-panel .cnc-filter-list { display: flex; flex-wrap: wrap; gap: 10px 18px; padding: 8px 10px;
   max-height: 420px; overflow: auto; }
-.cnc-filters .cnc-filter { width: 262px; }
-.cnc-filters .cnc-filter-head { display: flex; gap: 6px; align-items: baseline; flex-wrap: wrap; }
-.cnc-filters .cnc-filter-range { color: var(--cnc-fg2); font-variant-numeric: tabular-nums; }
-.cnc-filters .cnc-filter.cnc-active .cnc-filter-range { color: var(--cnc-accent); font-weight: 600; }
-.cnc-filters .cnc-note { color: var(--cnc-fg2); }
-.cnc-filters svg.cnc-hist { display: block; cursor: crosshair; touch-action: none; }
-.cnc-filters .cnc-bar-all { fill: var(--cnc-border); }
-.cnc-filters .cnc-bar-in { fill: var(--cnc-accent); }
-.cnc-filters .cnc-brush { fill: var(--cnc-accent); fill-opacity: 0.15; stroke: var(--cnc-accent); }
-.cnc-filters .cnc-filter-inputs { display: flex; gap: 4px; align-items: center; }
-.cnc-filters .cnc-filter-inputs input { width: 96px; font: inherit; color: var(--cnc-fg);
+.cnc-filter-panel .cnc-filter { width: 262px; }
+.cnc-filter-panel .cnc-filter-head { display: flex; gap: 6px; align-items: baseline; flex-wrap: wrap; }
+.cnc-filter-panel .cnc-filter-range { color: var(--cnc-fg2); font-variant-numeric: tabular-nums; }
+.cnc-filter-panel .cnc-filter.cnc-active .cnc-filter-range { color: var(--cnc-accent); font-weight: 600; }
+.cnc-filter-panel .cnc-note { color: var(--cnc-fg2); }
+.cnc-filter-panel svg.cnc-hist { display: block; cursor: crosshair; touch-action: none; }
+.cnc-filter-panel .cnc-bar-all { fill: var(--cnc-border); }
+.cnc-filter-panel .cnc-bar-in { fill: var(--cnc-accent); }
+.cnc-filter-panel .cnc-brush { fill: var(--cnc-accent); fill-opacity: 0.15; stroke: var(--cnc-accent); }
+.cnc-filter-panel .cnc-filter-inputs { display: flex; gap: 4px; align-items: center; }
+.cnc-filter-panel .cnc-filter-inputs input { width: 96px; font: inherit; color: var(--cnc-fg);
   background: var(--cnc-bg2); border: 1px solid var(--cnc-border); border-radius: 3px; }
-.cnc-filters .cnc-filter-count { color: var(--cnc-fg2); }
+.cnc-filter-panel .cnc-filter-count { color: var(--cnc-fg2); }
 `;

@@ -22,7 +22,7 @@ function finite(values) {
 }
 
 function render({ model, el }) {
-  const root = html("div", { class: "cnc-view cnc-filters" });
+  const root = html("div", { class: "cnc-view cnc-filter-panel" });
   addStyles(root);
   el.append(root);
   const title = html("span", { class: "cnc-title", text: "Filters" });

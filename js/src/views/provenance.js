@@ -3,6 +3,7 @@ import { html, svg, formatParams } from "../shared/dom.js";
 import { colourScale, scaleLegend, domainOptions, domainControl, MISSING } from "../shared/colour.js";
 import { formatMetric, formatNumber, metricKind } from "../shared/format.js";
 import { markFiltered } from "../shared/filter.js";
+import { paretoFront } from "../shared/pareto.js";
 import { getSelected, select, markSelected } from "../shared/selection.js";
 import { addStyles } from "../shared/styles.js";
 import { buildForest, layout, layoutByOperation, countDescendants } from "../shared/tree.js";
@@ -60,6 +61,7 @@ function render({ model, el }) {
   ]);
   const legendBox = html("span", { class: "cnc-legend-box" });
   const sizeLegend = html("span", { class: "cnc-size-legend" });
+  const frontKey = html("span", { class: "cnc-front-key" });
   const boxButton = html("button", { type: "button", text: "\u25a2 Select", title: "Drag a box to select the models inside (or Shift+drag)", "aria-pressed": "false" });
   const zoomIn = html("button", { type: "button", text: "+", title: "Zoom in", "aria-label": "Zoom in" });
   const zoomOut = html("button", { type: "button", text: "\u2212", title: "Zoom out", "aria-label": "Zoom out" });
@@ -71,7 +73,7 @@ function render({ model, el }) {
     html("label", { text: "columns " }, [columnsSelect]),
     boxButton, zoomOut, zoomIn, fit,
   ]);
-  const legendRow = html("div", { class: "cnc-toolbar cnc-legend-row" }, [legendBox, sizeLegend]);
+  const legendRow = html("div", { class: "cnc-toolbar cnc-legend-row" }, [legendBox, sizeLegend, frontKey]);
   const canvas = svg("svg", { role: "listbox", "aria-multiselectable": "true", "aria-label": "Models by provenance" });
   const viewport = svg("g", { class: "cnc-viewport" });
   const brush = svg("rect", { class: "cnc-brush", visibility: "hidden" });
@@ -163,6 +165,20 @@ function render({ model, el }) {
     options(sizeSelect, metrics, sizeBy, true);
     columnsSelect.value = model.get("columns") || "depth";
 
+    // Pareto frontier of two metrics, the same rule as the scatter and reg.pareto.
+    const pareto = model.get("pareto") || {};
+    const onFront = new Set();
+    if (pareto.x && pareto.y) {
+      const num = (v) => (typeof v === "number" ? v : NaN);
+      const xs = nodes.map((n) => num((n.metrics || {})[pareto.x]));
+      const ys = nodes.map((n) => num((n.metrics || {})[pareto.y]));
+      for (const i of paretoFront(xs, ys, pareto.x_better || "lower", pareto.y_better || "higher")) onFront.add(nodes[i].name);
+    }
+    frontKey.replaceChildren();
+    if (onFront.size) {
+      frontKey.append(html("span", { class: "cnc-key-front" }),
+        html("span", { text: `Pareto frontier of ${pareto.x} and ${pareto.y}` }));
+    }
     const values = nodes.map((n) => (n.metrics || {})[colourBy]);
     const domain = (model.get("color_domains") || {})[colourBy] || "data";
     const scale = colourScale(values, { domain, info: info(colourBy) });
@@ -253,16 +269,19 @@ function render({ model, el }) {
         ? Object.fromEntries(Object.entries(node.params || {}).filter(([k]) => node.shown_params.includes(k)))
         : node.params;
       const labelText = byOperation && formatParams(shownParams) ? `${node.name} (${formatParams(shownParams)})` : node.name;
+      const front = onFront.has(node.name);
       const mark = svg("g", {
         class: "cnc-node",
         "data-model": node.name,
+        "data-pareto": front ? "true" : null,
         role: "option",
         tabindex: -1,
         "aria-selected": "false",
-        "aria-label": `${node.name}${colourBy ? `, ${colourBy} ${fmt(colourBy)(value)}` : ""}${node.operation ? `, ${edgeLabel(node)}` : ""}`,
+        "aria-label": `${node.name}${colourBy ? `, ${colourBy} ${fmt(colourBy)(value)}` : ""}${node.operation ? `, ${edgeLabel(node)}` : ""}${front ? ", on the Pareto frontier" : ""}`,
         transform: `translate(${p.x},${p.y})`,
       }, [
         svg("circle", { class: "cnc-ring", r: r + 4 }),
+        front ? svg("circle", { class: "cnc-pareto", r: r + 2 }) : null,
         svg("circle", { class: missing ? "cnc-dot cnc-missing" : "cnc-dot", r, fill: missing ? MISSING : scale(value) }),
         svg("text", { class: "cnc-node-label", y: Math.max(r, RADIUS) + 14, "text-anchor": "middle", text: truncate(labelText, 30) }),
       ]);
@@ -474,7 +493,7 @@ function render({ model, el }) {
   };
   const onSelected = () => markSelected(root, getSelected(model));
   const onFiltered = () => markFiltered(root, model.get("filtered_out"));
-  const events = ["change:nodes", "change:color_by", "change:color_domains", "change:size_by", "change:metric_info"];
+  const events = ["change:nodes", "change:color_by", "change:color_domains", "change:size_by", "change:metric_info", "change:pareto"];
   for (const e of events) model.on(e, redraw);
   model.on("change:columns", refit);
   model.on("change:selected", onSelected);

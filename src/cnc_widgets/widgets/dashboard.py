@@ -60,6 +60,24 @@ class Dashboard(ipywidgets.VBox):
                 )
             boxes.append(ipywidgets.Box(members, layout=ipywidgets.Layout(flex_flow="row wrap")))
         super().__init__(boxes)
+        self._follow_scatter_axes()
+
+    def _follow_scatter_axes(self) -> None:
+        """The graph marks the frontier of the scatter's axes, and follows them."""
+        graph, scatter = self.views.get("provenance"), self.views.get("scatter")
+        if graph is None or scatter is None:
+            return
+
+        def axes(_change: Any = None) -> None:
+            graph.pareto = {
+                "x": scatter.x,
+                "y": scatter.y,
+                "x_better": scatter.x_better,
+                "y_better": scatter.y_better,
+            }
+
+        scatter.observe(axes, names=["x", "y", "x_better", "y_better"])
+        axes()
 
     def __getattr__(self, name: str) -> Any:
         views = self.__dict__.get("views") or {}

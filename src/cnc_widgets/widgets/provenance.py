@@ -82,6 +82,9 @@ class ProvenanceGraph(anywidget.AnyWidget):
     columns : "depth" or "operation"
         One column per depth in the tree, or one per operation (every quantized model in
         one column).
+    pareto : dict
+        Marks the models on the Pareto frontier of two metrics (green ring), as
+        ``reg.pareto(x, y)`` finds them; ``{}`` turns it off.
 
     Examples
     --------
@@ -96,6 +99,11 @@ class ProvenanceGraph(anywidget.AnyWidget):
     color_domains = traitlets.Dict().tag(sync=True)
     size_by = traitlets.Unicode("").tag(sync=True)
     columns = traitlets.Enum(["depth", "operation"], "depth").tag(sync=True)
+    # The frontier marked on the graph: {"x", "y", "x_better", "y_better"}; {} for none.
+    # A dashboard keeps it on its scatter's axes.
+    pareto = traitlets.Dict(
+        {"x": "size_bytes", "y": "accuracy", "x_better": "lower", "y_better": "higher"}
+    ).tag(sync=True)
     metric_info = traitlets.Dict().tag(sync=True)
     selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
     filters = traitlets.Dict().tag(sync=True)
