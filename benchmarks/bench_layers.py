@@ -7,7 +7,9 @@ On the MiniLM tweet classifier and a 50%-pruned copy, over the same tweets:
 - ``layers``: :func:`cnc_widgets.metrics.layers.layer_table`: weight masks and change,
   activation change and exact linear CKA of every module with parameters (~50 modules);
 - ``layers+matrix``: the same pass also filling the CKA matrix of the encoder blocks
-  (``cka_modules=``), as the layers view asks for it.
+  (``cka_modules=``), as the layers view asks for it;
+- ``two-pass``: the activation columns computed as before issue 9 (one pass for the
+  activation change, another for CKA), for comparison.
 
 Runs are interleaved (bare, layers, layers+matrix, bare, ...) and the median of the repeats
 is reported, so a noisy neighbour on a shared machine hits all of them alike. The goal of
@@ -28,8 +30,14 @@ import torch
 
 from cnc_widgets import examples
 from cnc_widgets.compress.pruning import prune
-from cnc_widgets.evaluate.activations import call_model, n_rows, slice_rows
-from cnc_widgets.metrics.layers import default_cka_modules, layer_table
+from cnc_widgets.evaluate.activations import call_model, n_rows, paired_activation_stats, slice_rows
+from cnc_widgets.metrics.layers import (
+    cka_between,
+    default_cka_modules,
+    layer_table,
+    layers_and_cka,
+    module_weights,
+)
 
 
 def bare(models, inputs, batch_size: int) -> None:
@@ -39,6 +47,14 @@ def bare(models, inputs, batch_size: int) -> None:
             model.eval()
             for start in range(0, n, batch_size):
                 call_model(model, slice_rows(inputs, start, start + batch_size, None))
+
+
+def two_pass(model_a, model_b, inputs, batch_size: int) -> None:
+    """The activation columns as computed before issue 9: one pass per measure."""
+    wb = module_weights(model_b)
+    names = [n for n in module_weights(model_a) if n in wb]
+    paired_activation_stats(model_a, model_b, inputs, pairs=names, batch_size=batch_size)
+    cka_between(model_a, model_b, inputs, names, batch_size=batch_size)
 
 
 def main() -> None:
@@ -64,9 +80,10 @@ def main() -> None:
     runs = {
         "bare": lambda: bare([model_a, model_b], inputs, bs),
         "layers": lambda: layer_table(model_a, model_b, inputs, batch_size=bs),
-        "layers+matrix": lambda: layer_table(
+        "layers+matrix": lambda: layers_and_cka(
             model_a, model_b, inputs, batch_size=bs, cka_modules=(blocks, blocks)
         ),
+        "two-pass": lambda: two_pass(model_a, model_b, inputs, bs),
     }
     for fn in runs.values():  # warm-up: allocator, oneDNN kernels, lazy imports
         fn()

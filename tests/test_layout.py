@@ -20,6 +20,7 @@ LAYERS = [
         "formatting",
         "filters",
         "comparability",
+        "charts",
     },
     {"comparison"},
     {"registry"},

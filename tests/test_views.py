@@ -211,7 +211,7 @@ def test_scatter_state_and_refresh(reg, digits_cnn):
 
 def test_dashboard_links_views(reg):
     board = cnc.dashboard(reg)
-    assert set(board.views) == {"provenance", "scatter", "filters", "details", "diff"}
+    assert set(board.views) == {"provenance", "scatter", "filters", "details", "diff", "heatmap"}
     reg.selected = ["base", "pruned"]
     assert board.scatter.selected == ["base", "pruned"]
     assert board.diff.compared == ["pruned"]

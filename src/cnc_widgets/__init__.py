@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 # Views load lazily: the core (registry, metrics) works without a notebook stack.
 _WIDGETS = {"FilterPanel", "ProvenanceGraph", "SelectionDetails", "show_provenance"}
 _WIDGETS |= {"EfficiencyScatter", "PredictionDiff", "dashboard"}
+_WIDGETS |= {"ActivationHeatmap", "show_heatmap"}
 _REPORT = {"export_report"}
 
 __all__ = [

@@ -458,6 +458,20 @@ class Comparison:
         activations = pd.concat(parts).set_index(["model", "bin"]) if parts else pd.DataFrame()
         return {"weights": weights, "activations": activations}
 
+    def histogram_chart(self, module: str, *, bins: int = 40) -> Any:
+        """The weight and activation histograms of ``module`` as an altair chart.
+
+        Both models overlaid (the reference in blue, the compared model in vermillion);
+        the layers view draws the same chart when a module is clicked.
+
+        Examples
+        --------
+        >>> cmp.histogram_chart("encoder.encoder.layer.0.output.dense")  # doctest: +SKIP
+        """
+        from .charts import histogram_chart
+
+        return histogram_chart(self.histograms(module, bins=bins), (self.a, self.b), module)
+
     def cka_matrix(
         self, modules_a: Sequence[str] | None = None, modules_b: Sequence[str] | None = None
     ) -> pd.DataFrame:

@@ -94,7 +94,7 @@ def lab(tmp_path_factory):
     log = open(root / "lab.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
+    deadline = time.time() + 240  # a loaded shared machine starts JupyterLab slowly
     while True:
         try:
             with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..compress.low_rank import LowRankLinear
-from ..evaluate.activations import EvaluationError, iter_activations, n_rows
+from ..evaluate.activations import EvaluationError, iter_activations
 from ..provenance import ModuleCorrespondence
 from .cka import CKAMatrix, LinearCKA, cka_memory_estimate
 
@@ -212,32 +212,48 @@ def _activation_pass(
     pairs: Sequence[tuple[str, str]],
     *,
     batch_size: int,
-    cka_modules: tuple[Sequence[str], Sequence[str]] | None,
-    memory_budget: int,
-) -> tuple[dict[str, float], dict[str, float], dict[str, str], pd.DataFrame | None]:
-    """One pass over ``inputs`` per model: per pair the activation change
-    ``||act_b - act_a|| / ||act_a||`` and linear CKA, reasons for NaN, and the CKA matrix."""
-    n = n_rows(inputs)
+    cka_modules: tuple[Sequence[str], Sequence[str]] | None = None,
+    memory_budget: int = 4 << 30,
+) -> tuple[dict[str, float], dict[str, str], dict[str, float], pd.DataFrame | None]:
+    """One forward pass of each model per batch for every activation measure.
+
+    Returns ``||act_b - act_a|| / ||act_a||`` per pair, the reasons for NaN, linear
+    CKA per pair (keyed by a's name) and, with ``cka_modules``, the CKA matrix exactly
+    as :func:`cka_between` with ``matrix=True`` gives it. Each hooked output is reduced
+    twice (element-wise for the change, pooled over tokens for CKA); only running sums
+    are kept. A pair whose modules are both in the matrix takes its CKA from it, so
+    self terms (X^T X or the N x N Gram) are accumulated once per module.
+    """
     mat_a, mat_b = ([], []) if cka_modules is None else (list(cka_modules[0]), list(cka_modules[1]))
+    n = next(iter(inputs.values())).shape[0] if isinstance(inputs, dict) else inputs.shape[0]
     gone_a: dict[str, str] = {}
     gone_b: dict[str, str] = {}
-    names_a = list(dict.fromkeys([a for a, _ in pairs] + mat_a))
-    names_b = list(dict.fromkeys([b for _, b in pairs] + mat_b))
     both = ("flatten", "auto")
     stream_a = iter_activations(
-        model_a, inputs, names_a, batch_size=batch_size, flatten=both, unavailable=gone_a
+        model_a,
+        inputs,
+        list(dict.fromkeys([a for a, _ in pairs] + mat_a)),
+        batch_size=batch_size,
+        flatten=both,
+        unavailable=gone_a,
     )
     stream_b = iter_activations(
-        model_b, inputs, names_b, batch_size=batch_size, flatten=both, unavailable=gone_b
+        model_b,
+        inputs,
+        list(dict.fromkeys([b for _, b in pairs] + mat_b)),
+        batch_size=batch_size,
+        flatten=both,
+        unavailable=gone_b,
     )
+    in_matrix = {p for p in pairs if p[0] in mat_a and p[1] in mat_b}
+    ckas = {p: LinearCKA(n=n) for p in pairs if p not in in_matrix}
     sq_diff = dict.fromkeys(pairs, 0.0)
     sq_ref = dict.fromkeys(pairs, 0.0)
-    ckas = {pair: LinearCKA(n=n) for pair in pairs}
     shape_changed: set[tuple[str, str]] = set()
-    matrix: CKAMatrix | None = None
+    acc: CKAMatrix | None = None
     first = True
     for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
-        if cka_modules is not None and first:
+        if first and cka_modules is not None:
             live_a = [m for m in mat_a if m in acts_a]
             live_b = [m for m in mat_b if m in acts_b]
             if live_a and live_b:
@@ -252,7 +268,7 @@ def _activation_pass(
                         f"instances needs about {need / 2**30:.1f} GiB; pass fewer modules or "
                         "raise memory_budget"
                     )
-                matrix = CKAMatrix(live_a, live_b, n=n)
+                acc = CKAMatrix(live_a, live_b, n=n)
         first = False
         for pair in pairs:
             xa, xb = acts_a.get(pair[0]), acts_b.get(pair[1])
@@ -265,21 +281,29 @@ def _activation_pass(
                 sq_diff[pair] += float(torch.dot(d, d))
             else:
                 shape_changed.add(pair)
-            ckas[pair].update(pa, pb)
-        if matrix is not None:
-            dropped = [m for m in matrix.names_a if m not in acts_a]
-            dropped += [m for m in matrix.names_b if m not in acts_b]
+            if pair in ckas:
+                ckas[pair].update(pa, pb)
+        if acc is not None:
+            dropped = [m for m in acc.names_a if m not in acts_a]
+            dropped += [m for m in acc.names_b if m not in acts_b]
             if dropped:
                 raise EvaluationError(
                     f"modules {dropped} produced outputs in some batches but not in others; "
                     "choose modules that run on every input for a CKA matrix"
                 )
-            matrix.update(
-                [acts_a[m][1] for m in matrix.names_a], [acts_b[m][1] for m in matrix.names_b]
-            )
-    change: dict[str, float] = {}
-    cka: dict[str, float] = {}
-    notes: dict[str, str] = {}
+            acc.update([acts_a[m][1] for m in acc.names_a], [acts_b[m][1] for m in acc.names_b])
+    matrix = None
+    if cka_modules is not None:
+        matrix = (
+            pd.DataFrame(np.nan, index=mat_a, columns=mat_b)
+            if acc is None
+            else acc.result().reindex(index=mat_a, columns=mat_b)
+        )
+        matrix.attrs["unavailable"] = {
+            "a": {k: v for k, v in gone_a.items() if k in mat_a},
+            "b": {k: v for k, v in gone_b.items() if k in mat_b},
+        }
+    change, notes, cka = {}, {}, {}
     for pair in pairs:
         in_a, in_b = gone_a.get(pair[0]), gone_b.get(pair[1])
         if in_a is not None and in_a == in_b:
@@ -287,7 +311,12 @@ def _activation_pass(
         else:
             why = [f"{in_a} in a"] if in_a else []
             why += [f"{in_b} in b"] if in_b else []
-        cka[pair[0]] = np.nan if (in_a or in_b) else ckas[pair].result()
+        if in_a or in_b:
+            cka[pair[0]] = np.nan
+        elif pair in ckas:
+            cka[pair[0]] = ckas[pair].result()
+        else:
+            cka[pair[0]] = float(matrix.loc[pair[0], pair[1]])
         if pair in shape_changed:
             why.append("output shape changed")
         if why:
@@ -295,18 +324,7 @@ def _activation_pass(
         else:
             with np.errstate(divide="ignore", invalid="ignore"):
                 change[pair[0]] = float(np.sqrt(np.float64(sq_diff[pair]) / sq_ref[pair]))
-    result = None
-    if cka_modules is not None:
-        result = (
-            pd.DataFrame(np.nan, index=mat_a, columns=mat_b)
-            if matrix is None
-            else matrix.result().reindex(index=mat_a, columns=mat_b)
-        )
-        result.attrs["unavailable"] = {
-            "a": {m: r for m, r in gone_a.items() if m in mat_a},
-            "b": {m: r for m, r in gone_b.items() if m in mat_b},
-        }
-    return change, cka, notes, result
+    return change, notes, cka, matrix
 
 
 def _empty_weight_row(w: dict[str, torch.Tensor], side: str) -> dict[str, float]:
@@ -364,7 +382,7 @@ def layer_table(
         otherwise why some are empty (``"removed by drop_layers"``, ``"not called as
         a module in a"``, ``"output not per instance in a"``, ``"weights changed
         shape"``, ...); ``"factorised by low_rank"`` marks a LowRankLinear compared
-        through the product of its factors.
+        through the product of its factors. Both models run over ``inputs`` once.
 
     Examples
     --------
@@ -375,14 +393,15 @@ def layer_table(
     >>> table[["status", "weight_rel_change"]].to_dict("list")
     {'status': ['both', 'both'], 'weight_rel_change': [0.0, 0.0]}
     """
-    return layers_and_cka(
+    table, _ = layers_and_cka(
         model_a,
         model_b,
         inputs,
         batch_size=batch_size,
         activations=activations,
         correspondence=correspondence,
-    )[0]
+    )
+    return table
 
 
 def layers_and_cka(
@@ -398,15 +417,18 @@ def layers_and_cka(
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """:func:`layer_table` and, from the same forward passes, a CKA matrix.
 
-    Each batch runs through each model once; every hooked output is reduced twice
-    (element-wise for the activation change, pooled over tokens for CKA) and only
-    running sums are kept. ``cka_modules=(modules_a, modules_b)`` also fills the CKA
-    matrix of those modules (as :func:`cka_between` with ``matrix=True``, NaN rows for
-    modules that produce no per-instance output); without it the second value is None.
+    ``cka_modules=(modules_a, modules_b)`` also fills the CKA matrix of those modules
+    (the value :func:`cka_between` with ``matrix=True`` gives); without it the second
+    value is None.
 
     Examples
     --------
-    >>> table, matrix = layers_and_cka(a, b, x, cka_modules=(["0", "2"], ["0", "2"]))
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> table, matrix = layers_and_cka(net, net, torch.randn(16, 3), cka_modules=(["0"], ["2"]))
+    >>> matrix.shape
+    (1, 1)
     """
     # Dequantizing int8 weights costs a pass over the model: do it once per model.
     wa, wb = module_weights(model_a), module_weights(model_b)
@@ -460,29 +482,30 @@ def layers_and_cka(
     table["activation_rel_change"] = np.nan
     table["cka"] = np.nan
     both = table[table["status"] == "both"]
-    pairs = list(zip(both.index, both["module_b"], strict=True)) if activations else []
+    pairs = list(zip(both.index, both["module_b"], strict=True))
     matrix = None
-    if pairs or cka_modules is not None:
-        change, cka, why, matrix = _activation_pass(
+    if (activations and pairs) or cka_modules is not None:
+        change, why, by_pair, matrix = _activation_pass(
             model_a,
             model_b,
             inputs,
-            pairs,
+            pairs if activations else [],
             batch_size=batch_size,
             cka_modules=cka_modules,
             memory_budget=memory_budget,
         )
-        if pairs:
-            table.loc[list(change), "activation_rel_change"] = pd.Series(change)
-            table.loc[list(cka), "cka"] = pd.Series(cka)
-            for name, reason in why.items():
-                table.loc[name, "note"] = _join(table.loc[name, "note"], reason)
-            for name in both.index:
-                if np.isnan(cka[name]) and name not in why:
-                    table.loc[name, "note"] = _join(
-                        table.loc[name, "note"], "constant output (CKA undefined)"
-                    )
-    if not activations:
+    if activations and pairs:
+        table.loc[list(change), "activation_rel_change"] = pd.Series(change)
+        cka = pd.Series(by_pair, dtype=float)[both.index]
+        table.loc[both.index, "cka"] = cka.to_numpy()
+        for name, reason in why.items():
+            table.loc[name, "note"] = _join(table.loc[name, "note"], reason)
+        for name in both.index[cka.isna().to_numpy()]:
+            if name not in why:
+                table.loc[name, "note"] = _join(
+                    table.loc[name, "note"], "constant output (CKA undefined)"
+                )
+    elif not activations:
         table.loc[both.index, "note"] = [_join(n, "activations not compared") for n in both["note"]]
     table["params"] = table["params"].astype(np.int64)
     table["module_b"] = table["module_b"].astype(object).where(table["module_b"].notna(), None)

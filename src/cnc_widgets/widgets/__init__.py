@@ -9,10 +9,12 @@ from .dashboard import Dashboard, dashboard
 from .details import SelectionDetails
 from .diff import PredictionDiff
 from .filter_panel import FilterPanel
+from .heatmap import ActivationHeatmap, show_heatmap
 from .provenance import ProvenanceGraph, show_provenance
 from .scatter import EfficiencyScatter
 
 __all__ = [
+    "ActivationHeatmap",
     "Dashboard",
     "EfficiencyScatter",
     "FilterPanel",
@@ -20,5 +22,6 @@ __all__ = [
     "ProvenanceGraph",
     "SelectionDetails",
     "dashboard",
+    "show_heatmap",
     "show_provenance",
 ]

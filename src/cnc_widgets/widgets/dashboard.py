@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import ipywidgets
@@ -11,18 +12,19 @@ from ..registry import ModelRegistry
 from .details import SelectionDetails
 from .diff import PredictionDiff
 from .filter_panel import FilterPanel
+from .heatmap import ActivationHeatmap
 from .provenance import ProvenanceGraph
 from .scatter import EfficiencyScatter
 
 # (name, factory, row): views in order; views with the same row share it (wrapping when
-# narrow), a view alone in its row gets the whole width. More views join by appending
-# here, e.g. VIEWS.append(("heatmap", ActivationHeatmap, "layers")).
+# narrow), a view alone in its row gets the whole width. More views join by appending here.
 VIEWS: list[tuple[str, Callable[[ModelRegistry], Any], str]] = [
     ("provenance", ProvenanceGraph, "models"),
     ("scatter", EfficiencyScatter, "models"),
     ("filters", FilterPanel, "controls"),
     ("details", SelectionDetails, "controls"),
     ("diff", PredictionDiff, "diff"),
+    ("heatmap", partial(ActivationHeatmap, lazy=True), "layers"),
 ]
 
 
@@ -85,8 +87,9 @@ class Dashboard(ipywidgets.VBox):
 
 
 def dashboard(registry: ModelRegistry) -> Dashboard:
-    """The provenance graph, the efficiency scatter, the filters, the selection's details
-    and the prediction diff of ``registry``, linked through its selection and filters.
+    """The provenance graph, the efficiency scatter, the filters, the selection's details,
+    the prediction diff and the layers view of ``registry``, linked through its selection
+    and filters.
 
     Examples
     --------
