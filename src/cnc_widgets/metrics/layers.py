@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..compress.tensor_subclass import dequantized
 from ..evaluate.activations import iter_activations, paired_activation_stats
 from .cka import CKAMatrix, LinearCKA, cka_memory_estimate
 
@@ -60,7 +61,8 @@ def module_weights(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
         else:
             tensors = {k: p for k, p in module.named_parameters(recurse=False)}
         if tensors and name:
-            out[name] = {k: v.detach().float() for k, v in tensors.items()}
+            # dequantized() also reads tensor-subclass weights (torchao), which lack .float().
+            out[name] = {k: dequantized(v) for k, v in tensors.items()}
     return out
 
 
