@@ -407,3 +407,68 @@ def _digest(value: Any) -> Any:
 
     array = np.ascontiguousarray(np.asarray(value, dtype=np.int64))
     return hashlib.sha256(array.tobytes()).hexdigest()[:16]
+
+
+class MissingMeasure(LookupError):
+    """Raised by :class:`DetachedSource` in lookup-only mode for a measure not computed yet."""
+
+
+class DetachedSource:
+    """A :class:`ResultSource` over copies of what one comparison needs, for a worker.
+
+    It holds the evaluation set, both models' results, the models (and the float ancestors
+    a transfer attack needs) and the provenance records, and nothing else, so it pickles and
+    travels to a ``concurrent.futures`` or Dask worker. Measures computed there are kept in
+    :attr:`computed` for the caller to store; with ``lookup`` set, values come from that
+    function and an uncached measure raises :class:`MissingMeasure` instead of computing.
+    """
+
+    def __init__(
+        self,
+        data: EvalData,
+        results: dict[str, dict[str, Any]],
+        models: dict[str, nn.Module],
+        records: dict[str, ModelRecord],
+        lookup: Callable[[str, str, str, dict[str, Any]], Any] | None = None,
+    ) -> None:
+        self._data, self._results, self._models, self._records = data, results, models, records
+        self._lookup = lookup
+        self.computed: list[tuple[str, str, str, dict[str, Any], Any]] = []
+
+    @property
+    def data(self) -> EvalData | None:
+        return self._data
+
+    def result(self, name: str) -> dict[str, Any]:
+        return self._results[name]
+
+    def model(self, name: str) -> nn.Module:
+        if name not in self._models:
+            raise KeyError(f"model {name!r} was not sent with this comparison")
+        return self._models[name]
+
+    def record(self, name: str) -> ModelRecord:
+        return self._records[name]
+
+    def cached_measure(
+        self, a: str, b: str, measure: str, params: dict[str, Any], compute: Callable[[], Any]
+    ) -> Any:
+        if self._lookup is not None:
+            return self._lookup(a, b, measure, params)
+        for ca, cb, cm, cp, value in self.computed:
+            if (ca, cb, cm, cp) == (a, b, measure, params):
+                return value
+        value = compute()
+        self.computed.append((a, b, measure, params, value))
+        return value
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_lookup": None}
+
+
+def summary_task(
+    source: DetachedSource, a: str, b: str, k: int, adversarial: bool
+) -> tuple[dict[str, Any], list[tuple[str, str, str, dict[str, Any], Any]]]:
+    """One row of ``compare_many`` computed on a worker, with the measures it computed."""
+    row = Comparison(source, a, b).summary(k=k, adversarial=adversarial)
+    return row, source.computed

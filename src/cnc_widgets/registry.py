@@ -10,6 +10,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,23 @@ import numpy as np
 import pandas as pd
 import traitlets
 from torch import nn
+from tqdm.auto import tqdm
 
-from .comparison import Comparison
+from .comparison import Comparison, DetachedSource, MissingMeasure, summary_task
 from .compress import apply_operation, operation_record, operations
 from .evaluate.data import EvalData, make_data
+from .evaluate.fanout import as_executor, fan_out
 from .evaluate.fingerprint import data_fingerprint, model_fingerprint
-from .evaluate.runner import EvaluationError, evaluate_one
+from .evaluate.inference import EvalResult
+from .evaluate.runner import (
+    LATENCY_REPEATS,
+    LATENCY_WARMUP,
+    EvaluationError,
+    evaluate_one,
+    finish_record,
+)
 from .formats import cnc_json
+from .metrics.adversarial import has_gradients
 from .provenance import ModelRecord, check_parent, jsonable_params, topological
 from .store import Store
 
@@ -431,12 +442,44 @@ class ModelRegistry(traitlets.HasTraits):
             return None
         return f"{record.fingerprint}|{self._data.fingerprint}"
 
-    def evaluate(self, names: str | Sequence[str] | None = None, *, progress: bool = True) -> None:
+    def evaluate(
+        self,
+        names: str | Sequence[str] | None = None,
+        *,
+        progress: bool = True,
+        executor: Any = None,
+        shard_rows: int | None = None,
+        weights: str = "value",
+    ) -> None:
         """Run every model that has no cached results for the current data.
 
         A model that fails (raises, or produces NaN or inf) is reported in an
         :class:`EvaluationError` after all the other models have run; their
         results stay.
+
+        Parameters
+        ----------
+        names
+            One name, several, or ``None`` for every model with weights in the session.
+        progress
+            Show a progress bar (per model locally; one over all tasks with an executor).
+        executor
+            A ``concurrent.futures.Executor`` or a Dask ``distributed.Client``: models and
+            shards of ``shard_rows`` rows run there, and each model's results are stored
+            here as soon as it completes. ``None`` runs in this process.
+        shard_rows
+            Rows per task with an executor (default 4096), rounded to whole batches.
+        weights
+            With an executor: ``"value"`` sends each model (pickled) to the workers;
+            ``"store"`` sends only its architecture and workers read the weights from
+            this registry's store folder (needs ``keep_weights=True`` and a folder every
+            worker can read).
+
+        Examples
+        --------
+        >>> from distributed import Client, LocalCluster  # doctest: +SKIP
+        >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))  # doctest: +SKIP
+        >>> reg.evaluate(executor=client)  # doctest: +SKIP
         """
         if self._data is None:
             raise ValueError("no evaluation data: call reg.set_data(inputs, labels) first")
@@ -450,20 +493,24 @@ class ModelRegistry(traitlets.HasTraits):
                     f"model {name!r} has no weights in this session; add it with "
                     f"reg.add({name!r}, model) to evaluate it"
                 )
+        todo = [
+            name
+            for name in todo
+            if not (
+                self._key(name) in self._results
+                or (self._store is not None and self._store.verify_result(self._key(name)))
+            )
+        ]
         failures: list[EvaluationError] = []
-        for name in todo:
-            key = self._key(name)
-            if key in self._results or (self._store is not None and self._store.verify_result(key)):
-                continue
+        if executor is not None:
+            failures = self._evaluate_on(executor, todo, progress, shard_rows, weights)
+        for name in todo if executor is None else []:
             try:
                 result = evaluate_one(name, self._models[name], self._data, progress=progress)
             except EvaluationError as exc:
                 failures.append(exc)
                 continue
-            self._results[key] = result
-            if self._store is not None:
-                self._store.put_result(key, result)
-            self._touch()
+            self._keep_result(name, result)
         if failures:
             if len(failures) == 1:
                 raise failures[0]
@@ -471,6 +518,51 @@ class ModelRegistry(traitlets.HasTraits):
                 f"{len(failures)} models failed; the others were evaluated:\n"
                 + "\n".join(f"- {f}" for f in failures)
             ) from failures[0]
+
+    def _keep_result(self, name: str, result: dict[str, Any]) -> None:
+        key = self._key(name)
+        self._results[key] = result
+        if self._store is not None:
+            self._store.put_result(key, result)
+        self._touch()
+
+    def _evaluate_on(
+        self,
+        executor: Any,
+        names: list[str],
+        progress: bool,
+        shard_rows: int | None,
+        weights: str,
+    ) -> list[EvaluationError]:
+        data = self._data
+        paths = {}
+        if weights == "store":
+            if self._store is None or not self.keep_weights:
+                raise ValueError(
+                    "weights='store' reads weights from the store: open the registry with "
+                    "ModelRegistry(store=path, keep_weights=True) on a folder every worker "
+                    "can read, or use weights='value'"
+                )
+            for name in names:
+                fp = self._records[name].fingerprint
+                if self._store.put_weights(fp, self._models[name]):
+                    paths[name] = str(self._store.weights_path(fp).resolve())
+
+        def finish(name: str, result: EvalResult, cost: dict[str, Any]) -> None:
+            self._keep_result(name, finish_record(name, result, cost, data))
+
+        return fan_out(
+            executor,
+            {name: self._models[name] for name in names},
+            data,
+            finish,
+            shard_rows=shard_rows,
+            weights=weights,
+            weight_paths=paths,
+            warmup=LATENCY_WARMUP,
+            repeats=LATENCY_REPEATS,
+            progress=progress,
+        )
 
     def _cached(self, key: str | None) -> dict[str, Any] | None:
         """The result under ``key`` from memory, else from the store (then kept in memory)."""
@@ -525,10 +617,15 @@ class ModelRegistry(traitlets.HasTraits):
         *,
         k: int = 10,
         adversarial: bool = True,
+        executor: Any = None,
+        progress: bool = True,
     ) -> pd.DataFrame:
         """One row per compared model: every scalar measure of :meth:`compare`.
 
-        ``others`` defaults to every evaluated model but the reference.
+        ``others`` defaults to every evaluated model but the reference. With an
+        ``executor`` (a ``concurrent.futures.Executor`` or a Dask ``Client``) each pair
+        whose measures are not cached yet runs as one task (attacks included) and its
+        measures are stored here as it completes; cached pairs are read here.
         """
         if others is None:
             others = [
@@ -536,10 +633,89 @@ class ModelRegistry(traitlets.HasTraits):
                 for n in self._records
                 if n != reference and self._cached(self._key(n)) is not None
             ]
-        rows = [
-            self.compare(reference, name).summary(k=k, adversarial=adversarial) for name in others
-        ]
+        if executor is None:
+            rows = [
+                self.compare(reference, name).summary(k=k, adversarial=adversarial)
+                for name in others
+            ]
+        else:
+            rows = self._compare_on(executor, reference, list(others), k, adversarial, progress)
         return pd.DataFrame(rows).set_index("model")
+
+    def _compare_on(
+        self,
+        executor: Any,
+        reference: str,
+        others: list[str],
+        k: int,
+        adversarial: bool,
+        progress: bool,
+    ) -> list[dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        futures = {}
+        pool = as_executor(executor)
+        for name in others:
+            self.compare(reference, name)  # checks both are evaluated, like the local path
+            try:
+                lookup = self._detached(reference, name, lookup=True)
+                rows[name] = Comparison(lookup, reference, name).summary(
+                    k=k, adversarial=adversarial
+                )
+            except MissingMeasure:
+                source = self._detached(reference, name, lookup=False)
+                futures[pool.submit(summary_task, source, reference, name, k, adversarial)] = name
+        bar = tqdm(total=len(futures), desc="compare", unit="pair", disable=not progress)
+        failures = []
+        try:
+            for future in as_completed(futures):
+                name = futures[future]
+                bar.update(1)
+                try:
+                    row, computed = future.result()
+                except Exception as exc:
+                    failures.append(f"{reference!r} vs {name!r}: {type(exc).__name__}: {exc}")
+                    continue
+                for a, b, measure, params, value in computed:
+                    self.cached_measure(a, b, measure, params, lambda v=value: v)
+                rows[name] = row
+        finally:
+            bar.close()
+        if failures:
+            raise EvaluationError(
+                f"{len(failures)} comparisons failed; the others were stored:\n"
+                + "\n".join(f"- {f}" for f in failures)
+            )
+        return [rows[name] for name in others]
+
+    def _detached(self, a: str, b: str, *, lookup: bool) -> DetachedSource:
+        """What comparing ``a`` and ``b`` needs, detached from this registry."""
+        names = {a, b}
+        records = {}
+        models = {}
+        for start in (a, b):
+            cursor: str | None = start
+            while cursor is not None:
+                records[cursor] = self._records[cursor]
+                model = self._models.get(cursor)
+                if model is not None and not lookup:
+                    models[cursor] = model
+                if cursor not in names and model is not None and has_gradients(model):
+                    break  # the nearest float ancestor is all a transfer attack needs
+                cursor = self._records[cursor].parent
+
+        def cached_only(ca: str, cb: str, measure: str, params: dict[str, Any]) -> Any:
+            found, value = self._lookup_measure(self._measure_key(ca, cb, measure, params))
+            if not found:
+                raise MissingMeasure(measure)
+            return value
+
+        return DetachedSource(
+            self._data,
+            {n: self.result(n) for n in names},
+            models,
+            records,
+            lookup=cached_only if lookup else None,
+        )
 
     def cached_measure(
         self, a: str, b: str, measure: str, params: dict[str, Any], compute: Callable[[], Any]
@@ -549,21 +725,30 @@ class ModelRegistry(traitlets.HasTraits):
         The value is kept in memory and in the store, keyed by both models'
         fingerprints, the data's fingerprint, the measure and its parameters.
         """
-        fa, fb = self._records[a].fingerprint, self._records[b].fingerprint
-        spec = json.dumps(params, sort_keys=True, default=str)
-        key = f"cmp|{fa}|{fb}|{self._data.fingerprint}|{measure}|{spec}"
-        if key in self._measures:
-            return self._measures[key]
-        if self._store is not None:
-            stored = self._store.get_metrics(key)
-            if stored is not None:
-                self._measures[key] = decode_value(stored)
-                return self._measures[key]
+        key = self._measure_key(a, b, measure, params)
+        found, value = self._lookup_measure(key)
+        if found:
+            return value
         value = compute()
         self._measures[key] = value
         if self._store is not None:
             self._store.put_result(key, {"metrics": encode_value(value)})
         return value
+
+    def _measure_key(self, a: str, b: str, measure: str, params: dict[str, Any]) -> str:
+        fa, fb = self._records[a].fingerprint, self._records[b].fingerprint
+        spec = json.dumps(params, sort_keys=True, default=str)
+        return f"cmp|{fa}|{fb}|{self._data.fingerprint}|{measure}|{spec}"
+
+    def _lookup_measure(self, key: str) -> tuple[bool, Any]:
+        if key in self._measures:
+            return True, self._measures[key]
+        if self._store is not None:
+            stored = self._store.get_metrics(key)
+            if stored is not None:
+                self._measures[key] = decode_value(stored)
+                return True, self._measures[key]
+        return False, None
 
     def metrics(self) -> pd.DataFrame:
         """One row per model: provenance, efficiency and quality metrics.

@@ -44,11 +44,10 @@ def evaluate_one(
         name=name,
     )
     rows = min(len(data), data.batch_size)
-    example = data.batch(0, rows)
     try:
         cost = efficiency(
             model,
-            example,
+            data.batch(0, rows),
             latency=latency,
             memory=True,
             warmup=LATENCY_WARMUP,
@@ -56,6 +55,18 @@ def evaluate_one(
         )
     except Exception as exc:
         raise EvaluationError(f"model {name!r}: measuring efficiency failed: {exc}") from exc
+    return finish_record(name, result, cost, data)
+
+
+def finish_record(
+    name: str, result: EvalResult, cost: dict[str, Any], data: EvalData
+) -> dict[str, Any]:
+    """The cacheable record of one evaluation: checks, accuracy, per-instance costs.
+
+    Shared by the local run and the fan-out (:mod:`.fanout`), so both store the same.
+    """
+    rows = min(len(data), data.batch_size)
+    cost = dict(cost)
     cost["macs"] = cost["macs"] / rows
     cost["effective_macs"] = cost["effective_macs"] / rows
     predictions = result.logits.argmax(1)
