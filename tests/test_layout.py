@@ -10,7 +10,17 @@ import cnc_widgets
 ROOT = Path(cnc_widgets.__file__).parent
 # Lower layers first; a module may import its own layer or lower ones, never higher ones.
 LAYERS = [
-    {"provenance", "compress", "evaluate", "formats", "metrics", "store"},
+    {
+        "provenance",
+        "compress",
+        "evaluate",
+        "formats",
+        "metrics",
+        "store",
+        "formatting",
+        "filters",
+        "comparability",
+    },
     {"comparison"},
     {"registry"},
     {"widgets", "examples", "demo", "__main__", "report"},

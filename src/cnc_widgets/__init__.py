@@ -20,7 +20,8 @@ from .registry import EvaluationError, ModelRegistry
 __version__ = "0.1.0"
 
 # Views load lazily: the core (registry, metrics) works without a notebook stack.
-_WIDGETS = {"ProvenanceGraph", "show_provenance"}
+_WIDGETS = {"FilterPanel", "ProvenanceGraph", "SelectionDetails", "show_provenance"}
+_WIDGETS |= {"EfficiencyScatter", "PredictionDiff", "dashboard"}
 
 __all__ = ["EvaluationError", "ModelRegistry", "__version__", "operations", *sorted(_WIDGETS)]
 

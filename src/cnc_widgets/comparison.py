@@ -21,7 +21,7 @@ from torch import nn
 from . import metrics as m
 from .evaluate.data import EvalData
 from .metrics.adversarial import Attack, adversarial_overlap, attack_model, has_gradients
-from .metrics.layers import cka_between, default_cka_modules, layer_table, module_weights
+from .metrics.layers import cka_between, default_cka_modules, layers_and_cka, module_weights
 from .provenance import ModelRecord
 
 DEFAULT_KS = (10, 20, 50, 100, 200, 500)
@@ -287,18 +287,29 @@ class Comparison:
 
     @property
     def layers(self) -> pd.DataFrame:
-        """One row per module with parameters in both models (see :func:`layer_table`)."""
+        """One row per module with parameters in both models (see :func:`layer_table`).
+
+        The same forward passes also fill the default :meth:`cka_matrix`, cached beside it.
+        """
         data = self.registry.data
-        return self._memo(
-            "layers",
-            {},
-            lambda: layer_table(
-                self.registry.model(self.a),
-                self.registry.model(self.b),
-                data.inputs,
-                batch_size=data.batch_size,
-            ),
-        )
+
+        def compute() -> pd.DataFrame:
+            model_a, model_b = self.registry.model(self.a), self.registry.model(self.b)
+            mods_a, mods_b = default_cka_modules(model_a), default_cka_modules(model_b)
+            try:
+                table, matrix = layers_and_cka(
+                    model_a,
+                    model_b,
+                    data.inputs,
+                    batch_size=data.batch_size,
+                    cka_modules=(mods_a, mods_b),
+                )
+            except MemoryError:  # the matrix is too big to ride along: the table alone
+                return layers_and_cka(model_a, model_b, data.inputs, batch_size=data.batch_size)[0]
+            self._memo("cka_matrix", {"a": mods_a, "b": mods_b}, lambda: matrix)
+            return table
+
+        return self._memo("layers", {}, compute)
 
     def histograms(self, module: str, *, bins: int = 40) -> dict[str, pd.DataFrame]:
         """Weight and activation histograms of ``module`` in a and b, for the views.

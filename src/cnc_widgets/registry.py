@@ -6,6 +6,7 @@ registry is the one source of truth for what is shown and chosen.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import time
@@ -20,6 +21,7 @@ import traitlets
 from torch import nn
 from tqdm.auto import tqdm
 
+from .comparability import comparability as _comparability
 from .comparison import Comparison, DetachedSource, MissingMeasure, summary_task
 from .compress import apply_operation, operation_record, operations
 from .evaluate.data import EvalData, make_data
@@ -33,8 +35,11 @@ from .evaluate.runner import (
     evaluate_one,
     finish_record,
 )
+from .filters import check_filters, outside
 from .formats import cnc_json
+from .formatting import format_table
 from .metrics.adversarial import has_gradients
+from .metrics.pareto import frontier_names
 from .provenance import ModelRecord, check_parent, jsonable_params, topological
 from .store import Store
 
@@ -81,6 +86,9 @@ class ModelRegistry(traitlets.HasTraits):
 
     selected = traitlets.List(traitlets.Unicode(), help="Names of the selected models.")
     revision = traitlets.Int(0, help="Bumped whenever models, data or results change.")
+    filters = traitlets.Dict(
+        help="metric -> (low, high); models with a filtered metric missing or outside are out."
+    )
 
     def __init__(self, store: str | Path | None = None, *, keep_weights: bool = False) -> None:
         super().__init__()
@@ -90,6 +98,8 @@ class ModelRegistry(traitlets.HasTraits):
         self._results: dict[str, dict[str, Any]] = {}
         self._measures: dict[str, Any] = {}
         self._data: EvalData | None = None
+        # metric -> {"format", "unit", "min", "max"} where a source declares them (C&C files).
+        self.metric_info: dict[str, dict[str, Any]] = {}
         self._store = None
         self.keep_weights = keep_weights
         if store is not None:
@@ -107,6 +117,56 @@ class ModelRegistry(traitlets.HasTraits):
                 f"cannot select {unknown}: not in the registry (known: {sorted(self._records)})"
             )
         return names
+
+    @traitlets.validate("filters")
+    def _check_filters(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        try:
+            columns = [c for c in self.metrics().columns if c not in PROVENANCE_COLUMNS]
+            return check_filters(proposal["value"], columns)
+        except ValueError as exc:
+            raise traitlets.TraitError(str(exc)) from None
+
+    def filtered_out(self) -> list[str]:
+        """Names of the models that ``filters`` leaves out (a filtered metric missing or outside).
+
+        Examples
+        --------
+        >>> reg.filters = {"accuracy": (0.9, 1.0)}
+        >>> reg.filtered_out()
+        ['int4']
+        """
+        return outside(self.metrics(), self.filters)
+
+    def comparability(self, names: Sequence[str] | None = None) -> pd.DataFrame:
+        """Which operation parameters differ along the models' provenance paths.
+
+        One row per parameter (``"prune: amount"``), one column per model, and a
+        ``status`` column: ``"differs"`` or ``"shared"``. Two models are comparable when
+        exactly one row differs. ``names`` defaults to ``selected``.
+
+        Examples
+        --------
+        >>> reg.comparability(["base-prune-0.5", "base-prune-0.7"])
+        """
+        names = list(self.selected if names is None else names)
+        for name in names:
+            self._require(name)
+        return _comparability(self.record, names)
+
+    # -- text and HTML reprs ------------------------------------------------------
+
+    def __repr__(self) -> str:
+        evaluated = int(self.metrics()["accuracy"].notna().sum()) if self._records else 0
+        text = f"ModelRegistry({len(self)} models, {evaluated} evaluated"
+        if self.filters:
+            text += f", {len(self.filtered_out())} outside filters {dict(self.filters)}"
+        return text + ")"
+
+    def _repr_html_(self) -> str:
+        """The metrics table with units (15.5 MB, 94.37%), as a notebook shows it."""
+        table = self.metrics().drop(columns=["operation_params"])
+        summary = html.escape(repr(self))
+        return f"<p>{summary}</p>" + format_table(table, self.metric_info).to_html(na_rep="n/a")
 
     # -- models and provenance -------------------------------------------------------
 
@@ -375,6 +435,7 @@ class ModelRegistry(traitlets.HasTraits):
         """
         records, metrics = cnc_json.read(path)
         reg = cls(store=store)
+        reg.metric_info.update(cnc_json.metric_info(path))
         for record in topological(records):
             check_parent(reg._records, record.name, record.parent)
             reg._records[record.name] = record
@@ -750,12 +811,13 @@ class ModelRegistry(traitlets.HasTraits):
                 return True, self._measures[key]
         return False, None
 
-    def metrics(self) -> pd.DataFrame:
+    def metrics(self, filtered: bool = False) -> pd.DataFrame:
         """One row per model: provenance, efficiency and quality metrics.
 
         Columns include ``parent``, ``operation``, ``operation_params``, ``params``
         (the parameter count), ``size_bytes`` and ``accuracy``; models not yet
-        evaluated have NaN measurements.
+        evaluated have NaN measurements. ``filtered=True`` keeps only the models
+        inside ``filters``.
         """
         rows = []
         for name, record in self._records.items():
@@ -777,7 +839,38 @@ class ModelRegistry(traitlets.HasTraits):
         missing = [c for c in MEASURE_COLUMNS if c not in frame.columns]
         for column in missing:
             frame[column] = np.nan
+        if filtered and self.filters:
+            frame = frame.drop(index=outside(frame, self.filters))
         return frame
+
+    def pareto(
+        self,
+        x: str = "size_bytes",
+        y: str = "accuracy",
+        *,
+        x_better: str = "lower",
+        y_better: str = "higher",
+    ) -> list[str]:
+        """The models on the Pareto frontier of metrics ``x`` and ``y``, by increasing ``x``.
+
+        A model is on it when no other model is at least as good on both metrics and
+        better on one; models missing either metric are left out. Directions default
+        to smaller ``x`` and larger ``y`` (size against accuracy).
+
+        Examples
+        --------
+        >>> reg.pareto("size_bytes", "accuracy")
+        ['int8', 'base-prune-0.5', 'base']
+        >>> reg.pareto("latency_ms", "accuracy", x_better="lower")
+        """
+        table = self.metrics()
+        for column in (x, y):
+            if column not in table.columns:
+                numeric = [c for c in table.columns if c not in PROVENANCE_COLUMNS]
+                raise ValueError(f"no metric {column!r}; metrics() has {numeric}")
+        xs = pd.to_numeric(table[x], errors="coerce").to_numpy(dtype=float)
+        ys = pd.to_numeric(table[y], errors="coerce").to_numpy(dtype=float)
+        return frontier_names(list(table.index), xs, ys, x_better=x_better, y_better=y_better)
 
     def _drop_results(self, name: str) -> None:
         """Forget every result of ``name``'s weights, on any data, here and in the store."""

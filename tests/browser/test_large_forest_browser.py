@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 
 import pytest
 
-from .lab import cell_errors, open_and_run, write_notebook
+from .lab import cell_errors, kernel_eval, open_and_run, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -65,7 +66,11 @@ def test_large_forest(lab, browser, tmp_path):
         before = transform(page)
         box = page.locator(".cnc-provenance svg").bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        # Ctrl+wheel zooms (a plain wheel scrolls the notebook: test_wheel_browser.py).
+        page.keyboard.down("Control")
         page.mouse.wheel(0, -400)
+        page.keyboard.up("Control")
+        page.wait_for_timeout(100)
         zoomed = transform(page)
         if float(zoomed.split("scale(")[1].rstrip(")")) >= 0.6:
             assert "cnc-zoomed-out" not in view.get_attribute("class")
@@ -90,5 +95,36 @@ def test_large_forest(lab, browser, tmp_path):
         assert collapsed + hidden == 200
         page.locator('.cnc-provenance .cnc-collapse[aria-label^="Expand root0"]').click()
         assert visible_marks(page) == 200
+
+        # Box selection: the models whose marks lie inside the dragged box become the selection.
+        page.click(".cnc-provenance button[title='Fit the whole forest']")
+        page.click(".cnc-provenance button[aria-pressed]")
+        box = page.locator(".cnc-provenance svg").bounding_box()
+        x0, y0 = box["x"] + box["width"] * 0.15, box["y"] + box["height"] * 0.2
+        x1, y1 = box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.6
+        inside = page.evaluate(
+            """([x0, y0, x1, y1]) => [...document.querySelectorAll('.cnc-provenance .cnc-node')]
+                 .filter((m) => { const r = m.querySelector('.cnc-dot').getBoundingClientRect();
+                   const cx = r.x + r.width / 2, cy = r.y + r.height / 2;
+                   return cx >= x0 && cx <= x1 && cy >= y0 && cy <= y1; })
+                 .map((m) => m.getAttribute('data-model')).sort()""",
+            [x0, y0, x1, y1],
+        )
+        assert 5 < len(inside) < 200
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x1, y1, steps=8)
+        page.mouse.up()
+        for _ in range(100):
+            if sorted(ast.literal_eval(kernel_eval(page, "reg.selected"))) == inside:
+                break
+            page.wait_for_timeout(100)
+        assert sorted(ast.literal_eval(kernel_eval(page, "reg.selected"))) == inside
+        selected = page.eval_on_selector_all(
+            '.cnc-provenance [aria-selected="true"]',
+            "els => els.map(e => e.getAttribute('data-model')).sort()",
+        )
+        assert selected == inside
+        view.screenshot(path=str(out / "forest-box-selected.png"))
     finally:
         page.close()

@@ -58,3 +58,32 @@ export function layout(forest, collapsed) {
   }
   return { positions, rows: Math.max(0, row - 0.5), depth: maxDepth };
 }
+
+// Compress and Compare's second layout: one column per operation (every quantized model in
+// one column), columns ordered by how deep their models first appear; within a column,
+// models keep the depth layout's top-to-bottom order.
+export function layoutByOperation(forest, collapsed) {
+  const byDepth = layout(forest, collapsed);
+  const columnOf = (name) => {
+    const n = forest.byName.get(name);
+    return n.operation || (n.parent ? "(unknown)" : "root");
+  };
+  const first = new Map();
+  for (const [name, p] of byDepth.positions) {
+    const col = columnOf(name);
+    const seen = first.get(col);
+    if (seen === undefined || p.depth < seen) first.set(col, p.depth);
+  }
+  const columns = [...first.keys()].sort((a, b) => first.get(a) - first.get(b) || a.localeCompare(b));
+  const index = new Map(columns.map((c, i) => [c, i]));
+  const members = columns.map(() => []);
+  for (const [name, p] of byDepth.positions) members[index.get(columnOf(name))].push([name, p.row]);
+  const positions = new Map();
+  let rows = 0;
+  members.forEach((list, col) => {
+    list.sort((a, b) => a[1] - b[1]);
+    list.forEach(([name], row) => positions.set(name, { depth: col, row }));
+    rows = Math.max(rows, list.length);
+  });
+  return { positions, rows, depth: Math.max(0, columns.length - 1), columns };
+}

@@ -217,8 +217,8 @@ def iter_activations(
     modules: Sequence[str],
     *,
     batch_size: int = 64,
-    flatten: Flatten = "auto",
-) -> Iterator[dict[str, torch.Tensor]]:
+    flatten: Flatten | tuple[Flatten, ...] = "auto",
+) -> Iterator[dict[str, Any]]:
     """Yield, batch by batch, the outputs of chosen modules as ``(B, p)`` float32 tensors.
 
     Only one batch of activations exists at a time, so any per-layer comparison (CKA
@@ -240,7 +240,9 @@ def iter_activations(
     batch_size
         Rows per forward pass.
     flatten
-        ``"auto"``, ``"flatten"`` or ``"pool"``, see :func:`reduce_output`.
+        ``"auto"``, ``"flatten"`` or ``"pool"``, see :func:`reduce_output`; a tuple of
+        them gives each module a tuple of reductions of one output, in that order (one
+        forward pass serving, say, element-wise change and pooled CKA).
 
     Yields
     ------
@@ -288,7 +290,13 @@ def iter_activations(
                 missing = [m for m in modules if m not in captured]
                 if missing:
                     raise EvaluationError(f"modules produced no tensor output: {missing}")
-                acts = {m: reduce_output(captured[m], mask, flatten) for m in modules}
+                if isinstance(flatten, tuple):
+                    acts = {
+                        m: tuple(reduce_output(captured[m], mask, f) for f in flatten)
+                        for m in modules
+                    }
+                else:
+                    acts = {m: reduce_output(captured[m], mask, flatten) for m in modules}
             yield acts
     finally:
         for h in handles:

@@ -70,3 +70,25 @@ def read(path: str | Path) -> tuple[list[ModelRecord], dict[str, dict[str, Any]]
                 values[alias] = values[original]
         metrics[name] = values
     return records, metrics
+
+
+def metric_info(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The file's own description of each metric: d3 ``format``, ``unit``, ``min``, ``max``.
+
+    Aliased columns (``size_bytes`` for ``Model Size``) keep this library's own units.
+    """
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    info: dict[str, dict[str, Any]] = {}
+    for entry in doc.get("metrics", []) if isinstance(doc, dict) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        described = {
+            k: entry[k]
+            for k in ("format", "unit", "min", "max")
+            if isinstance(entry.get(k), (str, int, float)) and not isinstance(entry.get(k), bool)
+        }
+        info[entry["name"]] = described
+    return info

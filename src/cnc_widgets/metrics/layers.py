@@ -17,10 +17,16 @@ import torch
 from torch import nn
 
 from ..compress.tensor_subclass import dequantized
-from ..evaluate.activations import iter_activations, paired_activation_stats
+from ..evaluate.activations import iter_activations, n_rows
 from .cka import CKAMatrix, LinearCKA, cka_memory_estimate
 
-__all__ = ["cka_between", "default_cka_modules", "layer_table", "module_weights"]
+__all__ = [
+    "cka_between",
+    "default_cka_modules",
+    "layer_table",
+    "layers_and_cka",
+    "module_weights",
+]
 
 LAYER_COLUMNS = [
     "module",
@@ -162,7 +168,35 @@ def layer_table(
     both, only in a, only in b), ``sparsity_a``, ``sparsity_b``, ``weight_rel_change``
     (``||w_b - w_a|| / ||w_a||`` over the module's parameters), ``activation_rel_change``
     (the same over its outputs on all of ``inputs``) and ``cka`` (linear CKA of its
-    outputs, exact over all instances).
+    outputs, exact over all instances). Both models run over ``inputs`` once.
+    """
+    table, _ = layers_and_cka(
+        model_a, model_b, inputs, batch_size=batch_size, activations=activations
+    )
+    return table
+
+
+def layers_and_cka(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: torch.Tensor | dict[str, torch.Tensor],
+    *,
+    batch_size: int = 64,
+    activations: bool = True,
+    cka_modules: tuple[Sequence[str], Sequence[str]] | None = None,
+    memory_budget: int = 4 << 30,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """:func:`layer_table` and, from the same forward passes, a CKA matrix.
+
+    Each batch runs through each model once; every hooked output is reduced twice
+    (element-wise for the activation change, pooled over tokens for CKA) and only
+    running sums are kept. ``cka_modules=(modules_a, modules_b)`` also fills the CKA
+    matrix of those modules (as :func:`cka_between` with ``matrix=True``); without it
+    the second value is None.
+
+    Examples
+    --------
+    >>> table, matrix = layers_and_cka(a, b, x, cka_modules=(["0", "2"], ["0", "2"]))
     """
     # Dequantizing int8 weights costs a pass over the model: do it once per model.
     wa, wb = module_weights(model_a), module_weights(model_b)
@@ -175,16 +209,76 @@ def layer_table(
         row.update(_weight_row(wa[name], wb[name]))
         rows.append(row)
     table = pd.DataFrame(rows).set_index("module")
-    if activations:
-        stats = paired_activation_stats(
-            model_a, model_b, inputs, pairs=names, batch_size=batch_size
+    matrix = None
+    if activations or cka_modules is not None:
+        change, cka, matrix = _activation_pass(
+            model_a,
+            model_b,
+            inputs,
+            names if activations else [],
+            batch_size=batch_size,
+            cka_modules=cka_modules,
+            memory_budget=memory_budget,
         )
-        table["activation_rel_change"] = pd.Series(stats.as_dict())
-        table["cka"] = cka_between(model_a, model_b, inputs, names, batch_size=batch_size)
+    if activations:
+        table["activation_rel_change"] = change
+        table["cka"] = cka
     else:
         table["activation_rel_change"] = np.nan
         table["cka"] = np.nan
-    return table[[c for c in LAYER_COLUMNS if c in table.columns and c != "module"]]
+    return table[[c for c in LAYER_COLUMNS if c in table.columns and c != "module"]], matrix
+
+
+def _activation_pass(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: torch.Tensor | dict[str, torch.Tensor],
+    names: list[str],
+    *,
+    batch_size: int,
+    cka_modules: tuple[Sequence[str], Sequence[str]] | None,
+    memory_budget: int,
+) -> tuple[pd.Series, pd.Series, pd.DataFrame | None]:
+    n = n_rows(inputs)
+    mat_a, mat_b = ([], []) if cka_modules is None else (list(cka_modules[0]), list(cka_modules[1]))
+    hooked_a = list(dict.fromkeys(names + mat_a))
+    hooked_b = list(dict.fromkeys(names + mat_b))
+    both = ("flatten", "auto")
+    stream_a = iter_activations(model_a, inputs, hooked_a, batch_size=batch_size, flatten=both)
+    stream_b = iter_activations(model_b, inputs, hooked_b, batch_size=batch_size, flatten=both)
+    sq_diff, sq_ref = np.zeros(len(names)), np.zeros(len(names))
+    ckas = [LinearCKA(n=n) for _ in names]
+    matrix = CKAMatrix(mat_a, mat_b, n=n) if cka_modules is not None else None
+    first = True
+    for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
+        if matrix is not None and first:
+            need = cka_memory_estimate(
+                [acts_a[m][1].shape[1] for m in mat_a],
+                [acts_b[m][1].shape[1] for m in mat_b],
+                n=n,
+            )["total"]
+            if need > memory_budget:
+                raise MemoryError(
+                    f"a CKA matrix of {len(mat_a)} x {len(mat_b)} layers over {n} instances "
+                    f"needs about {need / 2**30:.1f} GiB; pass fewer modules or raise "
+                    "memory_budget"
+                )
+        first = False
+        for i, name in enumerate(names):
+            (fa, pa), (fb, pb) = acts_a[name], acts_b[name]
+            sq_ref[i] += float(torch.dot(fa.reshape(-1), fa.reshape(-1)))
+            if fa.shape == fb.shape:
+                d = (fb - fa).reshape(-1)
+                sq_diff[i] += float(torch.dot(d, d))
+            else:
+                sq_diff[i] = np.nan
+            ckas[i].update(pa, pb)
+        if matrix is not None:
+            matrix.update([acts_a[m][1] for m in mat_a], [acts_b[m][1] for m in mat_b])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = pd.Series(np.sqrt(sq_diff / sq_ref), index=names, dtype=float)
+    cka = pd.Series([acc.result() for acc in ckas], index=names, name="cka", dtype=float)
+    return change, cka, None if matrix is None else matrix.result()
 
 
 def default_cka_modules(model: nn.Module) -> list[str]:

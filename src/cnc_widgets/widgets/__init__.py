@@ -5,6 +5,20 @@ loader (:mod:`._bundle`). Imports the registry and the comparison; nothing in th
 imports this package (``cnc_widgets.__init__`` loads it lazily).
 """
 
+from .dashboard import Dashboard, dashboard
+from .details import SelectionDetails
+from .diff import PredictionDiff
+from .filter_panel import FilterPanel
 from .provenance import ProvenanceGraph, show_provenance
+from .scatter import EfficiencyScatter
 
-__all__ = ["ProvenanceGraph", "show_provenance"]
+__all__ = [
+    "Dashboard",
+    "EfficiencyScatter",
+    "FilterPanel",
+    "PredictionDiff",
+    "ProvenanceGraph",
+    "SelectionDetails",
+    "dashboard",
+    "show_provenance",
+]

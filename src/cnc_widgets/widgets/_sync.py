@@ -1,4 +1,4 @@
-"""Shared wiring of a view to its registry: the selection link and refreshes."""
+"""Shared wiring of a view to its registry: the selection and filter links, and refreshes."""
 
 from __future__ import annotations
 
@@ -26,3 +26,20 @@ def json_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_value(v) for v in value]
     return str(value)
+
+
+def link_filters(widget: traitlets.HasTraits, registry: traitlets.HasTraits) -> traitlets.link:
+    """Keep ``widget.filters`` equal to ``registry.filters`` and ``widget.filtered_out`` current.
+
+    The widget declares ``filters = traitlets.Dict().tag(sync=True)`` and
+    ``filtered_out = traitlets.List(traitlets.Unicode()).tag(sync=True)``; its JavaScript
+    calls ``markFiltered(root, model.get("filtered_out"))`` (js/src/shared/filter.js).
+    """
+
+    def refresh(_change: Any = None) -> None:
+        widget.filtered_out = registry.filtered_out()
+
+    link = traitlets.link((registry, "filters"), (widget, "filters"))
+    registry.observe(refresh, names=["filters", "revision"])
+    refresh()
+    return link

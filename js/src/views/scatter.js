@@ -1,0 +1,500 @@
+// The efficiency scatter: each model a point of two metrics, the Pareto frontier
+// as a step line, optional lines to parents, click / shift-click / box selection.
+import { html, svg, formatParams } from "../shared/dom.js";
+import { colourScale, scaleLegend, domainOptions, domainControl, numericExtent } from "../shared/colour.js";
+import { markFiltered } from "../shared/filter.js";
+import { formatMetric, metricTitle } from "../shared/format.js";
+import { getSelected, select, markSelected } from "../shared/selection.js";
+import { addStyles } from "../shared/styles.js";
+import { unpack } from "../shared/wire.js";
+import { linearTicks, logTicks } from "../shared/ticks.js";
+import { paretoFront } from "../shared/pareto.js";
+
+const HEIGHT = 420;
+const M = { top: 16, right: 24, bottom: 48, left: 78 };
+
+const CSS = `
+.cnc-scatter.cnc-view, .cnc-diff.cnc-view { background: var(--jp-layout-color1, #fff);
+  color: var(--jp-ui-font-color1, #222); border-color: var(--jp-border-color2, #ddd); }
+.cnc-scatter .cnc-toolbar { border-bottom-color: var(--jp-border-color2, #eee); }
+.cnc-scatter .cnc-toolbar label { display: inline-flex; gap: 4px; align-items: center; white-space: nowrap; }
+.cnc-scatter .cnc-toolbar select { max-width: 150px; }
+.cnc-scatter svg.cnc-plot { display: block; width: 100%; user-select: none; touch-action: none; }
+.cnc-scatter .cnc-axis line, .cnc-scatter .cnc-axis path { stroke: var(--jp-border-color1, #999); }
+.cnc-scatter .cnc-grid line { stroke: var(--jp-border-color3, #eee); }
+.cnc-scatter .cnc-axis text { fill: var(--jp-ui-font-color2, #555); font-size: 11px; }
+.cnc-scatter .cnc-axis-title { fill: var(--jp-ui-font-color1, #222); font-size: 12px; font-weight: 600; }
+.cnc-scatter .cnc-front { fill: none; stroke: #009e73; stroke-width: 2; stroke-dasharray: 6 3; }
+.cnc-scatter .cnc-trajectory { stroke: var(--jp-ui-font-color3, #aaa); stroke-width: 1.2; fill: none;
+  marker-end: none; }
+.cnc-scatter .cnc-point { cursor: pointer; outline: none; }
+.cnc-scatter .cnc-point .cnc-dot { stroke: var(--jp-ui-font-color1, #333); stroke-width: 0.8; }
+.cnc-scatter .cnc-point[data-pareto="true"] .cnc-dot { stroke: #009e73; stroke-width: 2.5; }
+.cnc-scatter .cnc-point .cnc-ring { fill: none; stroke: transparent; stroke-width: 3; }
+.cnc-scatter .cnc-point.cnc-selected .cnc-ring { stroke: #ff7f0e; }
+.cnc-scatter .cnc-point:focus-visible .cnc-ring { stroke: #1f77b4; stroke-dasharray: 3 2; }
+.cnc-scatter .cnc-point[data-filtered="out"] { opacity: 0.22; }
+.cnc-scatter .cnc-point[data-filtered="out"].cnc-selected { opacity: 0.6; }
+.cnc-scatter .cnc-point-label { font-size: 11px; fill: var(--jp-ui-font-color1, #111); paint-order: stroke;
+  stroke: var(--jp-layout-color1, #fff); stroke-width: 3px; stroke-linejoin: round; pointer-events: none; }
+.cnc-scatter .cnc-brush { fill: rgba(31, 119, 180, 0.12); stroke: #1f77b4; stroke-dasharray: 4 2; }
+.cnc-scatter .cnc-footer { display: flex; gap: 12px; padding: 4px 8px 6px; color: var(--jp-ui-font-color2, #666);
+  flex-wrap: wrap; min-height: 18px; }
+.cnc-scatter .cnc-footer .cnc-key { display: inline-flex; gap: 4px; align-items: center; }
+.cnc-scatter .cnc-key-front { display: inline-block; width: 18px; border-top: 2px dashed #009e73; }
+.cnc-scatter .cnc-empty-plot { fill: var(--jp-ui-font-color2, #666); font-size: 13px; }
+.cnc-scatter .cnc-tooltip, .cnc-diff .cnc-tooltip { background: var(--jp-layout-color0, #fff);
+  color: var(--jp-ui-font-color1, #222); border-color: var(--jp-border-color1, #bbb); }
+.cnc-scatter .cnc-tooltip .cnc-tip-sub { color: var(--jp-ui-font-color2, #555); }
+`;
+
+function addViewStyles(root) {
+  addStyles(root);
+  const style = document.createElement("style");
+  style.textContent = CSS;
+  root.append(style);
+}
+
+function truncate(text, max) {
+  return text.length > max ? text.slice(0, max - 1) + "\u2026" : text;
+}
+
+function opLabel(m) {
+  const shown = m.shown_params ? Object.fromEntries(
+    Object.entries(m.params || {}).filter(([k]) => m.shown_params.includes(k))) : m.params;
+  const params = formatParams(shown);
+  return params ? `${m.operation || "?"}(${params})` : (m.operation || "?");
+}
+
+// root -> ... -> model, as operations.
+function chain(byName, name) {
+  const steps = [];
+  const seen = new Set();
+  let cur = byName.get(name);
+  while (cur && cur.parent && byName.has(cur.parent) && !seen.has(cur.name)) {
+    seen.add(cur.name);
+    steps.unshift(opLabel(cur));
+    cur = byName.get(cur.parent);
+  }
+  return { root: cur ? cur.name : name, steps };
+}
+
+function scale(lo, hi, a, b, log) {
+  if (log) {
+    const l0 = Math.log10(lo);
+    const l1 = Math.log10(hi);
+    return (v) => a + ((Math.log10(v) - l0) / (l1 - l0 || 1)) * (b - a);
+  }
+  return (v) => a + ((v - lo) / (hi - lo || 1)) * (b - a);
+}
+
+function padded(extent, log) {
+  let [lo, hi] = extent;
+  if (log) {
+    if (hi === lo) return [lo / 2, hi * 2];
+    const f = (hi / lo) ** 0.06;
+    return [lo / f, hi * f];
+  }
+  if (hi === lo) {
+    const d = Math.abs(lo) * 0.05 || 1;
+    return [lo - d, hi + d];
+  }
+  const d = (hi - lo) * 0.06;
+  return [lo - d, hi + d];
+}
+
+function render({ model, el }) {
+  const t0 = performance.now();
+  const root = html("div", { class: "cnc-view cnc-scatter" });
+  addViewStyles(root);
+  el.append(root);
+
+  const pick = (label, key, optional) => {
+    const s = html("select", { "aria-label": label });
+    s.addEventListener("change", () => {
+      model.set(key, s.value);
+      if (key === "x" || key === "y") model.set(`log_${key}`, defaultLog(s.value));
+      model.save_changes();
+    });
+    return { el: html("label", { text: `${label} ` }, [s]), select: s, optional };
+  };
+  const pickers = { x: pick("x", "x"), y: pick("y", "y"), color: pick("colour", "color", true), size: pick("size", "size", true) };
+  const logX = html("input", { type: "checkbox", "aria-label": "log scale on x" });
+  const logY = html("input", { type: "checkbox", "aria-label": "log scale on y" });
+  const traj = html("input", { type: "checkbox", "aria-label": "lines from each model to its parent" });
+  const xDir = html("button", { type: "button", class: "cnc-dir", title: "Which x is better for the frontier" });
+  const yDir = html("button", { type: "button", class: "cnc-dir", title: "Which y is better for the frontier" });
+  const legendBox = html("span");
+  const toolbar = html("div", { class: "cnc-toolbar" }, [
+    html("span", { class: "cnc-title", text: "Efficiency" }),
+    pickers.x.el, html("label", { text: "log" }, [logX]),
+    pickers.y.el, html("label", { text: "log" }, [logY]),
+    pickers.color.el, pickers.size.el,
+    xDir, yDir, html("label", { text: "lines to parent" }, [traj]),
+  ]);
+  const plot = svg("svg", { class: "cnc-plot", role: "listbox", "aria-multiselectable": "true",
+    "aria-label": "Models by two metrics", height: HEIGHT });
+  plot.style.height = `${HEIGHT}px`;
+  const footer = html("div", { class: "cnc-footer" });
+  const tooltip = html("div", { class: "cnc-tooltip", role: "tooltip" });
+  tooltip.style.display = "none";
+  root.append(toolbar, plot, footer, tooltip);
+
+  let current = null; // {models, metrics, values, byName, sx, sy, visible}
+
+  for (const [box, key] of [[logX, "log_x"], [logY, "log_y"], [traj, "trajectories"]]) {
+    box.addEventListener("change", () => { model.set(key, box.checked); model.save_changes(); });
+  }
+  for (const [button, key] of [[xDir, "x_better"], [yDir, "y_better"]]) {
+    button.addEventListener("click", () => {
+      model.set(key, model.get(key) === "lower" ? "higher" : "lower");
+      model.save_changes();
+    });
+  }
+
+  function column(metric) {
+    if (!current) return [];
+    const j = current.metrics.indexOf(metric);
+    if (j < 0) return current.models.map(() => NaN);
+    const w = current.metrics.length;
+    return current.models.map((_, i) => current.values[i * w + j]);
+  }
+
+  const filteredOut = (i) => (model.get("filtered_out") || []).includes(current.models[i].name);
+  const info = (metric) => (model.get("metric_info") || {})[metric] || {};
+  const fmt = (v, metric) => formatMetric(v, metric, info(metric));
+
+  function showTip(i, event) {
+    const m = current.models[i];
+    tooltip.replaceChildren();
+    tooltip.append(html("div", { class: "cnc-tip-title", text: m.name }));
+    const { root: first, steps } = chain(current.byName, m.name);
+    if (steps.length) {
+      tooltip.append(html("div", { class: "cnc-tip-sub", text: [first, ...steps].join(" \u2192 ") }));
+    }
+    const w = current.metrics.length;
+    const rows = current.metrics.map((metric, j) => {
+      const v = current.values[i * w + j];
+      return html("tr", {}, [html("td", { text: metric }),
+        html("td", { text: fmt(v, metric), title: info(metric).description || "" })]);
+    });
+    tooltip.append(html("table", {}, rows));
+    if (current.front.has(i)) tooltip.append(html("div", { class: "cnc-tip-sub", text: "on the Pareto frontier" }));
+    tooltip.style.display = "block";
+    const box = root.getBoundingClientRect();
+    const anchor = event && event.clientX !== undefined ? { x: event.clientX, y: event.clientY }
+      : (() => { const r = event.target.getBoundingClientRect(); return { x: r.right, y: r.bottom }; })();
+    let left = anchor.x - box.left + 14;
+    if (left + tooltip.offsetWidth > box.width) left = Math.max(0, anchor.x - box.left - tooltip.offsetWidth - 14);
+    let top = anchor.y - box.top + 14;
+    if (top + tooltip.offsetHeight > box.height) {
+      const above = anchor.y - box.top - tooltip.offsetHeight - 8;
+      top = above >= 0 ? above : Math.max(0, box.height - tooltip.offsetHeight - 2);
+    }
+    tooltip.style.left = `${left}px`;
+    tooltip.style.top = `${top}px`;
+  }
+  const hideTip = () => { tooltip.style.display = "none"; };
+
+  function emptyMessage(text) {
+    plot.append(svg("text", { class: "cnc-empty-plot", x: 24, y: 40, text }));
+  }
+
+  function draw() {
+    const models = model.get("models") || [];
+    const metrics = model.get("metrics") || [];
+    const values = unpack(model.get("values")) || new Float64Array(0);
+    const byName = new Map(models.map((m) => [m.name, m]));
+    current = { models, metrics, values, byName, front: new Set() };
+
+    for (const [key, p] of Object.entries(pickers)) {
+      const chosen = model.get(key);
+      const opts = p.optional ? [html("option", { value: "", text: "none", selected: !chosen })] : [];
+      for (const metric of metrics) opts.push(html("option", { value: metric, text: metric, selected: metric === chosen }));
+      if (chosen && !metrics.includes(chosen)) opts.push(html("option", { value: chosen, text: `${chosen} (no values)`, selected: true }));
+      p.select.replaceChildren(...opts);
+      p.select.disabled = metrics.length === 0;
+    }
+    logX.checked = model.get("log_x");
+    logY.checked = model.get("log_y");
+    traj.checked = model.get("trajectories");
+    xDir.textContent = `x: ${model.get("x_better")} is better`;
+    yDir.textContent = `y: ${model.get("y_better")} is better`;
+
+    const width = Math.max(360, plot.clientWidth || root.clientWidth || 720);
+    plot.setAttribute("viewBox", `0 0 ${width} ${HEIGHT}`);
+    plot.replaceChildren();
+    footer.replaceChildren();
+    const xm = model.get("x");
+    const ym = model.get("y");
+    if (!models.length) {
+      emptyMessage("No models yet: reg.add(name, model), then reg.evaluate()");
+      return;
+    }
+    const xs = column(xm);
+    const ys = column(ym);
+    let logx = model.get("log_x");
+    let logy = model.get("log_y");
+    const notes = [];
+    if (logx && xs.some((v) => Number.isFinite(v) && v <= 0)) { logx = false; notes.push(`x has values \u2264 0: linear scale`); }
+    if (logy && ys.some((v) => Number.isFinite(v) && v <= 0)) { logy = false; notes.push(`y has values \u2264 0: linear scale`); }
+    const shown = models.map((_, i) => i).filter((i) => Number.isFinite(xs[i]) && Number.isFinite(ys[i]));
+    const missing = models.length - shown.length;
+    if (!shown.length) {
+      emptyMessage(`No model has both ${xm} and ${ym} yet: call reg.evaluate(), or pick other metrics`);
+      footer.append(html("span", { text: `${models.length} models, none with both metrics` }));
+      return;
+    }
+    const ex = padded(numericExtent(shown.map((i) => xs[i])), logx);
+    const ey = padded(numericExtent(shown.map((i) => ys[i])), logy);
+    const sx = scale(ex[0], ex[1], M.left, width - M.right, logx);
+    const sy = scale(ey[0], ey[1], HEIGHT - M.bottom, M.top, logy);
+
+    // Axes and grid.
+    const grid = svg("g", { class: "cnc-grid" });
+    const axes = svg("g", { class: "cnc-axis" });
+    const xt = logx ? logTicks(ex[0], ex[1]) : linearTicks(ex[0], ex[1], Math.max(3, Math.floor(width / 110)));
+    const yt = logy ? logTicks(ey[0], ey[1]) : linearTicks(ey[0], ey[1], 6);
+    const x0 = HEIGHT - M.bottom;
+    axes.append(svg("line", { x1: M.left, x2: width - M.right, y1: x0, y2: x0 }));
+    axes.append(svg("line", { x1: M.left, x2: M.left, y1: M.top, y2: x0 }));
+    let lastRight = -Infinity;
+    for (const v of xt) {
+      const px = sx(v);
+      grid.append(svg("line", { x1: px, x2: px, y1: M.top, y2: x0 }));
+      axes.append(svg("line", { x1: px, x2: px, y1: x0, y2: x0 + 4 }));
+      const label = fmt(v, xm);
+      const half = label.length * 3.2;
+      if (px - half > lastRight + 6) { // skip tick labels that would collide
+        axes.append(svg("text", { x: px, y: x0 + 16, "text-anchor": "middle", text: label }));
+        lastRight = px + half;
+      }
+    }
+    for (const v of yt) {
+      const py = sy(v);
+      grid.append(svg("line", { x1: M.left, x2: width - M.right, y1: py, y2: py }));
+      axes.append(svg("line", { x1: M.left - 4, x2: M.left, y1: py, y2: py }));
+      axes.append(svg("text", { x: M.left - 7, y: py + 4, "text-anchor": "end", text: fmt(v, ym) }));
+    }
+    axes.append(svg("text", { class: "cnc-axis-title", x: (M.left + width - M.right) / 2, y: HEIGHT - 8,
+      "text-anchor": "middle", text: `${metricTitle(xm, info(xm))}${logx ? ", log scale" : ""} \u2192 ${model.get("x_better")} is better` }));
+    axes.append(svg("text", { class: "cnc-axis-title", x: -(M.top + x0) / 2, y: 16, transform: "rotate(-90)",
+      "text-anchor": "middle", text: `${metricTitle(ym, info(ym))}${logy ? ", log scale" : ""} \u2192 ${model.get("y_better")} is better` }));
+    plot.append(grid, axes);
+
+    // Colour and size.
+    const cm = model.get("color");
+    const zm = model.get("size");
+    const cvals = cm ? column(cm) : null;
+    const domain = cm ? (model.get("color_domains") || {})[cm] || "data" : "data";
+    const cscale = cm ? colourScale(cvals, { domain, info: info(cm) }) : null;
+    const zvals = zm ? column(zm) : null;
+    const zext = zm ? numericExtent(zvals) : null;
+    const radius = (i) => {
+      if (!zext || !Number.isFinite(zvals[i])) return 6;
+      const f = zext[1] > zext[0] ? (zvals[i] - zext[0]) / (zext[1] - zext[0]) : 0.5;
+      return 4 + 10 * Math.sqrt(f);
+    };
+
+    // Trajectories: each model to its parent.
+    const shownSet = new Set(shown);
+    const index = new Map(models.map((m, i) => [m.name, i]));
+    if (model.get("trajectories")) {
+      const lines = svg("g", { class: "cnc-trajectories" });
+      for (const i of shown) {
+        const p = index.get(models[i].parent);
+        if (p === undefined || !shownSet.has(p)) continue;
+        lines.append(svg("line", { class: "cnc-trajectory", "data-edge": `${models[i].parent}->${models[i].name}`,
+          x1: sx(xs[p]), y1: sy(ys[p]), x2: sx(xs[i]), y2: sy(ys[i]) }));
+      }
+      plot.append(lines);
+    }
+
+    // Pareto frontier as a step line through the corners (worse x, worse y).
+    const front = paretoFront(xs, ys, model.get("x_better"), model.get("y_better"));
+    current.front = new Set(front);
+    if (front.length) {
+      const worse = (a, b, better) => (better === "lower" ? Math.max(a, b) : Math.min(a, b));
+      let d = `M${sx(xs[front[0]])},${sy(ys[front[0]])}`;
+      for (let k = 1; k < front.length; k += 1) {
+        const a = front[k - 1];
+        const b = front[k];
+        const cx = worse(xs[a], xs[b], model.get("x_better"));
+        const cy = worse(ys[a], ys[b], model.get("y_better"));
+        d += ` L${sx(cx)},${sy(cy)} L${sx(xs[b])},${sy(ys[b])}`;
+      }
+      plot.append(svg("path", { class: "cnc-front", d }));
+    }
+
+    const marks = svg("g", { class: "cnc-points" });
+    // Larger points first so small ones stay clickable on top.
+    const order = [...shown].sort((a, b) => radius(b) - radius(a));
+    for (const i of order) {
+      const m = models[i];
+      const r = radius(i);
+      const out = filteredOut(i);
+      const label = `${m.name}: ${xm} ${fmt(xs[i], xm)}, ${ym} ${fmt(ys[i], ym)}`
+        + (current.front.has(i) ? ", on the Pareto frontier" : "") + (out ? ", outside the filters" : "");
+      const mark = svg("g", {
+        class: "cnc-point", "data-model": m.name, role: "option", tabindex: 0, "aria-selected": "false",
+        "aria-label": label, "data-pareto": current.front.has(i) ? "true" : null,
+        "data-filtered": out ? "out" : null,
+        transform: `translate(${sx(xs[i])},${sy(ys[i])})`,
+      }, [
+        svg("circle", { class: "cnc-ring", r: r + 4 }),
+        svg("circle", { class: "cnc-dot", r, fill: cm ? cscale(cvals[i]) : "#0072b2" }),
+      ]);
+      mark.addEventListener("pointerdown", (event) => event.stopPropagation());
+      mark.addEventListener("click", (event) => {
+        event.stopPropagation();
+        select(model, m.name, event.shiftKey || event.metaKey || event.ctrlKey);
+      });
+      mark.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" || event.key === " ") {
+          event.preventDefault();
+          select(model, m.name, event.shiftKey || event.metaKey || event.ctrlKey);
+        }
+      });
+      mark.addEventListener("mouseenter", (event) => showTip(i, event));
+      mark.addEventListener("mousemove", (event) => showTip(i, event));
+      mark.addEventListener("mouseleave", hideTip);
+      mark.addEventListener("focus", (event) => showTip(i, event));
+      mark.addEventListener("blur", hideTip);
+      marks.append(mark);
+    }
+    plot.append(marks);
+    current.sx = sx;
+    current.sy = sy;
+    current.xs = xs;
+    current.ys = ys;
+    current.shown = shown;
+    plot.append(svg("g", { class: "cnc-labels" }));
+    drawLabels();
+
+    legendBox.replaceChildren();
+    const keys = [html("span", { class: "cnc-key" }, [html("span", { class: "cnc-key-front" }), "Pareto frontier"])];
+    if (cm) {
+      keys.push(scaleLegend(cm, cscale, (v) => fmt(v, cm)));
+      keys.push(domainControl(domainOptions(cvals, cm, info(cm)), domain, (next) => {
+        model.set("color_domains", { ...(model.get("color_domains") || {}), [cm]: next });
+        model.save_changes();
+      }));
+    }
+    if (zm && zext) keys.push(html("span", { text: `size: ${zm} ${fmt(zext[0], zm)} to ${fmt(zext[1], zm)}` }));
+    footer.append(...keys);
+    footer.append(html("span", { text: `${shown.length} of ${models.length} models` + (missing ? ` (${missing} without ${xm} or ${ym} not shown)` : "") }));
+    for (const n of notes) footer.append(html("span", { text: n }));
+    footer.append(html("span", { text: "click, shift-click or drag a box to select; Esc clears" }));
+    markSelected(root, getSelected(model));
+  }
+
+  // Names beside the frontier and the selected models, skipping any that would overlap.
+  function drawLabels() {
+    const layer = plot.querySelector(".cnc-labels");
+    if (!layer || !current || !current.shown) return;
+    layer.replaceChildren();
+    const selected = getSelected(model);
+    // Priority: selected, then the frontier, then (when there are few models) the rest.
+    const rank = (i) => (selected.has(current.models[i].name) ? 0 : current.front.has(i) ? 1 : 2);
+    const wanted = current.shown.filter((i) => rank(i) < 2 || current.shown.length <= 15)
+      .sort((a, b) => rank(a) - rank(b));
+    const boxes = [];
+    const width = plot.viewBox.baseVal ? plot.viewBox.baseVal.width : 720;
+    for (const i of wanted.slice(0, 40)) {
+      const text = truncate(current.models[i].name, 28);
+      const w = text.length * 6.2;
+      let x = current.sx(current.xs[i]) + 9;
+      const y = current.sy(current.ys[i]) - 8;
+      let anchor = "start";
+      if (x + w > width - 4) { x -= 18; anchor = "end"; }
+      const box = anchor === "start" ? [x, y - 11, x + w, y + 2] : [x - w, y - 11, x, y + 2];
+      if (boxes.some((b) => box[0] < b[2] && box[2] > b[0] && box[1] < b[3] && box[3] > b[1])) continue;
+      boxes.push(box);
+      layer.append(svg("text", { class: "cnc-point-label", x, y, "text-anchor": anchor, text }));
+    }
+  }
+
+  // Box selection: drag on the background.
+  let brush = null;
+  plot.addEventListener("pointerdown", (event) => {
+    if (!current || !current.shown) return;
+    const r = plot.getBoundingClientRect();
+    const k = plot.viewBox.baseVal.width / r.width;
+    brush = { x0: (event.clientX - r.left) * k, y0: (event.clientY - r.top) * k, k, r, additive: event.shiftKey,
+      rect: svg("rect", { class: "cnc-brush", width: 0, height: 0 }) };
+    plot.append(brush.rect);
+    plot.setPointerCapture(event.pointerId);
+  });
+  plot.addEventListener("pointermove", (event) => {
+    if (!brush) return;
+    const x = (event.clientX - brush.r.left) * brush.k;
+    const y = (event.clientY - brush.r.top) * brush.k;
+    brush.x1 = x;
+    brush.y1 = y;
+    brush.rect.setAttribute("x", Math.min(x, brush.x0));
+    brush.rect.setAttribute("y", Math.min(y, brush.y0));
+    brush.rect.setAttribute("width", Math.abs(x - brush.x0));
+    brush.rect.setAttribute("height", Math.abs(y - brush.y0));
+  });
+  const endBrush = () => {
+    if (!brush) return;
+    const b = brush;
+    brush = null;
+    b.rect.remove();
+    if (b.x1 === undefined || (Math.abs(b.x1 - b.x0) < 3 && Math.abs(b.y1 - b.y0) < 3)) {
+      if (!b.additive) { model.set("selected", []); model.save_changes(); }
+      return;
+    }
+    const [xa, xb] = [Math.min(b.x0, b.x1), Math.max(b.x0, b.x1)];
+    const [ya, yb] = [Math.min(b.y0, b.y1), Math.max(b.y0, b.y1)];
+    const inside = current.shown.filter((i) => {
+      const px = current.sx(current.xs[i]);
+      const py = current.sy(current.ys[i]);
+      return px >= xa && px <= xb && py >= ya && py <= yb;
+    }).map((i) => current.models[i].name);
+    const next = b.additive ? [...new Set([...getSelected(model), ...inside])] : inside;
+    model.set("selected", next);
+    model.save_changes();
+  };
+  plot.addEventListener("pointerup", endBrush);
+  plot.addEventListener("pointercancel", endBrush);
+  root.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") { model.set("selected", []); model.save_changes(); }
+  });
+
+  // Python sets several traits at once: draw once after all their change events.
+  let scheduled = false;
+  const redraw = () => {
+    if (scheduled) return;
+    scheduled = true;
+    Promise.resolve().then(() => { scheduled = false; draw(); });
+  };
+  const onSelected = () => { markSelected(root, getSelected(model)); drawLabels(); };
+  const keys = ["models", "metrics", "values", "x", "y", "color", "size", "log_x", "log_y",
+    "x_better", "y_better", "trajectories", "metric_info", "color_domains"];
+  for (const key of keys) model.on(`change:${key}`, redraw);
+  model.on("change:selected", onSelected);
+  const onFiltered = () => redraw();
+  model.on("change:filtered_out", onFiltered);
+  let lastWidth = 0;
+  const resize = new ResizeObserver(() => {
+    const w = plot.clientWidth;
+    if (w && Math.abs(w - lastWidth) > 2) { lastWidth = w; draw(); }
+  });
+  resize.observe(plot);
+  draw();
+  root.dataset.renderMs = String(performance.now() - t0);
+  return () => {
+    for (const key of keys) model.off(`change:${key}`, redraw);
+    model.off("change:selected", onSelected);
+    model.off("change:filtered_out", onFiltered);
+    resize.disconnect();
+  };
+}
+
+function defaultLog(metric) {
+  const name = String(metric).toLowerCase();
+  return /bytes|size|latency|macs|params|memory/.test(name) && !name.includes("sparsity");
+}
+
+export default { render };

@@ -1,0 +1,209 @@
+"""SelectionDetails: what the selected models are, how they were made, and how they compare.
+
+One model selected: its metrics with units and its chain of operations from the root.
+Two to sixteen: a bar chart per metric (altair, drawn by the bundled vega-embed) with the
+operation parameter that varies among them on the x axis, and a warning when they differ
+in more than one thing (:meth:`ModelRegistry.comparability`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import anywidget
+import pandas as pd
+import traitlets
+
+from ..comparability import differences_sentence, path_steps
+from ..formatting import METRIC_HELP, format_metric, metric_kind
+from ..registry import PROVENANCE_COLUMNS, ModelRegistry
+from ._bundle import bundle
+from ._sync import json_value, link_selection
+
+MAX_MODELS = 16
+# Metrics shown first, in this order, when present.
+PREFERRED = ["accuracy", "size_bytes", "latency_ms", "sparsity", "params", "nonzero_params", "macs"]
+# Okabe and Ito's palette: categories stay apart for the common colour-vision deficiencies.
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"]
+# Settings recorded beside the measurements, not measurements of the model.
+BOOKKEEPING = {"latency_batch_size", "latency_threads", "eval_batch_size"}
+_BYTE_UNITS = [("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0)]
+
+
+def numeric_metrics(table: pd.DataFrame) -> list[str]:
+    """Columns of ``table`` with at least one finite number, the usual ones first."""
+    found = []
+    for column in table.columns:
+        if column in PROVENANCE_COLUMNS or column in BOOKKEEPING:
+            continue
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.notna().any() and table[column].map(lambda v: not isinstance(v, bool)).all():
+            found.append(str(column))
+    return [m for m in PREFERRED if m in found] + [m for m in found if m not in PREFERRED]
+
+
+def varying_parameter(comparison: pd.DataFrame) -> str | None:
+    """The one operation parameter (``"prune: amount"``) that differs, else ``None``."""
+    differing = [str(r) for r in comparison.index[comparison["status"] == "differs"]]
+    if len(differing) == 1 and ": " in differing[0]:
+        return differing[0]
+    return None
+
+
+def metric_chart(
+    table: pd.DataFrame,
+    metric: str,
+    info: dict[str, Any] | None = None,
+    *,
+    x: pd.Series | None = None,
+    x_title: str | None = None,
+) -> alt.Chart:
+    """A bar per model of ``metric``; ``x`` (one value per model) replaces the names on the axis."""
+    info = info or {}
+    kind = metric_kind(metric, info)
+    values = pd.to_numeric(table[metric], errors="coerce")
+    scale, unit = 1.0, info.get("unit") or ""
+    if kind == "bytes" and values.notna().any():
+        unit, scale = next((u, s) for u, s in _BYTE_UNITS if values.abs().max() >= s or u == "B")
+    elif kind == "ms":
+        unit = "ms"
+    data = pd.DataFrame(
+        {
+            "model": [str(n) for n in table.index],
+            "value": values / scale,
+            "text": [format_metric(json_value(v), metric, info) for v in table[metric]],
+            "operation": [str(o) if isinstance(o, str) else "root" for o in table["operation"]],
+        }
+    )
+    title = f"{metric} ({unit})" if unit else metric
+    y_axis = alt.Axis(format=".0%") if kind == "fraction" else alt.Axis(format="~s")
+    tooltip = [alt.Tooltip("model:N"), alt.Tooltip("text:N", title=metric)]
+    if x is not None:
+        data["x"] = [str(json_value(v)) for v in x]
+        numeric = pd.to_numeric(x, errors="coerce")
+        order = (
+            [str(json_value(v)) for v in x.iloc[numeric.argsort(kind="stable")]]
+            if numeric.notna().all()
+            else sorted(set(data["x"]))
+        )
+        x_enc = alt.X("x:N", title=x_title, sort=list(dict.fromkeys(order)))
+        tooltip.insert(1, alt.Tooltip("x:N", title=x_title))
+        colour = alt.Color("x:N", title=x_title, sort=list(dict.fromkeys(order)), legend=None)
+    else:
+        x_enc = alt.X("model:N", title=None, sort=list(data["model"]))
+        colour = alt.Color("operation:N", title="operation")
+    return (
+        alt.Chart(data, title=title, width=alt.Step(22), height=120)
+        .mark_bar()
+        .encode(
+            x=x_enc,
+            y=alt.Y("value:Q", title=None, axis=y_axis),
+            color=colour.scale(range=OKABE_ITO),
+            tooltip=tooltip,
+        )
+    )
+
+
+def selection_charts(
+    registry: ModelRegistry, names: list[str]
+) -> tuple[list[alt.Chart], pd.DataFrame, str | None]:
+    """Bar charts of every numeric metric of ``names``, their comparability table, and the
+    parameter that varies among them (on the x axis when there is exactly one)."""
+    table = registry.metrics().loc[names]
+    comparison = registry.comparability(names)
+    varying = varying_parameter(comparison)
+    x = comparison.loc[varying, names] if varying else None
+    x_title = varying.split(": ", 1)[1] if varying else None
+    charts = [
+        metric_chart(table, m, registry.metric_info.get(m), x=x, x_title=x_title)
+        for m in numeric_metrics(table)
+    ]
+    return charts, comparison, varying
+
+
+def details_state(registry: ModelRegistry, names: list[str]) -> dict[str, Any]:
+    """What the browser draws for ``names`` (JSON-able)."""
+    if not names:
+        return {"mode": "empty", "message": "Select a model in any view, or set reg.selected"}
+    table = registry.metrics()
+    info = registry.metric_info
+    metrics = numeric_metrics(table.loc[names])
+    if len(names) == 1:
+        name = names[0]
+        record = registry.record(name)
+        chain = [
+            {
+                "name": r.name,
+                "operation": r.operation,
+                "params": json_value(r.params),
+            }
+            for r in path_steps(registry.record, name)
+        ]
+        rows = [
+            {
+                "metric": m,
+                "value": json_value(table.loc[name, m]),
+                "text": format_metric(json_value(table.loc[name, m]), m, info.get(m)),
+                "kind": metric_kind(m, info.get(m)),
+                "description": METRIC_HELP.get(m, ""),
+            }
+            for m in metrics
+        ]
+        return {
+            "mode": "one",
+            "name": name,
+            "parent": record.parent,
+            "chain": chain,
+            "metrics": rows,
+        }
+
+    shown = names[:MAX_MODELS]
+    charts, comparison, varying = selection_charts(registry, shown)
+    return {
+        "mode": "many",
+        "names": shown,
+        "more": len(names) - len(shown),
+        "warning": differences_sentence(comparison),
+        "varying": varying,
+        "comparability": [
+            {
+                "parameter": str(p),
+                "status": row["status"],
+                "values": [json_value(row[n]) for n in shown],
+            }
+            for p, row in comparison.iterrows()
+        ],
+        "charts": [json_value(c.to_dict()) for c in charts],
+    }
+
+
+class SelectionDetails(anywidget.AnyWidget):
+    """Details of the registry's selected models, following ``reg.selected``.
+
+    Examples
+    --------
+    >>> details = cnc.SelectionDetails(reg)
+    >>> reg.selected = ["base-prune-0.3", "base-prune-0.5", "base-prune-0.7"]
+    >>> details.charts()[0]  # the altair chart of the first metric  # doctest: +SKIP
+    """
+
+    _esm = bundle("details")
+    selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    details = traitlets.Dict().tag(sync=True)
+
+    def __init__(self, registry: ModelRegistry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registry = registry
+        self._selection_link = link_selection(self, registry)
+        self.observe(self._refresh, names="selected")
+        registry.observe(self._refresh, names="revision")
+        self._refresh()
+
+    def _refresh(self, _change: Any = None) -> None:
+        self.details = details_state(self.registry, list(self.selected))
+
+    def charts(self) -> list[alt.Chart]:
+        """The bar charts shown for the current selection, as altair charts."""
+        names = list(self.selected)[:MAX_MODELS]
+        return selection_charts(self.registry, names)[0] if len(names) > 1 else []

@@ -1,0 +1,306 @@
+"""PredictionDiff: what compression did to predictions, for a reference and 1-4 models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets
+
+from ..registry import ModelRegistry
+from ._bundle import bundle
+from ._previews import EMBED_LIMIT, previews
+from ._sync import json_value, link_selection
+from ._wire import pack, smallest_int
+
+MAX_COMPARED = 4
+TOP_CHANGES = 3
+
+# One line each, shown on hover beside the numbers.
+EXPLAIN = {
+    "accuracy": "fraction of instances whose prediction is the true label",
+    "agreement": "fraction of instances on which this model and the reference predict the same",
+    "error_jaccard": "|errors of both| / |errors of either|: do they get the same ones wrong? "
+    "(1 when neither errs)",
+    "knn": "mean Jaccard overlap of each instance's 10 nearest neighbours (cosine, embeddings) "
+    "under the two models",
+    "ood": "Jaccard of the instances each model flags as out of distribution (Deep kNN, k=50, "
+    "95th percentile of held-out scores; random 50/25/25 split, seed 0)",
+    "adversarial": "Jaccard of the instances an L-inf PGD attack flips for each model (256 "
+    "instances, eps 5% of the input range, 10 steps); int8/half models by transfer from their "
+    "float ancestor",
+}
+
+
+def resolve(registry: ModelRegistry, a: str | None, b: str | Sequence[str] | None) -> list[str]:
+    """The reference then the compared models; checks names and results, errors say what to do."""
+    compared = [b] if isinstance(b, str) else list(b or [])
+    names = [a, *compared]
+    if a is None or not compared:
+        raise ValueError(
+            "give a reference and at least one model to compare: PredictionDiff(reg, a='base', "
+            "b='int8'), or neither to follow reg.selected"
+        )
+    if len(compared) > MAX_COMPARED:
+        raise ValueError(
+            f"{len(compared)} models to compare; the diff shows a reference and at most "
+            f"{MAX_COMPARED} (pass b as a list of up to {MAX_COMPARED} names)"
+        )
+    for name in names:
+        registry.record(name)  # KeyError naming the known models
+    if registry.data is None:
+        raise ValueError("the registry has no evaluation data: call reg.set_data(inputs, labels)")
+    for name in names:
+        record = registry.record(name)
+        if record.fingerprint is None:
+            raise ValueError(
+                f"model {name!r} has metrics only (read from {record.info.get('source', 'a file')})"
+                ", no predictions to compare; add the model with reg.add and reg.evaluate() it"
+            )
+        try:
+            registry.result(name)
+        except KeyError:
+            raise ValueError(
+                f"model {name!r} has not been evaluated on this data: call reg.evaluate()"
+            ) from None
+    return [a, *compared]
+
+
+def instance_columns(registry: ModelRegistry, names: Sequence[str]) -> dict[str, Any]:
+    """Per-instance columns of ``names`` (first = reference), as typed binary buffers.
+
+    ``pred`` and ``conf`` (probability of the true label) have one row per model;
+    ``kl`` (KL(p_ref || p_m), nats) and ``mse`` (mean squared logit difference) one row
+    per compared model. Predictions travel as the narrowest integer type, the rest as
+    float32.
+    """
+    data = registry.data
+    labels = data.labels
+    n = len(labels)
+    logits = [np.asarray(registry.result(name)["logits"], dtype=np.float64) for name in names]
+    log_p = [z - z.max(1, keepdims=True) for z in logits]
+    log_p = [lp - np.log(np.exp(lp).sum(1, keepdims=True)) for lp in log_p]
+    pred = np.stack([z.argmax(1) for z in logits])
+    conf = np.stack([np.exp(lp[np.arange(n), labels]) for lp in log_p])
+    p_ref = np.exp(log_p[0])
+    kl, mse = [], []
+    for lp, z in zip(log_p[1:], logits[1:], strict=True):
+        with np.errstate(invalid="ignore"):
+            terms = np.where(p_ref > 0, p_ref * (log_p[0] - lp), 0.0)
+        kl.append(np.maximum(terms.sum(1), 0.0))
+        mse.append(np.mean((logits[0] - z) ** 2, axis=1))
+    width = len(names) - 1
+    int_type = smallest_int(np.concatenate([labels, pred.ravel()]))
+    default_ids = data.ids == [str(i) for i in range(n)]
+    return {
+        "n": n,
+        "ids": None if default_ids else list(data.ids),
+        "label": pack(labels, int_type),
+        "pred": pack(pred, int_type),
+        "conf": pack(conf, "float32"),
+        "kl": pack(np.stack(kl) if kl else np.zeros((0, n)), "float32"),
+        "mse": pack(np.stack(mse) if mse else np.zeros((width, n)), "float32"),
+    }
+
+
+def class_summary(registry: ModelRegistry, names: Sequence[str]) -> dict[str, Any]:
+    """Per true class: count, each model's accuracy, and per compared model the change matrix
+    and the most common prediction changes (reference's class -> compared model's class)."""
+    data = registry.data
+    labels, n_classes = data.labels, len(data.classes)
+    preds = [registry.result(name)["logits"].argmax(1) for name in names]
+    count = np.bincount(labels, minlength=n_classes)
+    correct = np.stack(
+        [np.bincount(labels, weights=p == labels, minlength=n_classes) for p in preds]
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(count > 0, correct / np.maximum(count, 1), np.nan)
+    matrices, changes = [], []
+    for p in preds[1:]:
+        matrices.append(
+            np.bincount(preds[0] * n_classes + p, minlength=n_classes * n_classes).reshape(
+                n_classes, n_classes
+            )
+        )
+        moved = preds[0] != p
+        key = (labels[moved] * n_classes + preds[0][moved]) * n_classes + p[moved]
+        triples = np.bincount(key, minlength=n_classes**3).reshape(n_classes, n_classes**2)
+        per_class = []
+        for c in range(n_classes):
+            top = np.argsort(-triples[c], kind="stable")[:TOP_CHANGES]
+            per_class.append(
+                [
+                    [int(k // n_classes), int(k % n_classes), int(triples[c, k])]
+                    for k in top
+                    if triples[c, k] > 0
+                ]
+            )
+        changes.append(per_class)
+    return {
+        "count": pack(count, "int32"),
+        "accuracy": pack(accuracy, "float64"),
+        "change": pack(
+            np.stack(matrices) if matrices else np.zeros((0, n_classes, n_classes)), "int32"
+        ),
+        "top_changes": changes,
+    }
+
+
+def summary_rows(registry: ModelRegistry, names: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per model: accuracy, then for compared models the agreement measures."""
+    labels = registry.data.labels
+    rows = []
+    for i, name in enumerate(names):
+        pred = registry.result(name)["logits"].argmax(1)
+        row: dict[str, Any] = {"name": name, "accuracy": float(np.mean(pred == labels))}
+        if i:
+            cmp = registry.compare(names[0], name)
+            row["agreement"] = cmp.agreement
+            row["error_jaccard"] = cmp.error_jaccard
+            for key, compute in (
+                ("knn", lambda c=cmp: c.knn_agreement(10)),
+                ("ood", cmp.ood_agreement),
+            ):
+                try:
+                    row[key] = float(compute())
+                except (KeyError, ValueError) as exc:
+                    row[key] = None
+                    row[f"{key}_error"] = str(exc)
+            row["adversarial"] = None
+        rows.append(json_value(row))
+    return rows
+
+
+class PredictionDiff(anywidget.AnyWidget):
+    """Predictions of a reference model against one to four compressed variants.
+
+    Given no names it follows ``reg.selected``: the first selected model is the
+    reference, the next (up to four) are compared with it. Shows the summary
+    measures, the change matrix, per-class accuracy and a sortable, filterable
+    table of every instance; ``selected_instances`` holds the ids of the rows
+    chosen in the table (set it from Python to highlight rows).
+
+    Examples
+    --------
+    >>> diff = cnc.PredictionDiff(reg, a="base", b="int8")
+    >>> diff.selected_instances      # ids of the rows clicked in the table
+    """
+
+    _esm = bundle("diff")
+    reference = traitlets.Unicode("").tag(sync=True)
+    compared = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+    classes = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    summary = traitlets.List(traitlets.Dict()).tag(sync=True)
+    explain = traitlets.Dict(EXPLAIN).tag(sync=True)
+    per_class = traitlets.Dict().tag(sync=True)
+    table = traitlets.Dict().tag(sync=True)
+    previews = traitlets.Dict().tag(sync=True)
+    embed_limit = traitlets.Int(EMBED_LIMIT).tag(sync=True)
+    selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    selected_instances = traitlets.List(traitlets.Unicode()).tag(sync=True)
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        a: str | None = None,
+        b: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.registry = registry
+        self.a, self.b = a, b
+        if a is not None or b is not None:
+            resolve(registry, a, b)  # wrong names fail here, before anything is shown
+        super().__init__(**kwargs)
+        self._shown: tuple[Any, ...] | None = None
+        self._selection_link = link_selection(self, registry)
+        registry.observe(self._refresh, names=["revision", "selected"])
+        self.on_msg(self._on_message)
+        self._refresh()
+
+    @property
+    def follows_selection(self) -> bool:
+        """True when no names were given: the view compares ``reg.selected``."""
+        return self.a is None and self.b is None
+
+    def _names(self) -> list[str]:
+        if not self.follows_selection:
+            return resolve(self.registry, self.a, self.b)
+        chosen = list(self.registry.selected)
+        if len(chosen) < 2:
+            hint = (
+                f"Select a second model to compare with {chosen[0]!r}"
+                if chosen
+                else "Select two models"
+            )
+            raise ValueError(
+                f"{hint} (shift-click in the scatter or the provenance graph; the first is the "
+                "reference), or show cnc.PredictionDiff(reg, a='base', b='pruned')"
+            )
+        return resolve(self.registry, chosen[0], chosen[1 : 1 + MAX_COMPARED])
+
+    def _refresh(self, _change: Any = None) -> None:
+        try:
+            names = self._names()
+        except (KeyError, ValueError) as exc:
+            message = exc.args[0] if exc.args else str(exc)
+            with self.hold_sync():
+                self.status = str(message)
+                self.reference, self.compared = "", []
+            self._shown = None
+            return
+        data = self.registry.data
+        signature = (
+            tuple(names),
+            tuple(self.registry.record(n).fingerprint for n in names),
+            data.fingerprint,
+        )
+        if signature == self._shown:
+            return
+        self._shown = signature
+        payload, buffers = previews(data, range(min(len(data), self.embed_limit)))
+        with self.hold_sync():
+            self.classes = list(data.classes)
+            self.table = instance_columns(self.registry, names)
+            self.per_class = class_summary(self.registry, names)
+            self.summary = summary_rows(self.registry, names)
+            payload["count"] = len(payload.pop("rows"))
+            self.previews = {**payload, "data": buffers[0] if buffers else None}
+            self.reference, self.compared = names[0], names[1:]
+            self.status = ""
+
+    # -- messages from the browser ---------------------------------------------------
+
+    def _on_message(self, _widget: Any, content: dict[str, Any], _buffers: list[Any]) -> None:
+        kind = content.get("type")
+        if kind == "ping":
+            self.send({"type": "pong"})
+        elif kind == "rows":
+            rows = [int(r) for r in content.get("rows", [])][:500]
+            payload, buffers = previews(self.registry.data, rows)
+            self.send({"type": "rows", **payload}, buffers)
+        elif kind == "adversarial":
+            self._adversarial(str(content.get("model", "")))
+
+    def _adversarial(self, name: str) -> None:
+        if name not in self.compared:
+            return
+        self.send({"type": "adversarial", "model": name, "status": "running"})
+        try:
+            cmp = self.registry.compare(self.reference, name)
+            value = cmp.adversarial_overlap()
+            info = json_value(cmp.adversarial)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            self.send(
+                {"type": "adversarial", "model": name, "status": "error", "message": str(exc)}
+            )
+            return
+        rows = [dict(r) for r in self.summary]
+        for row in rows:
+            if row["name"] == name:
+                row["adversarial"] = float(value)
+                row["adversarial_info"] = info
+        self.summary = rows
+        self.send({"type": "adversarial", "model": name, "status": "done", "value": value})
