@@ -94,6 +94,7 @@ def test_operations_catalogue():
         "prune",
         "prune_structured",
         "quantize_dynamic",
+        "quantize",
         "half",
         "bfloat16",
         "low_rank",

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .compress.tensor_subclass import is_tensor_subclass
 from .evaluate.data import EvalData
 from .provenance import ModelRecord
 
@@ -219,14 +220,17 @@ class Store:
     def put_weights(self, fingerprint: str, model: Any) -> bool:
         """Save ``model``'s tensors with safetensors; False when they are not plain tensors.
 
-        int8 dynamic quantized layers keep packed parameters that safetensors cannot
-        hold; such models are rebuilt from their parent by replaying their operation.
+        int8 dynamic quantized layers keep packed parameters, and torchao's layers tensor
+        subclasses, that safetensors cannot hold; such models are rebuilt from their parent
+        by replaying their operation.
         """
         from safetensors.torch import save_model
 
         target = self.weights_path(fingerprint)
         if target.is_file():
             return True
+        if any(is_tensor_subclass(v) for v in model.state_dict().values()):
+            return False  # torchao's quantized tensors: safetensors holds plain tensors only
         target.parent.mkdir(exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".safetensors")
         os.close(fd)

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from . import encoder_layers, low_rank, precision, pruning, structured
+from . import torchao as torchao_ops
+from .tensor_subclass import is_tensor_subclass
 
 __all__ = ["apply_operation", "operation_record", "operations", "plain_params", "restore"]
 
@@ -58,7 +60,7 @@ def restore(model: nn.Module, *, pattern: str, source: nn.Module) -> nn.Module:
             problems.append(f"{k}: not in the parent")
         elif have[k].shape != target[k].shape:
             problems.append(f"{k}: child {tuple(target[k].shape)} vs parent {tuple(have[k].shape)}")
-        elif target[k].is_quantized or have[k].is_quantized:
+        elif any(t.is_quantized or is_tensor_subclass(t) for t in (target[k], have[k])):
             problems.append(f"{k}: quantized tensors cannot be copied")
     if problems:
         raise ValueError("restore: cannot copy back " + "; ".join(problems))
@@ -98,6 +100,12 @@ _BUILTINS: dict[str, _Operation] = {
         precision.quantize_dynamic,
         "Dynamic int8 quantization of every nn.Linear (torch.ao.quantization).",
         {"dtype": "qint8"},
+    ),
+    "quantize": _Operation(
+        torchao_ops.quantize,
+        "Quantize every nn.Linear weight with torchao (optional extra cnc-widgets[torchao]); "
+        f"config: {', '.join(torchao_ops.CONFIGS)}.",
+        {"config": "int8_weight_only", "group_size": None},
     ),
     "half": _Operation(
         precision.half,
@@ -330,5 +338,6 @@ def operation_record(
             "torch": torch.__version__,
             "transformers": _version("transformers"),
             "cnc_widgets": _version("cnc_widgets") or _version("cnc-widgets"),
+            **({"torchao": _version("torchao")} if operation == "quantize" else {}),
         },
     }

@@ -3,18 +3,22 @@
 What each number means (design.md section 4):
 
 - ``params``: elements of all parameters, plus the packed int8 weights and biases of
-  dynamically quantized Linears (which hold no ``nn.Parameter``).
+  dynamically quantized Linears (which hold no ``nn.Parameter``). A tensor-subclass weight
+  (torchao) counts the elements of the weight it stands for; its zeros are read dequantized.
 - ``nonzero_params``, ``sparsity``: nonzero elements among those; ``sparsity = 1 -
   nonzero_params / params`` over all of them (norm and bias parameters included).
 - ``size_bytes``: length of ``torch.save(model.state_dict())``, the file one would ship
-  (buffers included, int8 weights one byte each, pickle overhead included).
+  (buffers included, int8 weights one byte each, pickle overhead included). A weight held
+  as a tensor subclass (torchao's quantized tensors) is saved as what it stores: int8
+  data plus scales and zero points.
 - ``sparse_size_bytes``: the same file if each tensor were stored in the cheapest of three
   forms: dense; a bitmap (one bit per element) plus the nonzero values; or coordinates (per
   nonzero, its value plus a flat int32 index, int64 past 2**31 elements).
 - ``macs``: multiply-accumulates of one forward pass on ``example_input``: FLOPs counted by
   ``torch.utils.flop_counter.FlopCounterMode`` / 2, zeros not discounted. The counter does
   not see int8 dynamic Linear kernels nor CPU fused attention; those are added from shapes
-  (``batch x in x out`` per quantized Linear, the standard attention count otherwise).
+  (``batch x in x out`` per quantized Linear, the standard attention count otherwise). The
+  int8 matmuls of torchao's kernels (``_int_mm``, ``_weight_int8pack_mm``) count like ``mm``.
 - ``effective_macs``: ``macs`` minus, for every Linear / Conv (float or int8), its MACs times
   its weight's fraction of zeros: the work a sparse kernel would skip.
 - ``latency_ms``: median wall time of ``repeats`` forward passes after ``warmup`` passes,
@@ -47,8 +51,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, mm_flop, sdpa_flop_count
 
+from ..compress.tensor_subclass import dequantized, is_tensor_subclass, stored_tensors
 from .activations import evaluating
 from .model_io import prepare_inputs
 
@@ -82,6 +87,8 @@ def _weights(model: nn.Module) -> Iterator[torch.Tensor]:
 
 
 def _nonzero(t: torch.Tensor) -> int:
+    if is_tensor_subclass(t):
+        return int(torch.count_nonzero(dequantized(t)))
     if t.is_quantized:
         return (
             int((t.int_repr() != t.q_zero_point()).sum())
@@ -126,9 +133,10 @@ def size_bytes(model: nn.Module) -> int:
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    # Packed quantized params appear in state_dict as (weight, bias) tuples.
+    # Packed quantized params appear in state_dict as (weight, bias) tuples; a tensor
+    # subclass (torchao) is shipped as the plain tensors it stores.
     if isinstance(value, torch.Tensor):
-        yield value
+        yield from (inner for _, inner in stored_tensors(value))
     elif isinstance(value, list | tuple):
         for v in value:
             yield from _tensors(v)
@@ -253,6 +261,23 @@ def _recurrent_macs(module: nn.Module, args: tuple) -> tuple[int, float]:
     return total, skipped
 
 
+def _int_mm_flops(a_shape: Any, b_shape: Any, *args: Any, **kwargs: Any) -> int:
+    # int8 x int8 matmuls (torchao's dynamic activation quantization) count like mm.
+    return mm_flop(a_shape, b_shape)
+
+
+def _weight_pack_mm_flops(x_shape: Any, w_shape: Any, *args: Any, **kwargs: Any) -> int:
+    # x (m, k) times an int8 weight stored (n, k).
+    return mm_flop(x_shape, tuple(reversed(w_shape)))
+
+
+def _quantized_mm_mapping() -> dict[Any, Any]:
+    ops = {"_int_mm": _int_mm_flops, "_weight_int8pack_mm": _weight_pack_mm_flops}
+    return {
+        getattr(torch.ops.aten, op): fn for op, fn in ops.items() if hasattr(torch.ops.aten, op)
+    }
+
+
 def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
     """``(macs, effective_macs)`` of one forward pass on ``example_input``.
 
@@ -277,6 +302,7 @@ def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
     cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_sdpa is not None:
         mapping[cpu_sdpa] = _cpu_sdpa_flops
+    mapping.update(_quantized_mm_mapping())
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
     recurrent = {"flops_seen": 0, "macs": 0, "skipped": 0.0}
     started: list[int] = []

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..compress.tensor_subclass import describe, is_tensor_subclass, stored_tensors
 from .behaviour import behaviour_items
 
 __all__ = ["data_fingerprint", "model_fingerprint"]
@@ -38,7 +39,9 @@ def model_fingerprint(model: nn.Module) -> str:
     entries (such as the ``dtype`` a dynamic quantized Linear records) are hashed by
     their ``repr``. Then come hooks that may change outputs, plain module attributes
     (``LeakyReLU.negative_slope``) and non-persistent buffers, described stably by
-    :func:`cnc_widgets.evaluate.behaviour.behaviour_items`.
+    :func:`cnc_widgets.evaluate.behaviour.behaviour_items`. Tensor subclasses (torchao's
+    quantized weights) contribute their class, metadata and the plain tensors they store
+    (packed data and scales).
 
     Parameters
     ----------
@@ -143,6 +146,9 @@ def _update_value(h: Any, name: str, value: object) -> None:
 
 
 def _update_tensor(h: Any, name: str, t: torch.Tensor) -> None:
+    if is_tensor_subclass(t):
+        _update_subclass(h, name, t)
+        return
     t = t.detach()
     if t.is_sparse:
         t = t.to_dense()
@@ -160,3 +166,11 @@ def _update_tensor(h: Any, name: str, t: torch.Tensor) -> None:
     # included (numpy has none), without converting a single element.
     raw = t.cpu().contiguous().reshape(-1).view(torch.uint8)
     h.update(memoryview(raw.numpy()))
+
+
+def _update_subclass(h: Any, name: str, t: torch.Tensor) -> None:
+    # A quantized wrapper (torchao) lacks view and most ops: hash what it stores (packed
+    # data, scales, zero points) and its metadata, never its dequantized values.
+    _update_text(h, "subclass", f"{name}:{describe(t)}")
+    for part, inner in stored_tensors(t):
+        _update_tensor(h, f"{name}.{part}", inner)

@@ -1,9 +1,9 @@
 """Which inputs an attack flips: PGD on continuous inputs, embedding-space PGD on tokens.
 
 S_m = instances that model m classifies correctly and the attack flips. A model
-without usable gradients (int8 dynamic quantized) is attacked by transfer: the
-adversarial inputs are crafted on a float model (its nearest float ancestor)
-and fed to it. Rai et al. (CIKM 2024) compare these sets between models.
+without usable gradients (int8 dynamic quantized, or quantized with torchao) is
+attacked by transfer: the adversarial inputs are crafted on a float model (its
+nearest float ancestor) and fed to it. Rai et al. (CIKM 2024) compare these sets between models.
 
 Inputs are continuous when they hold floating tensors (an image tensor, or a dict
 with float entries: every float entry is perturbed, integer entries kept); they are
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..compress.tensor_subclass import is_tensor_subclass
 from ..evaluate.model_io import call_model, extract_logits, prepare_inputs
 from .agreement import jaccard
 
@@ -112,10 +113,16 @@ def _forward(model: nn.Module, batch: Inputs) -> torch.Tensor:
 
 
 def has_gradients(model: nn.Module) -> bool:
-    """True when gradients reach the input: float32/64 parameters and no quantized modules."""
+    """True when gradients reach the input: float32/64 parameters and no quantized modules.
+
+    Weights held as tensor subclasses (torchao's quantized tensors) count as quantized: like
+    ``torch.ao``'s int8 modules they are attacked by transfer from a float ancestor.
+    """
     if any(type(mod).__module__.startswith("torch.ao.nn.quantized") for mod in model.modules()):
         return False
     params = list(model.parameters())
+    if any(is_tensor_subclass(p) for p in params):
+        return False
     return bool(params) and all(p.dtype in (torch.float32, torch.float64) for p in params)
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..compress.low_rank import LowRankLinear
+from ..compress.tensor_subclass import dequantized
 from ..evaluate.activations import EvaluationError, iter_activations
 from ..provenance import ModuleCorrespondence
 from .cka import CKAMatrix, LinearCKA, cka_memory_estimate
@@ -89,7 +90,8 @@ def module_weights(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
         else:
             tensors = {k: p for k, p in module.named_parameters(recurse=False)}
         if tensors and name:
-            out[name] = {k: v.detach().float() for k, v in tensors.items()}
+            # dequantized() also reads tensor-subclass weights (torchao), which lack .float().
+            out[name] = {k: dequantized(v) for k, v in tensors.items()}
     return out
 
 
