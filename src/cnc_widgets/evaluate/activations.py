@@ -233,12 +233,16 @@ def reduce_output(x: torch.Tensor, mask: torch.Tensor | None, flatten: Flatten) 
 
 
 @contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and inference mode, the model's own mode restored afterwards."""
+def evaluating(model: nn.Module, *, inference: bool = True) -> Iterator[None]:
+    """Eval mode and inference mode, the model's own mode restored afterwards.
+
+    ``inference=False`` gives ``torch.no_grad`` instead, for passes that read weights
+    held as tensor subclasses (torchao's), whose ``detach`` fails in inference mode.
+    """
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode() if inference else torch.no_grad():
             yield
     finally:
         for m, training in modes:

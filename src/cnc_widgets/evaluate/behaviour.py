@@ -43,7 +43,9 @@ _GLOBAL_HOOKS = (
     "_global_backward_hooks",
 )
 # Module attributes that describe bookkeeping, not computation.
-_SKIP_ATTRIBUTES = {"training", "warnings_issued"}
+# Attributes that never change outputs: the mode (handled by evaluation), bookkeeping, and
+# the printed description (torchao patches extra_repr on the modules it quantizes).
+_SKIP_ATTRIBUTES = {"training", "warnings_issued", "extra_repr"}
 
 
 def behaviour_items(model: nn.Module) -> Iterator[tuple[str, Any]]:

@@ -453,7 +453,7 @@ def efficiency(
     example_input = prepare_inputs(model, example_input)
     params, nonzero = parameter_counts(model)
     size = size_bytes(model)
-    with evaluating(model):
+    with evaluating(model, inference=False):  # the MAC hooks read (subclass) weights
         total_macs, effective = macs(model, example_input)
     stats: dict[str, Any] = {
         "params": params,
