@@ -49,10 +49,8 @@ def bare(models, inputs, batch_size: int) -> None:
                 call_model(model, slice_rows(inputs, start, start + batch_size, None))
 
 
-def two_pass(model_a, model_b, inputs, batch_size: int) -> None:
+def two_pass(model_a, model_b, inputs, batch_size: int, names: list[str]) -> None:
     """The activation columns as computed before issue 9: one pass per measure."""
-    wb = module_weights(model_b)
-    names = [n for n in module_weights(model_a) if n in wb]
     paired_activation_stats(model_a, model_b, inputs, pairs=names, batch_size=batch_size)
     cka_between(model_a, model_b, inputs, names, batch_size=batch_size)
 
@@ -76,6 +74,10 @@ def main() -> None:
     model_b = prune(model_a, amount=0.5)
     inputs, bs = data.test_inputs, args.batch_size
     blocks = default_cka_modules(model_a)
+    # The old path reads only modules called once per batch with one row per instance.
+    notes = layer_table(model_a, model_b, inputs, batch_size=bs)["note"]
+    wb = module_weights(model_b)
+    readable = [n for n, note in notes.items() if not note and n in wb]
 
     runs = {
         "bare": lambda: bare([model_a, model_b], inputs, bs),
@@ -83,7 +85,7 @@ def main() -> None:
         "layers+matrix": lambda: layers_and_cka(
             model_a, model_b, inputs, batch_size=bs, cka_modules=(blocks, blocks)
         ),
-        "two-pass": lambda: two_pass(model_a, model_b, inputs, bs),
+        "two-pass": lambda: two_pass(model_a, model_b, inputs, bs, readable),
     }
     for fn in runs.values():  # warm-up: allocator, oneDNN kernels, lazy imports
         fn()
