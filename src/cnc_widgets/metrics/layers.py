@@ -126,6 +126,20 @@ def _weight_row(wa: dict[str, torch.Tensor], wb: dict[str, torch.Tensor]) -> dic
     }
 
 
+def _matrix_within_budget(
+    widths_a: dict[str, int], widths_b: dict[str, int], n: int, memory_budget: int
+) -> CKAMatrix:
+    """A CKA matrix accumulator for these layers, or a MemoryError saying what to do."""
+    need = cka_memory_estimate(list(widths_a.values()), list(widths_b.values()), n=n)["total"]
+    if need > memory_budget:
+        raise MemoryError(
+            f"a CKA matrix of {len(widths_a)} x {len(widths_b)} layers over {n} "
+            f"instances needs about {need / 2**30:.1f} GiB; pass fewer modules or "
+            "raise memory_budget"
+        )
+    return CKAMatrix(list(widths_a), list(widths_b), n=n)
+
+
 def cka_between(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -167,18 +181,12 @@ def cka_between(
                 live_b = [m for m in modules_b if m in acts_b]
                 if not live_a or not live_b:
                     break
-                need = cka_memory_estimate(
-                    [acts_a[m].shape[1] for m in live_a],
-                    [acts_b[m].shape[1] for m in live_b],
-                    n=n,
-                )["total"]
-                if need > memory_budget:
-                    raise MemoryError(
-                        f"a CKA matrix of {len(live_a)} x {len(live_b)} layers over {n} "
-                        f"instances needs about {need / 2**30:.1f} GiB; pass fewer modules or "
-                        "raise memory_budget"
-                    )
-                acc = CKAMatrix(live_a, live_b, n=n)
+                acc = _matrix_within_budget(
+                    {m: acts_a[m].shape[1] for m in live_a},
+                    {m: acts_b[m].shape[1] for m in live_b},
+                    n,
+                    memory_budget,
+                )
             dropped = [m for m in acc.names_a if m not in acts_a]
             dropped += [m for m in acc.names_b if m not in acts_b]
             if dropped:
@@ -259,18 +267,12 @@ def _activation_pass(
             live_a = [m for m in mat_a if m in acts_a]
             live_b = [m for m in mat_b if m in acts_b]
             if live_a and live_b:
-                need = cka_memory_estimate(
-                    [acts_a[m][1].shape[1] for m in live_a],
-                    [acts_b[m][1].shape[1] for m in live_b],
-                    n=n,
-                )["total"]
-                if need > memory_budget:
-                    raise MemoryError(
-                        f"a CKA matrix of {len(live_a)} x {len(live_b)} layers over {n} "
-                        f"instances needs about {need / 2**30:.1f} GiB; pass fewer modules or "
-                        "raise memory_budget"
-                    )
-                acc = CKAMatrix(live_a, live_b, n=n)
+                acc = _matrix_within_budget(
+                    {m: acts_a[m][1].shape[1] for m in live_a},
+                    {m: acts_b[m][1].shape[1] for m in live_b},
+                    n,
+                    memory_budget,
+                )
         first = False
         for pair in pairs:
             xa, xb = acts_a.get(pair[0]), acts_b.get(pair[1])
