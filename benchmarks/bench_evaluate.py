@@ -4,10 +4,12 @@ For the digits CNN and the MiniLM tweet classifier, times on the same batches:
 
 - ``plain``: ``for batch: model(batch)`` under ``torch.inference_mode``;
 - ``fast``: ``evaluate_model(..., activations=False)`` (logits and embeddings);
-- ``stats``: ``evaluate_model(...)`` with activation statistics of every leaf module.
+- ``stats``: ``evaluate_model(...)`` with activation statistics of every leaf module,
+  reduced on a worker thread (the default with two or more cores);
+- ``sync``: the same statistics reduced on the calling thread (``stats_thread=False``).
 
-Runs are interleaved (plain, fast, stats, plain, ...) and the median of the repeats is
-reported, so a noisy neighbour on a shared machine hits all three alike.
+Runs are interleaved (plain, fast, stats, sync, plain, ...) and the median of the repeats is
+reported, so a noisy neighbour on a shared machine hits all of them alike.
 
 Usage::
 
@@ -51,6 +53,9 @@ def compare(label: str, model: torch.nn.Module, inputs, batch_size: int, repeats
             model, inputs, batch_size=batch_size, activations=False, progress=False
         ),
         "stats": lambda: evaluate_model(model, inputs, batch_size=batch_size, progress=False),
+        "sync": lambda: evaluate_model(
+            model, inputs, batch_size=batch_size, progress=False, stats_thread=False
+        ),
     }
     for fn in runs.values():  # warm-up: allocator, oneDNN kernels, lazy imports
         fn()
@@ -72,6 +77,10 @@ def compare(label: str, model: torch.nn.Module, inputs, batch_size: int, repeats
     print(
         f"  + activation stats    {med['stats'] * 1e3:8.1f} ms   "
         f"ratio {med['stats'] / med['plain']:.3f}  (goal <= 1.5)"
+    )
+    print(
+        f"    on the calling thread {med['sync'] * 1e3:8.1f} ms   "
+        f"ratio {med['sync'] / med['plain']:.3f}  (no worker thread)"
     )
 
 

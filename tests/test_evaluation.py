@@ -391,3 +391,100 @@ def test_default_embedding_is_a_learned_representation_not_the_input(digits):
     with pytest.warns(UserWarning, match="raw model input"):
         r = evaluate_model(linear, digits.test_inputs, progress=False)
     assert r.embedding_module == "1" and r.embedding_kind == "input"
+
+
+class Residual(nn.Module):
+    """A block that changes its modules' outputs in place after they are produced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)  # overwrites bn's output
+        self.head = nn.Linear(4 * 64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn(self.conv(x))
+        out += x  # and again, as ResNet's `out += identity` does
+        return self.head(self.relu(out).flatten(1))
+
+
+@pytest.mark.parametrize("stats_thread", [False, True])
+def test_stats_see_outputs_before_in_place_changes(cnn, stats_thread):
+    _, x = cnn
+    torch.manual_seed(0)
+    model = Residual().eval()
+    with torch.no_grad():
+        model.bn.bias.fill_(-0.2)  # a mean off zero, so the in-place changes show
+    r = evaluate_model(
+        model, x, batch_size=16, progress=False, hist_sample=None, stats_thread=stats_thread
+    )
+    with torch.inference_mode():
+        bn = model.bn(model.conv(x)).double()
+    i = r.modules.index("bn")
+    np.testing.assert_allclose(r.act_mean[i], bn.mean().item(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.act_min[i], bn.min().item(), rtol=1e-6)
+    assert r.act_zero_frac[i] == 0.0  # after the ReLU half of them would be 0
+    values, edges = bn.numpy().ravel(), r.act_hist_edges[i]
+    inner, _ = np.histogram(values, edges)
+    expected = np.concatenate([[np.sum(values < edges[0])], inner, [np.sum(values >= edges[-1])]])
+    assert np.abs(r.act_hist[i] - expected).sum() <= 2e-4 * values.size + 2
+    assert expected[1 : 1 + np.searchsorted(edges, 0.0) - 1].sum() > 0  # negatives counted
+
+
+def test_stats_thread_gives_identical_values(cnn):
+    model, x = cnn
+    here = evaluate_model(model, x, batch_size=16, progress=False, stats_thread=False)
+    threads = __import__("threading").active_count()
+    there = evaluate_model(model, x, batch_size=16, progress=False, stats_thread=True)
+    assert __import__("threading").active_count() == threads  # the worker has stopped
+    for field in ["act_count", "act_mean", "act_std", "act_zero_frac", "act_min", "act_max"]:
+        np.testing.assert_array_equal(getattr(there, field), getattr(here, field))
+    np.testing.assert_array_equal(there.act_hist, here.act_hist)
+    np.testing.assert_array_equal(there.act_hist_edges, here.act_hist_edges)
+
+
+def test_stats_thread_reports_nan_with_module_and_batch(cnn):
+    model, x = cnn
+    with pytest.raises(
+        EvaluationError, match=r"'cnn8'.*nan.*'features\.2\.1' \(NanOnSecondCall\) on batch 1"
+    ):
+        evaluate_model(
+            with_nan_module(model), x, batch_size=30, progress=False, name="cnn8", stats_thread=True
+        )
+
+
+def test_stats_thread_stops_when_the_model_raises(cnn):
+    import threading
+
+    model, x = cnn
+    threads = threading.active_count()
+    with pytest.raises(EvaluationError, match="batch 0"):
+        evaluate_model(model, x[:, :, :5], progress=False, stats_thread=True)
+    assert threading.active_count() == threads
+
+
+def test_histograms_binned_together_equal_one_at_a_time():
+    """Values on and beside bin edges land in the same bins whether one module's
+    sample is binned alone or all of a batch's samples are binned together."""
+    from cnc_widgets.evaluate.activations import RunningStats
+
+    ranges = {"a": (-1.0, 1.0), "b": (0.0, 3.0), "c": (-0.3, 0.7)}
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(3):
+        items = []
+        for name, (lo, hi) in ranges.items():
+            edges = torch.linspace(lo, hi, 65)
+            near = torch.cat([edges, edges.nextafter(edges + 1), edges.nextafter(edges - 1)])
+            noise = torch.rand(3 * 63, generator=gen) * (hi - lo) + lo
+            items.append((name, torch.cat([near, noise]).reshape(-1, 3)))
+        batches.append(items)
+    alone, together = RunningStats(hist_ranges=ranges), RunningStats(hist_ranges=ranges)
+    for items in batches:
+        for name, t in items:
+            alone.add(name, t)
+            together.collect(name, t)
+        together.flush()
+    np.testing.assert_array_equal(together.arrays()["act_hist"], alone.arrays()["act_hist"])
+    assert alone.arrays()["act_hist"].sum() == sum(t.numel() for b in batches for _, t in b)

@@ -20,6 +20,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
+import queue
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -484,11 +487,12 @@ def paired_activation_stats(
 
 
 class NonFinite(Exception):
-    """Raised from a hook to stop the forward pass at the first NaN/inf output."""
+    """A module output held NaN/inf. ``batch`` is the tag of its batch
+    (see :meth:`RunningStats.begin_batch`)."""
 
-    def __init__(self, module: str, value: float) -> None:
+    def __init__(self, module: str, value: float, batch: Any = None) -> None:
         super().__init__(module, value)
-        self.module, self.value = module, value
+        self.module, self.value, self.batch = module, value, batch
 
 
 class _Accumulator:
@@ -504,15 +508,106 @@ class _Accumulator:
         self.hist: torch.Tensor | None = None
 
 
+@dataclass
+class _Reduced:
+    """One output reduced to scalars (0-dim tensors until read back) and a sample."""
+
+    name: str
+    acc: _Accumulator
+    scalars: list  # min, max, sum, sum of squares, nonzero count: tensors or numbers
+    numel: int
+    sample: torch.Tensor
+    tag: Any
+
+
+def spare_core() -> bool:
+    """Whether this process may use more CPU cores than torch's intra-op threads."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return cores > torch.get_num_threads()
+
+
+class _Worker:
+    """A thread that reduces copied outputs in the order they came (see :class:`RunningStats`).
+
+    At most ``budget`` bytes of copies wait at a time: past it, the forward pass waits.
+    The first error is kept and everything queued after it is dropped.
+    """
+
+    def __init__(self, stats: RunningStats, budget: int) -> None:
+        self.stats, self.budget = stats, budget
+        self.queue: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self.cond = threading.Condition(threading.Lock())
+        self.in_flight = 0  # bytes of copies queued
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self.run, name="cnc-activation-stats", daemon=True)
+        self.thread.start()
+
+    def put(self, name: str, t: torch.Tensor | None, tag: Any) -> None:
+        """Queue an output (``None``: the end of a batch)."""
+        size = 0 if t is None else t.numel() * t.element_size()
+        with self.cond:  # at least one output is always let through, however large
+            if self.in_flight and self.in_flight + size > self.budget:
+                self.cond.wait_for(
+                    lambda: self.in_flight == 0 or self.in_flight + size <= self.budget
+                )
+            self.in_flight += size
+        self.queue.put((name, t, tag, size))
+
+    def run(self) -> None:
+        with torch.inference_mode():
+            while (job := self.queue.get()) is not None:
+                name, t, tag, size = job
+                if self.error is None:
+                    try:
+                        if t is None:
+                            self.stats.flush()
+                        else:
+                            self.stats.collect(name, t, tag)
+                    except BaseException as exc:  # handed over by raise_error()
+                        self.error = exc
+                del job, t
+                if size:
+                    with self.cond:
+                        self.in_flight -= size
+                        self.cond.notify_all()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def drain(self) -> None:
+        """Reduce everything handed over; stop the thread."""
+        self.put("", None, None)
+        self.queue.put(None)
+        self.thread.join()
+
+
 class RunningStats:
     """Streaming count, mean, std, zero fraction, min, max and histogram per module.
 
-    :meth:`hook` gives a forward hook per module. Each call costs a few fused
-    reductions (sum, dot product, nonzero count, aminmax) on the output and a bincount
-    over a fixed sample of it; only scalars and one histogram per module are kept.
-    The first call of a module fixes its histogram range (see
-    :func:`cnc_widgets.evaluate.inference.evaluate_model`) and, when the mean is large against
-    the spread, a shift subtracted before summing squares to avoid cancellation.
+    :meth:`hook` gives a forward hook per module. Each output is reduced when it is
+    produced (sum, dot product, nonzero count, min and max over every element, and a
+    copy of a fixed sample of its elements for the histogram); the scalars of a whole
+    batch are read back and the samples binned with one bincount at :meth:`flush`
+    (called by :meth:`begin_batch` and :meth:`close`), so only scalars, samples and one
+    histogram per module are kept. The first output of a module is read back at once:
+    it fixes the module's histogram range (see
+    :func:`cnc_widgets.evaluate.inference.evaluate_model`) and, when the mean is large
+    against the spread, a shift subtracted before summing squares to avoid cancellation.
+
+    With ``background=True`` the hook only copies the output (a later in-place
+    operation such as ``ReLU(inplace=True)`` or ``out += x`` must not change what is
+    measured) and a worker thread reduces it, in the same order and with the same
+    operations, so the values are identical; at most ``background_bytes`` of copies
+    wait at a time. It pays only where a core is left idle by torch's own threads
+    (:func:`spare_core`, the default ``None``); competing with them, the copies and
+    the contention cost more than they save.
+
+    Call :meth:`close` at the end: it reduces what is left and raises the first error
+    met (a :class:`NonFinite` carries the tag of its batch, set by :meth:`begin_batch`).
     """
 
     def __init__(
@@ -520,11 +615,30 @@ class RunningStats:
         bins: int = 64,
         hist_sample: int | None = 128,
         hist_ranges: Mapping[str, tuple[float, float]] | None = None,
+        *,
+        background: bool | None = None,
+        background_bytes: int = 128 * 2**20,
     ) -> None:
         self.bins, self.hist_sample = bins, hist_sample
         self.hist_ranges = dict(hist_ranges or {})
         self.acc: dict[str, _Accumulator] = {}  # insertion order = execution order
-        self.samples: dict[int, torch.Tensor] = {}  # row length -> sampled positions
+        self.samples: dict[tuple[int, torch.device], torch.Tensor] = {}  # sampled positions
+        self.layouts: dict[tuple, tuple[torch.Tensor, ...]] = {}  # see _add_histograms
+        self.pending: list[_Reduced] = []
+        self.background = spare_core() if background is None else background
+        self.background_bytes = background_bytes
+        self._worker: _Worker | None = None
+        self._tag: Any = None
+
+    def begin_batch(self, tag: Any) -> None:
+        """Finish the previous batch (raising its errors); tag the outputs that follow."""
+        worker = self._worker
+        if worker is None:
+            self.flush()
+        else:
+            worker.raise_error()
+            worker.put("", None, None)  # the worker flushes
+        self._tag = tag
 
     def hook(self, name: str) -> Any:
         """A forward hook that adds the module's output to the statistics of ``name``."""
@@ -533,62 +647,137 @@ class RunningStats:
             t = first_tensor(output)
             if t is None or not t.is_floating_point():
                 return
-            self.add(name, t)
+            if not self.background:
+                self.collect(name, t, self._tag)
+                return
+            if self._worker is None:
+                self._worker = _Worker(self, self.background_bytes)
+            copy = t.detach().clone(memory_format=torch.contiguous_format)
+            self._worker.put(name, copy, self._tag)
 
         return on_output
 
+    def close(self, *, raise_error: bool = True) -> None:
+        """Reduce what is left (waiting for the worker thread); raise the first error."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.drain()
+            if raise_error:
+                worker.raise_error()
+        if raise_error:
+            self.flush()
+        self.pending = []
+
     def add(self, name: str, t: torch.Tensor) -> None:
-        """Add one output tensor ``(B, ...)`` to module ``name``."""
+        """Add one output tensor ``(B, ...)`` to module ``name`` (reduced and read back now)."""
+        self.collect(name, t)
+        self.flush()
+
+    def collect(self, name: str, t: torch.Tensor, tag: Any = None) -> None:
+        """Reduce one output ``(B, ...)`` of module ``name``; :meth:`flush` adds it.
+
+        Everything that reads the whole output happens here, so a later in-place change
+        of it does not matter.
+        """
         flat = t.detach().reshape(-1)
         if flat.dtype != torch.float32:
             flat = flat.float()
         if flat.numel() == 0:
             return
-        # One read-back for all five scalars: each .item() is a separate dispatch and
-        # sync. Nonzeros are the dot product of sign(x) with itself (0 or 1 per element,
-        # a float32 sum that is exact below 2**24 elements); count_nonzero branches per
-        # element and is ~10x slower on ReLU outputs.
-        lo_t, hi_t = torch.aminmax(flat)
-        big = flat.numel() >= 2**24
-        signs = flat.sign()
-        lo, hi, s1, s2, nonzero = torch.stack(
-            [lo_t, hi_t, flat.sum(), torch.dot(flat, flat), torch.dot(signs, signs)]
-        ).tolist()
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise NonFinite(name, hi if not math.isfinite(hi) else lo)
         acc = self.acc.get(name)
         if acc is None:
-            acc = self.acc[name] = self._start(name, flat.numel(), s1, s2, lo, hi)
-        if acc.shift:
-            # Large mean against the spread: sums of squares about a shift avoid
-            # cancellation in E[x^2] - E[x]^2 (one extra pass, such modules only).
-            centred = flat - acc.shift
-            s1, s2 = centred.sum().item(), torch.dot(centred, centred).item()
-        acc.s1 += s1
-        acc.s2 += s2
-        acc.nonzero += int(torch.count_nonzero(flat).item()) if big else int(nonzero)
-        acc.count += flat.numel()
-        acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
-        rows = t.shape[0] if t.dim() > 0 else 1
-        sample = flat
-        if self.hist_sample is not None and flat.numel() > rows * self.hist_sample:
-            per_row = flat.numel() // rows
-            idx = self.samples.get(per_row)
-            if idx is None:
-                # A fixed random set of positions, seeded: the same in every batch and
-                # every process, and not aligned with channel strides.
-                gen = torch.Generator().manual_seed(per_row)
-                idx = torch.randperm(per_row, generator=gen)[: self.hist_sample].sort().values
-                self.samples[per_row] = idx
-            sample = flat.view(rows, per_row).index_select(1, idx).reshape(-1)
-        # Bin k + 1 holds [edge0 + k / scale, edge0 + (k + 1) / scale); 0 and bins + 1
-        # are under- and overflow.
-        bins = sample.mul(acc.scale).add_(1.0 - acc.edge0 * acc.scale)
-        bins = bins.clamp_(0.0, self.bins + 1.0).to(torch.int64)
-        acc.hist.add_(torch.bincount(bins, minlength=self.bins + 2))
+            # The module's first output fixes its range and shift: read it back now,
+            # after the outputs before it (so NaNs are reported in execution order).
+            self.flush()
+            scalars = _read_back(_reductions(flat, 0.0))
+            lo, hi, s1, s2, _ = scalars
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise NonFinite(name, hi if not math.isfinite(hi) else lo, tag)
+            acc = self.acc[name] = self._start(name, flat, s1, s2, lo, hi)
+            if acc.shift:
+                scalars = _read_back(_reductions(flat, acc.shift))
+            sample = self._sample(flat, t.shape)
+            self.pending.append(_Reduced(name, acc, scalars, flat.numel(), sample, tag))
+            self.flush()
+            return
+        sample = self._sample(flat, t.shape)
+        if sample is flat:
+            sample = flat.clone()  # kept past the hook: an in-place change must not reach it
+        scalars = _reductions(flat, acc.shift)
+        self.pending.append(_Reduced(name, acc, scalars, flat.numel(), sample, tag))
 
-    def _start(self, name: str, n: int, s1: float, s2: float, lo: float, hi: float) -> _Accumulator:
+    def flush(self) -> None:
+        """Read back the scalars of the pending outputs and add them, in order."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        values = _read_back([v for r in pending for v in r.scalars])
+        for i, r in enumerate(pending):
+            lo, hi, s1, s2, nonzero = values[5 * i : 5 * i + 5]
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise NonFinite(r.name, hi if not math.isfinite(hi) else lo, r.tag)
+            acc = r.acc
+            acc.s1 += s1
+            acc.s2 += s2
+            acc.nonzero += int(nonzero)
+            acc.count += r.numel
+            acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
+        self._add_histograms(pending)
+
+    def _sample(self, flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The elements of one output that its histogram counts."""
+        rows = shape[0] if len(shape) > 0 else 1
+        if self.hist_sample is None or flat.numel() <= rows * self.hist_sample:
+            return flat
+        per_row = flat.numel() // rows
+        idx = self.samples.get((per_row, flat.device))
+        if idx is None:
+            # A fixed random set of positions, seeded: the same in every batch and
+            # every process, and not aligned with channel strides.
+            gen = torch.Generator().manual_seed(per_row)
+            idx = torch.randperm(per_row, generator=gen)[: self.hist_sample].sort().values
+            idx = self.samples[per_row, flat.device] = idx.to(flat.device)
+        return flat.view(rows, per_row).index_select(1, idx).reshape(-1)
+
+    def _add_histograms(self, pending: list[_Reduced]) -> None:
+        """Bin each output's sample by its module's range; one bincount for all of them.
+
+        Bin k + 1 holds [edge0 + k / scale, edge0 + (k + 1) / scale); 0 and bins + 1 are
+        under- and overflow. Element-wise ``x * scale + (1 - edge0 * scale)`` in float32,
+        two roundings (multiply, then add), whether for one output or many at once.
+        """
+        width = self.bins + 2
+        device = pending[0].sample.device
+        if len(pending) == 1 or any(r.sample.device != device for r in pending):
+            for r in pending:
+                acc = r.acc
+                bins = r.sample.mul(acc.scale).add_(1.0 - acc.edge0 * acc.scale)
+                bins = bins.clamp_(0.0, self.bins + 1.0).to(torch.int64)
+                acc.hist.add_(torch.bincount(bins, minlength=width))
+            return
+        accs = [r.acc for r in pending]
+        sizes = tuple(r.sample.numel() for r in pending)
+        key = (tuple(map(id, accs)), sizes, device)
+        layout = self.layouts.get(key)
+        if layout is None:
+            counts = torch.tensor(sizes, device=device)
+            scale = torch.tensor([a.scale for a in accs], dtype=torch.float32)
+            shift = torch.tensor([1.0 - a.edge0 * a.scale for a in accs], dtype=torch.float32)
+            offset = torch.arange(len(accs)) * width
+            layout = tuple(v.to(device).repeat_interleave(counts) for v in (scale, shift, offset))
+            self.layouts = {key: layout}  # one batch shape at a time (the last may differ)
+        scale, shift, offset = layout
+        bins = torch.cat([r.sample for r in pending]).mul_(scale).add_(shift)
+        bins = bins.clamp_(0.0, self.bins + 1.0).to(torch.int64).add_(offset)
+        counts = torch.bincount(bins, minlength=width * len(accs)).view(len(accs), width)
+        for acc, row in zip(accs, counts, strict=True):
+            acc.hist.add_(row)
+
+    def _start(
+        self, name: str, flat: torch.Tensor, s1: float, s2: float, lo: float, hi: float
+    ) -> _Accumulator:
         acc = _Accumulator()
+        n = flat.numel()
         mean = s1 / n
         std = math.sqrt(max(s2 / n - mean * mean, 0.0))
         if name in self.hist_ranges:
@@ -608,7 +797,7 @@ class RunningStats:
         self.hist_ranges[name] = (a, b)
         acc.edge0, acc.scale = a, self.bins / (b - a)
         acc.shift = mean if abs(mean) > 3 * std else 0.0
-        acc.hist = torch.zeros(self.bins + 2, dtype=torch.int64)
+        acc.hist = torch.zeros(self.bins + 2, dtype=torch.int64, device=flat.device)
         return acc
 
     def arrays(self) -> dict[str, Any]:
@@ -630,9 +819,45 @@ class RunningStats:
             "act_min": np.array([a.lo for a in accs]),
             "act_max": np.array([a.hi for a in accs]),
             "act_hist": (
-                np.stack([a.hist.numpy() for a in accs])
+                np.stack([a.hist.cpu().numpy() for a in accs])
                 if accs
                 else np.zeros((0, self.bins + 2), np.int64)
             ),
             "act_hist_edges": (np.stack(edges) if edges else np.zeros((0, self.bins + 1))),
         }
+
+
+def _reductions(flat: torch.Tensor, shift: float) -> list:
+    """``[min, max, sum, sum of squares, nonzero count]`` of a flat float32 output.
+
+    Sums are about ``shift``. Tensors (0-dim) or numbers: a CPU tensor takes min, max
+    and the nonzero count from NumPy (exact, and about twice as fast at these sizes).
+    Nonzeros otherwise are the dot product of sign(x) with itself (0 or 1 per element,
+    a float32 sum that is exact below 2**24 elements); count_nonzero branches per
+    element and is ~10x slower on ReLU outputs.
+    """
+    centred = flat - shift if shift else flat
+    sums = [centred.sum(), torch.dot(centred, centred)]
+    if flat.device.type == "cpu" and type(flat) is torch.Tensor:
+        a = flat.numpy()
+        return [float(a.min()), float(a.max()), *sums, int(np.count_nonzero(a != 0))]
+    if flat.numel() >= 2**24:
+        nonzero = torch.count_nonzero(flat)
+    else:
+        signs = flat.sign()
+        nonzero = torch.dot(signs, signs)
+    return [*torch.aminmax(flat), *sums, nonzero]
+
+
+def _read_back(scalars: list) -> list[float]:
+    """0-dim tensors and numbers as Python numbers, in order, with one read-back of
+    the tensors per device."""
+    tensors = [v for v in scalars if isinstance(v, torch.Tensor)]
+    if not tensors:
+        return list(scalars)
+    device = tensors[0].device
+    if all(t.device == device for t in tensors):
+        values = iter(torch.stack(tensors).tolist())
+    else:
+        values = iter([t.item() for t in tensors])
+    return [next(values) if isinstance(v, torch.Tensor) else v for v in scalars]

@@ -146,6 +146,7 @@ def evaluate_model(
     bins: int = 64,
     hist_sample: int | None = 128,
     hist_ranges: Mapping[str, tuple[float, float]] | None = None,
+    stats_thread: bool | None = None,
 ) -> EvalResult:
     """Run a model over all inputs in batches and collect what the views need.
 
@@ -197,6 +198,11 @@ def evaluate_model(
     hist_ranges
         ``{module: (lo, hi)}`` fixing histogram ranges, e.g. from
         :meth:`EvalResult.hist_ranges` of another shard so the parts merge.
+    stats_thread
+        Reduce module outputs to statistics on a worker thread while the forward pass
+        goes on (each output is copied first; the values are the same). ``None``: when
+        the process may use more CPU cores than ``torch.get_num_threads()`` (a worker
+        competing with torch's own threads slows both).
 
     Returns
     -------
@@ -238,7 +244,7 @@ def evaluate_model(
         stat_names = list(activations)
         for m in stat_names:
             model.get_submodule(m)  # fail early on a typo
-    stats = RunningStats(bins, hist_sample, hist_ranges or {})
+    stats = RunningStats(bins, hist_sample, hist_ranges or {}, background=stats_thread)
     mask_all = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
 
     captured: list[Any] = [None]
@@ -266,6 +272,7 @@ def evaluate_model(
                 batch = slice_rows(inputs, start, stop, dtype, device)
                 captured[0] = None
                 try:
+                    stats.begin_batch((b, start, stop, batch))
                     logits = extract_logits(call_model(model, batch))
                     emb = captured[0]
                     if probe is not None:
@@ -288,11 +295,7 @@ def evaluate_model(
                     logits_buf[start:stop] = logits
                     emb_buf[start:stop] = emb
                 except NonFinite as exc:
-                    raise EvaluationError(
-                        f"model {name!r}: non-finite output ({exc.value}) in module "
-                        f"{exc.module!r} ({_kind(model, exc.module)}) on batch {b} "
-                        f"(rows {start}:{stop}, inputs {describe(batch)})"
-                    ) from None
+                    raise _non_finite(model, name, exc) from None
                 except Exception as exc:
                     where = locate_exception(model, batch)
                     where = f" in module {where!r} ({_kind(model, where)})" if where else ""
@@ -301,15 +304,30 @@ def evaluate_model(
                         f"{describe(batch)}){where}: {type(exc).__name__}: {exc}"
                     ) from exc
                 bar.update(stop - start)
+            try:
+                stats.close()  # the worker thread's last batches
+            except NonFinite as exc:
+                raise _non_finite(model, name, exc) from None
             logits_np, emb_np = logits_buf.numpy(), emb_buf.numpy()
             _check_finite(model, inputs, name, batch_size, (dtype, device), logits_np, emb_np)
     finally:
+        stats.close(raise_error=False)
         bar.close()
         if probe is not None:
             probe.remove()
         for h in handles:
             h.remove()
     return EvalResult(name, logits_np, emb_np, emb_name, emb_kind, **stats.arrays())
+
+
+def _non_finite(model: nn.Module, name: str, exc: NonFinite) -> EvaluationError:
+    """The error for a NaN/inf module output, naming the model, module and batch."""
+    b, start, stop, batch = exc.batch
+    return EvaluationError(
+        f"model {name!r}: non-finite output ({exc.value}) in module "
+        f"{exc.module!r} ({_kind(model, exc.module)}) on batch {b} "
+        f"(rows {start}:{stop}, inputs {describe(batch)})"
+    )
 
 
 def resolve_embedding(model: nn.Module, embedding: str | None) -> tuple[str, str]:
