@@ -20,6 +20,7 @@ from torch import nn
 
 from . import metrics as m
 from .evaluate.data import EvalData
+from .evaluate.heap import roomy_heap
 from .metrics.adversarial import (
     Attack,
     adversarial_overlap,
@@ -597,5 +598,6 @@ def summary_task(
     source: DetachedSource, a: str, b: str, k: int, adversarial: bool
 ) -> tuple[dict[str, Any], list[tuple[str, str, str, dict[str, Any], Any]]]:
     """One row of ``compare_many`` computed on a worker, with the measures it computed."""
-    row = Comparison(source, a, b).summary(k=k, adversarial=adversarial)
+    with roomy_heap():
+        row = Comparison(source, a, b).summary(k=k, adversarial=adversarial)
     return row, source.computed

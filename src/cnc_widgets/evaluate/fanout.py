@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from .activations import EvaluationError, Inputs, n_rows
 from .data import EvalData
 from .efficiency import efficiency
+from .heap import roomy_heap
 from .inference import EvalResult, evaluate_model, merge_results
 
 __all__ = [
@@ -150,25 +151,28 @@ def evaluate_shard(
     hist_ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> EvalResult:
     """One shard of one model: :func:`evaluate_model` on ``inputs``, no progress bar."""
-    return evaluate_model(
-        _materialise(model),
-        inputs,
-        batch_size=batch_size,
-        embedding=embedding,
-        activations=True,
-        progress=False,
-        name=name,
-        hist_ranges=hist_ranges,
-    )
+    with roomy_heap():
+        return evaluate_model(
+            _materialise(model),
+            inputs,
+            batch_size=batch_size,
+            embedding=embedding,
+            activations=True,
+            progress=False,
+            name=name,
+            hist_ranges=hist_ranges,
+            stats_thread=False,  # the workers already fill the cores
+        )
 
 
 def measure_efficiency(
     model: Payload | nn.Module | StoredWeights, example: Inputs, *, warmup: int, repeats: int
 ) -> dict[str, Any]:
     """Efficiency of one model on one batch (latency measured on the worker that runs it)."""
-    return efficiency(
-        _materialise(model), example, latency=True, memory=True, warmup=warmup, repeats=repeats
-    )
+    with roomy_heap():
+        return efficiency(
+            _materialise(model), example, latency=True, memory=True, warmup=warmup, repeats=repeats
+        )
 
 
 @dataclass
