@@ -131,6 +131,22 @@ def test_plain_executor_and_weights_from_the_store(digits, digits_cnn, local, tm
         no_weights.evaluate(executor=pool, weights="store")
 
 
+def test_shards_of_one_model_run_side_by_side_in_threads(digits, digits_cnn, local):
+    """Concurrent tasks never share a module: each has its own copy of the model, so
+    one task's hooks do not see another's activations."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    reg = registry(digits, digits_cnn)
+    with ThreadPoolExecutor(2) as pool:
+        reg.evaluate(["base", "int8"], executor=pool, shard_rows=64, progress=False)
+    for name in ("base", "int8"):
+        for key in ARRAYS:
+            np.testing.assert_allclose(
+                reg.result(name)[key], local.result(name)[key], rtol=1e-5, atol=1e-6, err_msg=key
+            )
+    assert not digits_cnn._forward_hooks and digits_cnn.training is False
+
+
 def test_failing_shard_is_named_and_others_are_kept(digits, digits_cnn, client, tmp_path):
     x = digits.test_inputs.clone()
     x[300] = 20.0  # one saturated image, in the third shard of 128 rows
@@ -207,3 +223,20 @@ class _Refusing:
 
     def submit(self, *args, **kwargs):
         raise AssertionError("nothing should be submitted: every measure is cached")
+
+
+def test_compare_many_in_threads_matches_local(local, digits, digits_cnn):
+    """compare_many on a thread pool: the local numbers, the registry's models left as found."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    others = ["pruned", "int8", "pruned-half"]
+    expected = local.compare_many("base", others)
+    reg = registry(digits, digits_cnn)
+    reg.evaluate(progress=False)
+    with ThreadPoolExecutor(3) as pool:
+        got = reg.compare_many("base", others, executor=pool, progress=False)
+    numeric = expected.select_dtypes("number").columns
+    np.testing.assert_allclose(
+        got[numeric].to_numpy(float), expected[numeric].to_numpy(float), rtol=1e-6, atol=1e-9
+    )
+    assert not digits_cnn._forward_hooks and digits_cnn.training is False

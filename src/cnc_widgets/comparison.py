@@ -9,6 +9,7 @@ fingerprints, the data's fingerprint and the measure's parameters.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any, Protocol
@@ -562,6 +563,10 @@ class DetachedSource:
         self._data, self._results, self._models, self._records = data, results, models, records
         self._lookup = lookup
         self.computed: list[tuple[str, str, str, dict[str, Any], Any]] = []
+        # Models are shared with the registry until this source travels (a pickled copy
+        # is its own): model() copies them first, so tasks side by side in threads never
+        # hook or switch the modes of one module together.
+        self._own: set[str] = set()
 
     @property
     def data(self) -> EvalData | None:
@@ -573,6 +578,9 @@ class DetachedSource:
     def model(self, name: str) -> nn.Module:
         if name not in self._models:
             raise KeyError(f"model {name!r} was not sent with this comparison")
+        if name not in self._own:
+            self._models[name] = copy.deepcopy(self._models[name])
+            self._own.add(name)
         return self._models[name]
 
     def record(self, name: str) -> ModelRecord:
@@ -591,7 +599,7 @@ class DetachedSource:
         return value
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_lookup": None}
+        return {**self.__dict__, "_lookup": None, "_own": set(self._models)}
 
 
 def summary_task(

@@ -29,6 +29,7 @@ This module imports nothing from Dask: any executor with ``submit`` works, and a
 from __future__ import annotations
 
 import copy
+import pickle
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -121,15 +122,44 @@ class StoredWeights:
         return model
 
 
-@dataclass
 class Payload:
-    """What travels to a worker for one model.
+    """What travels to a worker for one model: the model, pickled once in this process.
 
-    A plain container on purpose: Dask's own serializer for bare ``nn.Module`` objects
-    rebuilds them without their hook dictionaries, so modules travel inside this (pickled).
+    Every task unpickles its own copy (:meth:`load`), so tasks side by side on one worker
+    (threads, a model's shards, its efficiency measurement) never share a module whose hooks
+    and modes they change, and Dask copying a payload between workers while a task runs
+    copies bytes, never a module with a task's hooks attached. (Dask's own serializer for a
+    bare ``nn.Module`` also rebuilds it without its hook dictionaries.) Pickled with
+    cloudpickle when installed, so classes defined in a notebook travel too.
     """
 
-    model: nn.Module | StoredWeights
+    def __init__(self, model: nn.Module | StoredWeights) -> None:
+        self._model: nn.Module | StoredWeights | None = model
+        self._blob: bytes | None = None
+
+    def blob(self) -> bytes:
+        """The pickled model (made on first use, then kept)."""
+        if self._blob is None:
+            self._blob = _dumps(self._model)
+        return self._blob
+
+    def __getstate__(self) -> dict[str, bytes]:
+        return {"blob": self.blob()}
+
+    def __setstate__(self, state: dict[str, bytes]) -> None:
+        self._model, self._blob = None, state["blob"]
+
+    def load(self) -> nn.Module | StoredWeights:
+        """A fresh copy of the model, this task's own."""
+        return pickle.loads(self.blob())
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        import cloudpickle
+    except ImportError:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _identity(value: Any) -> Any:
@@ -137,7 +167,7 @@ def _identity(value: Any) -> Any:
 
 
 def _materialise(payload: Payload | nn.Module | StoredWeights) -> nn.Module:
-    model = payload.model if isinstance(payload, Payload) else payload
+    model = payload.load() if isinstance(payload, Payload) else payload
     return model.load() if isinstance(model, StoredWeights) else model
 
 
