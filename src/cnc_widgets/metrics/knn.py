@@ -48,13 +48,16 @@ def _rows_per_block(n_columns: int, block_bytes: int) -> int:
 
 
 def _float32_margin(d: int) -> float:
-    """A bound on |float32 cosine - exact cosine| for unit rows of width ``d``.
+    """A bound on |float32 cosine - exact cosine| for rows of width ``d``.
 
-    Rounding the inputs to float32 (2u), normalising them ((d + 6)u over both rows) and the
-    float32 dot product (d u / (1 - d u)) with u = 2**-24; doubled again for headroom.
+    With u = 2**-24 and Cauchy-Schwarz (sum |x_i y_i| <= |x| |y|): rounding float64 inputs
+    to float32 (2u), normalising both rows in float32 (the norm's sum of squares d u, halved
+    by the square root, plus the root and the division: (d + 4)u over both rows) and the
+    float32 dot product in any summation order (d u / (1 - d u)) add up to
+    (2d + 6)u / (1 - d u); four more u for the cross terms.
     """
     u = 2.0**-24
-    return 2.0 * ((2 * d + 10) * u / max(1e-3, 1.0 - d * u))
+    return (2 * d + 10) * u / max(1e-3, 1.0 - d * u)
 
 
 class _Exact:
@@ -71,21 +74,17 @@ class _Exact:
         if t.dtype not in (torch.float32, torch.float64):
             t = t.to(torch.float64)  # exact for half, bfloat16 and integers up to 2**53
         self.x = t.numpy()
-        step = max(1, 2**22 // max(1, self.x.shape[1]))
-        self.norm = np.concatenate(
-            [
-                np.sqrt(np.square(self.x[s : s + step], dtype=np.float64).sum(axis=1))
-                for s in range(0, len(self.x), step)
-            ]
-        )
-
-    def rows(self, index: np.ndarray) -> np.ndarray:
-        return self.x[index].astype(np.float64, copy=False)
 
     def scores(self, rows: np.ndarray, cands: np.ndarray, reference: _Exact) -> np.ndarray:
         """``(len(rows), c)`` similarities of query ``rows`` to reference rows ``cands``."""
-        dots = (reference.rows(cands) * self.rows(rows)[:, None, :]).sum(axis=-1)
-        denom = reference.norm[cands] * self.norm[rows][:, None]
+        query = self.x[rows].astype(np.float64, copy=False)[:, None, :]
+        gathered = reference.x[cands]
+        # Products in float64 straight from the gathered rows (no astype copy); norms of
+        # just these rows, by the same per-row pairwise sum wherever a row appears.
+        dots = np.multiply(gathered, query, dtype=np.float64).sum(axis=-1)
+        ref_norm = np.sqrt(np.square(gathered, dtype=np.float64).sum(axis=-1))
+        query_norm = np.sqrt(np.square(query[:, 0, :]).sum(axis=-1))
+        denom = ref_norm * query_norm[:, None]
         safe = np.where(denom > 0, denom, 1.0)
         return np.where(denom > 0, dots / safe, 0.0)
 
@@ -183,6 +182,7 @@ def knn_search(
     idx = np.empty((m, k), dtype=np.int64)
     # A few candidates past k show whether the k-th place is contested.
     kk = min(available, k + max(8, k // 4))
+    # Two float32 values within twice the bound of each other may be in either order.
     margin = 2.0 * _float32_margin(q.shape[1])
     exact_q: _Exact | None = None
     exact_r: _Exact | None = None
@@ -218,9 +218,12 @@ def knn_search(
             overflow = (v[local_rows, kk - 1] >= threshold) & (kk < available)
             listed = local_rows[~overflow]
             if len(listed):
+                # Candidates below the window cannot reach the top k: re-score only as many
+                # as the widest listed row needs (the others' extra ones rank below).
+                needed = int((v[listed] >= threshold[~overflow][:, None]).sum(axis=1).max())
                 _rescore_rows(
                     listed + start,
-                    positions.numpy()[listed],
+                    positions.numpy()[listed, : max(needed, k)],
                     k,
                     exact_q,
                     exact_r,
