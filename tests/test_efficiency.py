@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import warnings
 
 import pytest
@@ -254,3 +255,29 @@ def test_efficiency_leaves_a_train_mode_model_as_it_was(digits, digits_cnn):
     for key, value in before.items():
         assert torch.equal(after[key], value), key
     assert all(m.training for m in model.modules())
+
+
+def test_latency_of_a_slow_model_stops_at_the_budget():
+    from cnc_widgets.evaluate.efficiency import latency_ms
+
+    class Slow(nn.Module):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            Slow.calls += 1
+            time.sleep(0.3)
+            return x
+
+    ms, _ = latency_ms(Slow(), torch.zeros(2, 3), warmup=3, repeats=20, budget_s=0.8)
+    assert Slow.calls == 1 + 3  # one warm-up pass (over a quarter of the budget), three timed
+    assert ms >= 300
+
+    class Fast(nn.Module):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            Fast.calls += 1
+            return x + 1
+
+    latency_ms(Fast(), torch.zeros(2, 3), warmup=3, repeats=20)
+    assert Fast.calls == 3 + 20

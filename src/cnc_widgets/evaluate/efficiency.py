@@ -359,17 +359,29 @@ def latency_ms(
     warmup: int = 3,
     repeats: int = 20,
     threads: int | None = None,
+    budget_s: float = 2.0,
 ) -> tuple[float, int]:
-    """Median milliseconds of one forward pass and the number of threads used."""
+    """Median milliseconds of one forward pass and the number of threads used.
+
+    ``warmup`` untimed passes, then ``repeats`` timed ones; a slow model stops earlier
+    once ``budget_s`` seconds of timed passes are spent (never fewer than 3 timed passes,
+    and one warm-up pass when that alone took a quarter of the budget). A one-second
+    forward pass is timed 3 times, not 20.
+    """
     example_input = prepare_inputs(model, example_input)
     with _threads(threads) as used, torch.inference_mode():
         for _ in range(warmup):
+            start = time.perf_counter()
             _call(model, example_input)
-        times = []
-        for _ in range(repeats):
+            if time.perf_counter() - start > budget_s / 4:
+                break
+        times: list[float] = []
+        while len(times) < repeats:
             start = time.perf_counter()
             _call(model, example_input)
             times.append((time.perf_counter() - start) * 1000.0)
+            if len(times) >= 3 and sum(times) > budget_s * 1000.0:
+                break
     return statistics.median(times), used
 
 
