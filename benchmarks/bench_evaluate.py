@@ -4,16 +4,19 @@ For the digits CNN and the MiniLM tweet classifier, times on the same batches:
 
 - ``plain``: ``for batch: model(batch)`` under ``torch.inference_mode``;
 - ``fast``: ``evaluate_model(..., activations=False)`` (logits and embeddings);
-- ``stats``: ``evaluate_model(...)`` with activation statistics of every leaf module,
-  reduced on a worker thread (the default with two or more cores);
-- ``sync``: the same statistics reduced on the calling thread (``stats_thread=False``).
+- ``stats``: ``evaluate_model(...)`` with activation statistics of every leaf module (the
+  default: one compiled pass per output on the calling thread, ``evaluate/kernels.py``);
+- ``torch``: the same statistics from torch operations, as on an accelerator or without
+  numba (the code before the compiled pass);
+- ``thread``: compiled, on a worker thread (``stats_thread=True``).
 
-Runs are interleaved (plain, fast, stats, sync, plain, ...) and the median of the repeats is
-reported, so a noisy neighbour on a shared machine hits all of them alike.
+Runs are interleaved (plain, fast, stats, torch, thread, plain, ...) so a noisy neighbour on
+a shared machine hits all of them alike; the ratios of the medians and of the fastest runs
+are printed (the fastest run is the least disturbed one).
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_evaluate.py [--repeats 7]
+    .venv/bin/python benchmarks/bench_evaluate.py [--repeats 9]
 
 It also prints the ratio of a cached ``reg.evaluate()`` to the first one.
 """
@@ -28,6 +31,7 @@ from collections.abc import Callable
 import torch
 
 from cnc_widgets import examples
+from cnc_widgets.evaluate import activations
 from cnc_widgets.evaluate.activations import call_model, n_rows, slice_rows
 from cnc_widgets.evaluate.inference import evaluate_model
 
@@ -46,42 +50,56 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def torch_reductions(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` with RunningStats on torch operations (as without numba)."""
+
+    def run() -> object:
+        saved, activations._KERNELS = activations._KERNELS, None
+        try:
+            return fn()
+        finally:
+            activations._KERNELS = saved
+
+    return run
+
+
 def compare(label: str, model: torch.nn.Module, inputs, batch_size: int, repeats: int) -> None:
+    def evaluate(**kw) -> Callable[[], object]:
+        return lambda: evaluate_model(model, inputs, batch_size=batch_size, progress=False, **kw)
+
     runs = {
         "plain": lambda: plain_loop(model, inputs, batch_size),
-        "fast": lambda: evaluate_model(
-            model, inputs, batch_size=batch_size, activations=False, progress=False
-        ),
-        "stats": lambda: evaluate_model(model, inputs, batch_size=batch_size, progress=False),
-        "sync": lambda: evaluate_model(
-            model, inputs, batch_size=batch_size, progress=False, stats_thread=False
-        ),
+        "fast": evaluate(activations=False),
+        "stats": evaluate(),
+        "torch": torch_reductions(evaluate(stats_thread=False)),
+        "thread": evaluate(stats_thread=True),
     }
-    for fn in runs.values():  # warm-up: allocator, oneDNN kernels, lazy imports
+    for fn in runs.values():  # warm-up: allocator, oneDNN kernels, lazy imports, numba cache
         fn()
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(repeats):
         for key, fn in runs.items():
             times[key].append(timed(fn))
     med = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}
     n = n_rows(inputs)
     print(
         f"{label}: N={n}, batch_size={batch_size}, threads={torch.get_num_threads()}, "
         f"repeats={repeats}"
     )
-    print(f"  plain loop            {med['plain'] * 1e3:8.1f} ms")
-    print(
-        f"  logits + embeddings   {med['fast'] * 1e3:8.1f} ms   "
-        f"ratio {med['fast'] / med['plain']:.3f}  (goal <= 1.05)"
-    )
-    print(
-        f"  + activation stats    {med['stats'] * 1e3:8.1f} ms   "
-        f"ratio {med['stats'] / med['plain']:.3f}  (goal <= 1.5)"
-    )
-    print(
-        f"    on the calling thread {med['sync'] * 1e3:8.1f} ms   "
-        f"ratio {med['sync'] / med['plain']:.3f}  (no worker thread)"
-    )
+    print(f"  {'':28s} {'median':>9s} {'ratio':>6s} {'fastest':>9s} {'ratio':>6s}")
+    rows = [
+        ("plain", "plain loop", ""),
+        ("fast", "logits + embeddings", "(goal <= 1.05)"),
+        ("stats", "+ activation stats", "(goal <= 1.5)"),
+        ("torch", "  torch reductions", "(accelerators, no numba)"),
+        ("thread", "  on a worker thread", "(stats_thread=True)"),
+    ]
+    for key, text, note in rows:
+        print(
+            f"  {text:28s} {med[key] * 1e3:7.1f}ms {med[key] / med['plain']:6.3f} "
+            f"{best[key] * 1e3:7.1f}ms {best[key] / best['plain']:6.3f}  {note}"
+        )
 
 
 def cached(label: str, model: torch.nn.Module, inputs, labels, batch_size: int) -> None:
@@ -113,7 +131,7 @@ def cached(label: str, model: torch.nn.Module, inputs, labels, batch_size: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--tweets", type=int, default=256)
     parser.add_argument(
         "--threads",

@@ -464,10 +464,14 @@ def test_stats_thread_stops_when_the_model_raises(cnn):
     assert threading.active_count() == threads
 
 
-def test_histograms_binned_together_equal_one_at_a_time():
+def test_histograms_binned_together_equal_one_at_a_time(monkeypatch):
     """Values on and beside bin edges land in the same bins whether one module's
-    sample is binned alone or all of a batch's samples are binned together."""
+    sample is binned alone or all of a batch's samples are binned together (the torch
+    path, which serves accelerators; test_kernels compares the compiled one with it)."""
+    from cnc_widgets.evaluate import activations
     from cnc_widgets.evaluate.activations import RunningStats
+
+    monkeypatch.setattr(activations, "_KERNELS", None)
 
     ranges = {"a": (-1.0, 1.0), "b": (0.0, 3.0), "c": (-0.3, 0.7)}
     gen = torch.Generator().manual_seed(0)

@@ -23,6 +23,7 @@ import math
 import os
 import queue
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -498,7 +499,21 @@ class NonFinite(Exception):
 class _Accumulator:
     """Running sums of one module's outputs (float64 Python scalars + a histogram)."""
 
-    __slots__ = ("count", "edge0", "hi", "hist", "lo", "nonzero", "s1", "s2", "scale", "shift")
+    __slots__ = (
+        "count",
+        "edge0",
+        "hi",
+        "hist",
+        "hist_np",
+        "lo",
+        "nonzero",
+        "offset32",
+        "s1",
+        "s2",
+        "scale",
+        "scale32",
+        "shift",
+    )
 
     def __init__(self) -> None:
         self.count = self.nonzero = 0
@@ -506,6 +521,16 @@ class _Accumulator:
         self.lo, self.hi = math.inf, -math.inf
         self.edge0 = self.scale = self.shift = 0.0
         self.hist: torch.Tensor | None = None
+        self.hist_np: np.ndarray | None = None  # the CPU histogram's memory, for the kernels
+        # Histogram bin = x * scale32 + offset32, both float32 (see _add_histograms).
+        self.scale32 = self.offset32 = np.float32(0.0)
+
+    def add(self, lo: float, hi: float, s1: float, s2: float, nonzero: int, numel: int) -> None:
+        self.s1 += s1
+        self.s2 += s2
+        self.nonzero += int(nonzero)
+        self.count += numel
+        self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
 
 
 @dataclass
@@ -589,22 +614,29 @@ class RunningStats:
     """Streaming count, mean, std, zero fraction, min, max and histogram per module.
 
     :meth:`hook` gives a forward hook per module. Each output is reduced when it is
-    produced (sum, dot product, nonzero count, min and max over every element, and a
-    copy of a fixed sample of its elements for the histogram); the scalars of a whole
-    batch are read back and the samples binned with one bincount at :meth:`flush`
-    (called by :meth:`begin_batch` and :meth:`close`), so only scalars, samples and one
-    histogram per module are kept. The first output of a module is read back at once:
-    it fixes the module's histogram range (see
+    produced: min, max, sum, sum of squares and nonzero count over every element, and
+    a histogram of a fixed sample of its elements (``hist_sample`` positions per
+    instance), so only scalars and one histogram per module are kept. The first output
+    of a module fixes its histogram range (see
     :func:`cnc_widgets.evaluate.inference.evaluate_model`) and, when the mean is large
     against the spread, a shift subtracted before summing squares to avoid cancellation.
+
+    CPU outputs go through :mod:`.kernels`: one compiled pass per output, sums in
+    float64, the sample binned in place. Outputs on an accelerator (and CPU outputs
+    where numba is missing) are reduced by torch operations to 0-dim tensors; the
+    scalars of a whole batch are read back, and its samples binned with one bincount,
+    at :meth:`flush` (called by :meth:`begin_batch` and :meth:`close`). Their sums
+    are float32, so the two paths agree to float32 rounding, and their histograms
+    exactly (the same float32 bin arithmetic).
 
     With ``background=True`` the hook only copies the output (a later in-place
     operation such as ``ReLU(inplace=True)`` or ``out += x`` must not change what is
     measured) and a worker thread reduces it, in the same order and with the same
     operations, so the values are identical; at most ``background_bytes`` of copies
-    wait at a time. It pays only where a core is left idle by torch's own threads
-    (:func:`spare_core`, the default ``None``); competing with them, the copies and
-    the contention cost more than they save.
+    wait at a time. The default ``None`` uses it only for the torch path on the CPU
+    with a core left idle by torch's own threads (:func:`spare_core`): the compiled
+    pass costs about as much as the copy, and competing with torch's threads, the
+    copies and the contention cost more than they save.
 
     Call :meth:`close` at the end: it reduces what is left and raises the first error
     met (a :class:`NonFinite` carries the tag of its batch, set by :meth:`begin_batch`).
@@ -623,9 +655,10 @@ class RunningStats:
         self.hist_ranges = dict(hist_ranges or {})
         self.acc: dict[str, _Accumulator] = {}  # insertion order = execution order
         self.samples: dict[tuple[int, torch.device], torch.Tensor] = {}  # sampled positions
+        self.positions: dict[int, np.ndarray] = {}  # the same, for the compiled kernels
         self.layouts: dict[tuple, tuple[torch.Tensor, ...]] = {}  # see _add_histograms
         self.pending: list[_Reduced] = []
-        self.background = spare_core() if background is None else background
+        self.background = background  # None: decided on the first output
         self.background_bytes = background_bytes
         self._worker: _Worker | None = None
         self._tag: Any = None
@@ -647,6 +680,8 @@ class RunningStats:
             t = first_tensor(output)
             if t is None or not t.is_floating_point():
                 return
+            if self.background is None:
+                self.background = t.device.type == "cpu" and _kernels() is None and spare_core()
             if not self.background:
                 self.collect(name, t, self._tag)
                 return
@@ -684,6 +719,9 @@ class RunningStats:
             flat = flat.float()
         if flat.numel() == 0:
             return
+        if flat.device.type == "cpu" and (kernels := _kernels()) is not None:
+            self._collect_compiled(kernels, name, flat, t.shape, tag)
+            return
         acc = self.acc.get(name)
         if acc is None:
             # The module's first output fixes its range and shift: read it back now,
@@ -706,6 +744,43 @@ class RunningStats:
         scalars = _reductions(flat, acc.shift)
         self.pending.append(_Reduced(name, acc, scalars, flat.numel(), sample, tag))
 
+    def _collect_compiled(
+        self, kernels: Any, name: str, flat: torch.Tensor, shape: torch.Size, tag: Any
+    ) -> None:
+        """:meth:`collect` for a CPU output: one pass of :mod:`.kernels`, added at once."""
+        x = flat.contiguous().numpy()
+        acc = self.acc.get(name)
+        values = kernels.moments(x, acc.shift if acc is not None else 0.0)
+        lo, hi, s1, s2, nonzero = values
+        lo, hi = lo + 0.0, hi + 0.0  # -0.0 (a key below 0.0) reads as 0.0
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            self.flush()  # outputs before this one (on another device) report first
+            raise NonFinite(name, hi if not math.isfinite(hi) else lo, tag)
+        if acc is None:
+            acc = self.acc[name] = self._start(name, flat, s1, s2, lo, hi)
+            if acc.shift:
+                _, _, s1, s2, _ = kernels.moments(x, acc.shift)
+        acc.add(lo, hi, s1, s2, nonzero, x.size)
+        rows = shape[0] if len(shape) > 0 else 1
+        kernels.bin_sample(
+            x,
+            rows,
+            self._positions(x.size, rows),
+            acc.scale32,
+            acc.offset32,
+            acc.hist_np,
+        )
+
+    def _positions(self, numel: int, rows: int) -> np.ndarray:
+        """Positions in each row that the histogram counts (empty: every element)."""
+        if self.hist_sample is None or numel <= rows * self.hist_sample:
+            return _EVERY
+        per_row = numel // rows
+        idx = self.positions.get(per_row)
+        if idx is None:
+            idx = self.positions[per_row] = _sample_positions(per_row, self.hist_sample).numpy()
+        return idx
+
     def flush(self) -> None:
         """Read back the scalars of the pending outputs and add them, in order."""
         pending, self.pending = self.pending, []
@@ -716,12 +791,7 @@ class RunningStats:
             lo, hi, s1, s2, nonzero = values[5 * i : 5 * i + 5]
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise NonFinite(r.name, hi if not math.isfinite(hi) else lo, r.tag)
-            acc = r.acc
-            acc.s1 += s1
-            acc.s2 += s2
-            acc.nonzero += int(nonzero)
-            acc.count += r.numel
-            acc.lo, acc.hi = min(acc.lo, lo), max(acc.hi, hi)
+            r.acc.add(lo, hi, s1, s2, nonzero, r.numel)
         self._add_histograms(pending)
 
     def _sample(self, flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -732,11 +802,8 @@ class RunningStats:
         per_row = flat.numel() // rows
         idx = self.samples.get((per_row, flat.device))
         if idx is None:
-            # A fixed random set of positions, seeded: the same in every batch and
-            # every process, and not aligned with channel strides.
-            gen = torch.Generator().manual_seed(per_row)
-            idx = torch.randperm(per_row, generator=gen)[: self.hist_sample].sort().values
-            idx = self.samples[per_row, flat.device] = idx.to(flat.device)
+            idx = _sample_positions(per_row, self.hist_sample).to(flat.device)
+            self.samples[per_row, flat.device] = idx
         return flat.view(rows, per_row).index_select(1, idx).reshape(-1)
 
     def _add_histograms(self, pending: list[_Reduced]) -> None:
@@ -796,8 +863,12 @@ class RunningStats:
                 a, b = a - pad, b + pad
         self.hist_ranges[name] = (a, b)
         acc.edge0, acc.scale = a, self.bins / (b - a)
+        acc.scale32 = np.float32(acc.scale)
+        acc.offset32 = np.float32(1.0 - acc.edge0 * acc.scale)
         acc.shift = mean if abs(mean) > 3 * std else 0.0
         acc.hist = torch.zeros(self.bins + 2, dtype=torch.int64, device=flat.device)
+        if flat.device.type == "cpu":
+            acc.hist_np = acc.hist.numpy()
         return acc
 
     def arrays(self) -> dict[str, Any]:
@@ -825,6 +896,40 @@ class RunningStats:
             ),
             "act_hist_edges": (np.stack(edges) if edges else np.zeros((0, self.bins + 1))),
         }
+
+
+_EVERY = np.zeros(0, dtype=np.int64)
+
+
+def _sample_positions(per_row: int, size: int) -> torch.Tensor:
+    """A fixed random set of ``size`` positions in a row, sorted and seeded: the same in
+    every batch and every process, and not aligned with channel strides."""
+    gen = torch.Generator().manual_seed(per_row)
+    return torch.randperm(per_row, generator=gen)[:size].sort().values
+
+
+def _kernels() -> Any:
+    """:mod:`.kernels` (imported on first use: it imports numba), or ``None`` without numba
+    (or with a numba that fails to set up, which is said once)."""
+    global _KERNELS
+    if _KERNELS is False:
+        try:
+            from . import kernels
+        except ImportError:
+            kernels = None
+        except Exception as exc:  # e.g. no writable place for numba's cache
+            warnings.warn(
+                f"activation statistics fall back to torch operations (slower): numba "
+                f"failed to set up: {type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            kernels = None
+        _KERNELS = kernels
+    return _KERNELS
+
+
+_KERNELS: Any = False  # not imported yet
 
 
 def _reductions(flat: torch.Tensor, shift: float) -> list[torch.Tensor]:

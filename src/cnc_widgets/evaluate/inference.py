@@ -200,9 +200,11 @@ def evaluate_model(
         :meth:`EvalResult.hist_ranges` of another shard so the parts merge.
     stats_thread
         Reduce module outputs to statistics on a worker thread while the forward pass
-        goes on (each output is copied first; the values are the same). ``None``: when
-        the process may use more CPU cores than ``torch.get_num_threads()`` (a worker
-        competing with torch's own threads slows both).
+        goes on (each output is copied first; the values are the same). ``None``: only
+        where numba is missing (CPU outputs are otherwise reduced by one compiled pass,
+        which costs about as much as the copy) and the process may use more CPU cores
+        than ``torch.get_num_threads()`` (a worker competing with torch's own threads
+        slows both). See :class:`.activations.RunningStats`.
 
     Returns
     -------
