@@ -221,3 +221,27 @@ def test_saturated_tanh_mlp_neighbours_are_exact(digits):
     assert knn_agreement(h_a, h_b, 10) == pytest.approx(expected, abs=1e-12)
     sweep = knn_agreement_sweep(h_a, h_b, ks=(5, 10, 50))
     assert sweep.loc[10] == pytest.approx(expected, abs=1e-12)
+
+
+def test_search_runs_in_ieee_float32_whatever_the_matmul_precision(monkeypatch):
+    """The rounding margin assumes float32 products: "medium" would allow bfloat16."""
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(10, 32))
+    h = base[np.arange(200) % 10] + 3e-7 * rng.normal(size=(200, 32))
+    seen = []
+    mm = torch.mm
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return mm(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "mm", spy)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        got = knn_indices(h, 12)
+        assert torch.get_float32_matmul_precision() == "medium"  # the user's setting is back
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert seen and set(seen) == {"highest"}
+    np.testing.assert_array_equal(got, _exact_lists(h, 12))

@@ -34,13 +34,7 @@ from .evaluate.fanout import as_executor, fan_out
 from .evaluate.fingerprint import data_fingerprint, model_fingerprint
 from .evaluate.inference import EvalResult
 from .evaluate.model_io import call_model, extract_logits, prepare_inputs
-from .evaluate.runner import (
-    LATENCY_REPEATS,
-    LATENCY_WARMUP,
-    EvaluationError,
-    evaluate_one,
-    finish_record,
-)
+from .evaluate.runner import EvaluationError, evaluate_one, finish_record
 from .filters import check_filters, outside
 from .formats import cnc_json
 from .formatting import format_table
@@ -736,8 +730,6 @@ class ModelRegistry(traitlets.HasTraits):
             shard_rows=shard_rows,
             weights=weights,
             weight_paths=paths,
-            warmup=LATENCY_WARMUP,
-            repeats=LATENCY_REPEATS,
             progress=progress,
         )
 

@@ -42,9 +42,9 @@ from tqdm.auto import tqdm
 
 from .activations import EvaluationError, Inputs, n_rows
 from .data import EvalData
-from .efficiency import efficiency
 from .heap import roomy_heap
 from .inference import EvalResult, evaluate_model, merge_results
+from .runner import measure_cost
 
 __all__ = [
     "StoredWeights",
@@ -196,13 +196,11 @@ def evaluate_shard(
 
 
 def measure_efficiency(
-    model: Payload | nn.Module | StoredWeights, example: Inputs, *, warmup: int, repeats: int
+    model: Payload | nn.Module | StoredWeights, example: Inputs
 ) -> dict[str, Any]:
     """Efficiency of one model on one batch (latency measured on the worker that runs it)."""
     with roomy_heap():
-        return efficiency(
-            _materialise(model), example, latency=True, memory=True, warmup=warmup, repeats=repeats
-        )
+        return measure_cost(_materialise(model), example)
 
 
 @dataclass
@@ -224,8 +222,6 @@ def fan_out(
     shard_rows: int | None = None,
     weights: str = "value",
     weight_paths: Mapping[str, str] | None = None,
-    warmup: int = 2,
-    repeats: int = 10,
     progress: bool = True,
 ) -> list[EvaluationError]:
     """Evaluate ``models`` on ``data`` through ``executor``; ``finish`` gets each model's
@@ -266,9 +262,7 @@ def fan_out(
 
     def submit(job: _Job, kind: str, shard: int, ranges: Any = None) -> None:
         if kind == "cost":
-            future = pool.submit(
-                measure_efficiency, job.payload, example, warmup=warmup, repeats=repeats
-            )
+            future = pool.submit(measure_efficiency, job.payload, example)
         else:
             start, stop = job.bounds[shard]
             future = pool.submit(

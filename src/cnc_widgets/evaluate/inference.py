@@ -273,8 +273,11 @@ def evaluate_model(
                 stop = min(start + batch_size, n)
                 batch = slice_rows(inputs, start, stop, dtype, device)
                 captured[0] = None
-                try:
+                try:  # outside the batch's try: a worker's error is not this batch's fault
                     stats.begin_batch((b, start, stop, batch))
+                except NonFinite as exc:
+                    raise _non_finite(model, name, exc) from None
+                try:
                     logits = extract_logits(call_model(model, batch))
                     emb = captured[0]
                     if probe is not None:

@@ -16,9 +16,23 @@ from .data import EvalData
 from .efficiency import efficiency
 from .inference import EvalResult, EvaluationError, evaluate_model
 
-__all__ = ["EvaluationError", "evaluate_one"]
+__all__ = ["EvaluationError", "evaluate_one", "measure_cost"]
 
 LATENCY_WARMUP, LATENCY_REPEATS = 2, 10
+
+
+def measure_cost(model: nn.Module, example: Any, *, latency: bool = True) -> dict[str, Any]:
+    """Efficiency of ``model`` on one batch ``example``, as every evaluation records it
+    (here, and on the workers of :mod:`.fanout`): latency with the same warm-up and
+    repeats, peak memory, MACs and sizes."""
+    return efficiency(
+        model,
+        example,
+        latency=latency,
+        memory=True,
+        warmup=LATENCY_WARMUP,
+        repeats=LATENCY_REPEATS,
+    )
 
 
 def evaluate_one(
@@ -45,14 +59,7 @@ def evaluate_one(
     )
     rows = min(len(data), data.batch_size)
     try:
-        cost = efficiency(
-            model,
-            data.batch(0, rows),
-            latency=latency,
-            memory=True,
-            warmup=LATENCY_WARMUP,
-            repeats=LATENCY_REPEATS,
-        )
+        cost = measure_cost(model, data.batch(0, rows), latency=latency)
     except Exception as exc:
         raise EvaluationError(f"model {name!r}: measuring efficiency failed: {exc}") from exc
     return finish_record(name, result, cost, data)

@@ -8,7 +8,8 @@ inputs and the (N, k) result.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,22 @@ def _rows_per_block(n_columns: int, block_bytes: int) -> int:
     # One float32 similarity row per query, doubled for topk's workspace; at least one row so
     # progress is always possible even when a single row exceeds the budget.
     return max(1, int(block_bytes) // (8 * max(n_columns, 1)))
+
+
+@contextlib.contextmanager
+def _ieee_float32() -> Iterator[None]:
+    """Matmuls in full float32 while the search runs: the margin assumes IEEE float32
+    products, and ``torch.set_float32_matmul_precision("high"/"medium")`` would let them
+    run in TF32 or bfloat16 (the user's setting is restored afterwards)."""
+    before = torch.get_float32_matmul_precision()
+    if before == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def _float32_margin(d: int) -> float:
@@ -187,7 +204,7 @@ def knn_search(
     exact_q: _Exact | None = None
     exact_r: _Exact | None = None
     rows = max(1, min(_rows_per_block(n_ref, block_bytes), m))
-    with torch.inference_mode():
+    with torch.inference_mode(), _ieee_float32():
         # One buffer reused by every block: fresh large allocations would be page-faulted
         # and zeroed by the kernel on each block.
         buffer = torch.empty(rows, n_ref, dtype=torch.float32)
