@@ -5,6 +5,9 @@ without numba)."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ import torch
 from torch import nn
 
 from cnc_widgets import examples
-from cnc_widgets.evaluate import activations
+from cnc_widgets.evaluate import activations, kernels
 from cnc_widgets.evaluate.activations import RunningStats
 from cnc_widgets.evaluate.inference import EvaluationError, evaluate_model
 from cnc_widgets.evaluate.kernels import bin_sample, moments
@@ -208,3 +211,54 @@ def test_running_stats_add_up_batches_on_either_path(path, request):
     assert got["act_min"][0] == whole.min().item() and got["act_max"][0] == whole.max().item()
     counts, _ = np.histogram(whole.numpy().ravel(), np.linspace(-6.0, 8.0, 65))
     assert np.abs(got["act_hist"][0][1:-1] - counts).sum() <= 4  # float32 bins vs float64
+
+
+def test_one_process_at_a_time_compiles_or_loads_the_kernels(monkeypatch):
+    """The lock around compiling is held across processes (numba's cache is not safe
+    against two writers), and the kernels' import takes it."""
+    child = (
+        "import fcntl, sys\n"
+        "with open(sys.argv[1], 'a') as f:\n"
+        "    try:\n"
+        "        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "    except BlockingIOError:\n"
+        "        print('held')\n"
+        "    else:\n"
+        "        print('free')\n"
+    )
+    seen = []
+    real_open = open
+
+    def spy(path, *args, **kwargs):
+        seen.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    # A module-level name is found before the builtin.
+    monkeypatch.setattr(kernels, "open", spy, raising=False)
+    with kernels._one_process_at_a_time():
+        (path,) = seen
+        held = subprocess.run([sys.executable, "-c", child, path], capture_output=True)
+    free = subprocess.run([sys.executable, "-c", child, path], capture_output=True)
+    assert (held.stdout.strip(), free.stdout.strip()) == (b"held", b"free")
+
+
+def test_processes_compiling_at_once_into_an_empty_cache_agree(tmp_path):
+    code = (
+        "import numpy as np\n"
+        "from cnc_widgets.evaluate.kernels import bin_sample, moments\n"
+        "x = np.linspace(-3, 5, 10001, dtype=np.float32)\n"
+        "h = np.zeros(10, np.int64)\n"
+        "bin_sample(x, 1, np.zeros(0, np.int64), np.float32(1), np.float32(4), h)\n"
+        "print(moments(x, 0.5), h.tolist())\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    assert outs[0][0] == outs[1][0]
+    assert sorted(f.suffix for f in tmp_path.rglob("*.nb*")) == [".nbc", ".nbc", ".nbi", ".nbi"]

@@ -10,8 +10,11 @@ same blocks while they are in L1. :func:`bin_sample` bins the sample straight in
 module's histogram with the same float32 arithmetic as the torch path.
 
 Both release the GIL, so a worker thread reducing outputs runs beside the forward pass.
-They are compiled on first call and cached on disk next to this file (a few seconds once
-per installation). Importing this module imports numba, so
+They are compiled for one signature each when this module is imported, and cached on disk
+next to this file (a few seconds once per installation, then about a second per
+process); one process at a time compiles or loads them (a file lock), because numba's
+cache can pair one process's index with another's code when they write it at once (numba
+issue 10128: segfaults). Importing this module imports numba, so
 :class:`~cnc_widgets.evaluate.activations.RunningStats` imports it on first use, and uses
 torch operations where numba cannot be imported; outputs on an accelerator always do.
 
@@ -24,17 +27,41 @@ Example
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+
 import numba
 import numpy as np
 
 __all__ = ["bin_sample", "moments"]
+
+
+@contextlib.contextmanager
+def _one_process_at_a_time() -> Iterator[None]:
+    """An exclusive lock shared by every process that imports this file (POSIX only)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    digest = hashlib.sha1(os.path.abspath(__file__).encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), f"cnc_widgets-kernels-{digest}.lock")
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
 
 # Blocks of 4096 float32 (16 kiB) stay in L1 between the integer and the float pass.
 _BLOCK = 4096
 _MASK = np.int32(0x7FFFFFFF)
 
 
-@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def moments(x: np.ndarray, shift: float) -> tuple[float, float, float, float, int]:
     """``(min, max, sum(x - shift), sum((x - shift)**2), nonzero count)`` of float32 ``x``.
 
@@ -74,9 +101,6 @@ def moments(x: np.ndarray, shift: float) -> tuple[float, float, float, float, in
     return np.float64(lo_hi[0]), np.float64(lo_hi[1]), s1, s2, nonzero
 
 
-# No fastmath: x * scale and + offset must round twice in float32, as torch's
-# sample.mul(scale).add_(offset) does, so edges fall in the same bins on every path.
-@numba.njit(nogil=True, cache=True)
 def bin_sample(
     x: np.ndarray,
     rows: int,
@@ -104,3 +128,17 @@ def bin_sample(
             v = x[base + positions[j]] * scale + offset
             v = top if v > top else (v if v >= zero else zero)
             hist[np.int64(v)] += 1
+
+
+with _one_process_at_a_time():
+    moments = numba.njit(
+        "Tuple((f8, f8, f8, f8, i8))(f4[::1], f8)",
+        nogil=True,
+        cache=True,
+        fastmath={"reassoc", "contract"},
+    )(moments)
+    # No fastmath: x * scale and + offset must round twice in float32, as torch's
+    # sample.mul(scale).add_(offset) does, so edges fall in the same bins on every path.
+    bin_sample = numba.njit("void(f4[::1], i8, i8[::1], f4, f4, i8[::1])", nogil=True, cache=True)(
+        bin_sample
+    )
