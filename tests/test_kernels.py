@@ -18,7 +18,7 @@ from cnc_widgets import examples
 from cnc_widgets.evaluate import activations, kernels
 from cnc_widgets.evaluate.activations import RunningStats
 from cnc_widgets.evaluate.inference import EvaluationError, evaluate_model
-from cnc_widgets.evaluate.kernels import bin_sample, moments
+from cnc_widgets.evaluate.kernels import bin_sample, moments, reduce_and_bin
 
 STAT_FIELDS = ["act_count", "act_zero_frac", "act_min", "act_max"]
 
@@ -111,6 +111,20 @@ def test_bin_sample_counts_the_sampled_positions_of_every_row():
     )
     np.testing.assert_array_equal(hist, torch_bins(x[:, positions].reshape(-1), 4.0, 9.0, 18))
     assert hist.sum() == rows * len(positions)
+
+
+def test_reduce_and_bin_is_moments_then_bin_sample_and_skips_non_finite_outputs():
+    x = torch.randn(6, 500, generator=torch.Generator().manual_seed(5)).reshape(-1).numpy()
+    positions = np.array([1, 2, 250, 499])
+    args = (6, positions, np.float32(8.0), np.float32(20.0))
+    alone, together = np.zeros(42, np.int64), np.zeros(42, np.int64)
+    bin_sample(x, *args, alone)
+    assert reduce_and_bin(x, 0.25, *args, together) == moments(x, 0.25)
+    np.testing.assert_array_equal(together, alone)
+    x[700] = np.nan
+    _, hi, *_ = reduce_and_bin(x, 0.25, *args, together)
+    assert math.isnan(hi)
+    np.testing.assert_array_equal(together, alone)  # nothing binned
 
 
 class Encoder(nn.Module):
@@ -261,4 +275,5 @@ def test_processes_compiling_at_once_into_an_empty_cache_agree(tmp_path):
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
     assert outs[0][0] == outs[1][0]
-    assert sorted(f.suffix for f in tmp_path.rglob("*.nb*")) == [".nbc", ".nbc", ".nbi", ".nbi"]
+    index = sorted(f.name.split("-")[0] for f in tmp_path.rglob("*.nbi"))
+    assert index == [f"kernels.{name}" for name in sorted(kernels.__all__)]  # one entry each

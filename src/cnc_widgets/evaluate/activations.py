@@ -749,27 +749,31 @@ class RunningStats:
     ) -> None:
         """:meth:`collect` for a CPU output: one pass of :mod:`.kernels`, added at once."""
         x = flat.contiguous().numpy()
+        rows = shape[0] if len(shape) > 0 else 1
         acc = self.acc.get(name)
-        values = kernels.moments(x, acc.shift if acc is not None else 0.0)
-        lo, hi, s1, s2, nonzero = values
+        if acc is not None:
+            lo, hi, s1, s2, nonzero = kernels.reduce_and_bin(
+                x,
+                acc.shift,
+                rows,
+                self._positions(x.size, rows),
+                acc.scale32,
+                acc.offset32,
+                acc.hist_np,
+            )
+        else:
+            lo, hi, s1, s2, nonzero = kernels.moments(x, 0.0)
         lo, hi = lo + 0.0, hi + 0.0  # -0.0 (a key below 0.0) reads as 0.0
         if not (math.isfinite(lo) and math.isfinite(hi)):
             self.flush()  # outputs before this one (on another device) report first
             raise NonFinite(name, hi if not math.isfinite(hi) else lo, tag)
-        if acc is None:
+        if acc is None:  # the first output fixes the range and shift, then is binned
             acc = self.acc[name] = self._start(name, flat, s1, s2, lo, hi)
             if acc.shift:
                 _, _, s1, s2, _ = kernels.moments(x, acc.shift)
+            positions = self._positions(x.size, rows)
+            kernels.bin_sample(x, rows, positions, acc.scale32, acc.offset32, acc.hist_np)
         acc.add(lo, hi, s1, s2, nonzero, x.size)
-        rows = shape[0] if len(shape) > 0 else 1
-        kernels.bin_sample(
-            x,
-            rows,
-            self._positions(x.size, rows),
-            acc.scale32,
-            acc.offset32,
-            acc.hist_np,
-        )
 
     def _positions(self, numel: int, rows: int) -> np.ndarray:
         """Positions in each row that the histogram counts (empty: every element)."""

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 import numba
 import numpy as np
 
-__all__ = ["bin_sample", "moments"]
+__all__ = ["bin_sample", "moments", "reduce_and_bin"]
 
 
 @contextlib.contextmanager
@@ -130,6 +130,23 @@ def bin_sample(
             hist[np.int64(v)] += 1
 
 
+def reduce_and_bin(
+    x: np.ndarray,
+    shift: float,
+    rows: int,
+    positions: np.ndarray,
+    scale: np.float32,
+    offset: np.float32,
+    hist: np.ndarray,
+) -> tuple[float, float, float, float, int]:
+    """:func:`moments`, then :func:`bin_sample` unless ``x`` holds NaN or inf: one call
+    per output once its module's range is known."""
+    out = moments(x, shift)
+    if np.isfinite(out[0]) and np.isfinite(out[1]):
+        bin_sample(x, rows, positions, scale, offset, hist)
+    return out
+
+
 with _one_process_at_a_time():
     moments = numba.njit(
         "Tuple((f8, f8, f8, f8, i8))(f4[::1], f8)",
@@ -142,3 +159,8 @@ with _one_process_at_a_time():
     bin_sample = numba.njit("void(f4[::1], i8, i8[::1], f4, f4, i8[::1])", nogil=True, cache=True)(
         bin_sample
     )
+    reduce_and_bin = numba.njit(
+        "Tuple((f8, f8, f8, f8, i8))(f4[::1], f8, i8, i8[::1], f4, f4, i8[::1])",
+        nogil=True,
+        cache=True,
+    )(reduce_and_bin)
