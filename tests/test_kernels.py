@@ -277,3 +277,14 @@ def test_processes_compiling_at_once_into_an_empty_cache_agree(tmp_path):
     assert outs[0][0] == outs[1][0]
     index = sorted(f.name.split("-")[0] for f in tmp_path.rglob("*.nbi"))
     assert index == [f"kernels.{name}" for name in sorted(kernels.__all__)]  # one entry each
+
+
+def test_an_unwritable_lock_file_means_no_lock_not_no_kernels(monkeypatch):
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(kernels, "open", refuse, raising=False)
+    ran = []
+    with kernels._one_process_at_a_time():
+        ran.append(True)
+    assert ran == [True]
