@@ -52,12 +52,17 @@ class Slow(nn.Module):
 
 @pytest.fixture(scope="module")
 def client():
+    # LocalCluster writes OMP_NUM_THREADS, MALLOC_TRIM_THRESHOLD_, PYTHONHASHSEED, ... into
+    # this process's environment; later tests' subprocesses must not inherit them.
+    environ = dict(os.environ)
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     )
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def registry(digits, digits_cnn, store=None, **kw) -> cnc.ModelRegistry:
