@@ -654,8 +654,8 @@ class RunningStats:
         self.bins, self.hist_sample = bins, hist_sample
         self.hist_ranges = dict(hist_ranges or {})
         self.acc: dict[str, _Accumulator] = {}  # insertion order = execution order
-        self.samples: dict[tuple[int, torch.device], torch.Tensor] = {}  # sampled positions
-        self.positions: dict[int, np.ndarray] = {}  # the same, for the compiled kernels
+        self.positions: dict[int, np.ndarray] = {}  # row length -> sampled positions
+        self.samples: dict[tuple[int, torch.device], torch.Tensor] = {}  # the same, as tensors
         self.layouts: dict[tuple, tuple[torch.Tensor, ...]] = {}  # see _add_histograms
         self.pending: list[_Reduced] = []
         self.background = background  # None: decided on the first output
@@ -719,8 +719,9 @@ class RunningStats:
             flat = flat.float()
         if flat.numel() == 0:
             return
+        rows = t.shape[0] if t.dim() > 0 else 1
         if flat.device.type == "cpu" and (kernels := _kernels()) is not None:
-            self._collect_compiled(kernels, name, flat, t.shape, tag)
+            self._collect_compiled(kernels, name, flat, rows, tag)
             return
         acc = self.acc.get(name)
         if acc is None:
@@ -734,22 +735,21 @@ class RunningStats:
             acc = self.acc[name] = self._start(name, flat, s1, s2, lo, hi)
             if acc.shift:
                 scalars = _reductions(flat, acc.shift)
-            sample = self._sample(flat, t.shape)
+            sample = self._sample(flat, rows)
             self.pending.append(_Reduced(name, acc, scalars, flat.numel(), sample, tag))
             self.flush()
             return
-        sample = self._sample(flat, t.shape)
+        sample = self._sample(flat, rows)
         if sample is flat:
             sample = flat.clone()  # kept past the hook: an in-place change must not reach it
         scalars = _reductions(flat, acc.shift)
         self.pending.append(_Reduced(name, acc, scalars, flat.numel(), sample, tag))
 
     def _collect_compiled(
-        self, kernels: Any, name: str, flat: torch.Tensor, shape: torch.Size, tag: Any
+        self, kernels: Any, name: str, flat: torch.Tensor, rows: int, tag: Any
     ) -> None:
         """:meth:`collect` for a CPU output: one pass of :mod:`.kernels`, added at once."""
         x = flat.contiguous().numpy()
-        rows = shape[0] if len(shape) > 0 else 1
         acc = self.acc.get(name)
         if acc is not None:
             lo, hi, s1, s2, nonzero = kernels.reduce_and_bin(
@@ -776,7 +776,7 @@ class RunningStats:
         acc.add(lo, hi, s1, s2, nonzero, x.size)
 
     def _positions(self, numel: int, rows: int) -> np.ndarray:
-        """Positions in each row that the histogram counts (empty: every element)."""
+        """Positions in each row that the histogram counts (``_EVERY``: every element)."""
         if self.hist_sample is None or numel <= rows * self.hist_sample:
             return _EVERY
         per_row = numel // rows
@@ -798,31 +798,31 @@ class RunningStats:
             r.acc.add(lo, hi, s1, s2, nonzero, r.numel)
         self._add_histograms(pending)
 
-    def _sample(self, flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """The elements of one output that its histogram counts."""
-        rows = shape[0] if len(shape) > 0 else 1
-        if self.hist_sample is None or flat.numel() <= rows * self.hist_sample:
+    def _sample(self, flat: torch.Tensor, rows: int) -> torch.Tensor:
+        """The elements of one output that its histogram counts (:meth:`_positions`)."""
+        positions = self._positions(flat.numel(), rows)
+        if positions is _EVERY:
             return flat
-        per_row = flat.numel() // rows
-        idx = self.samples.get((per_row, flat.device))
+        key = (flat.numel() // rows, flat.device)
+        idx = self.samples.get(key)
         if idx is None:
-            idx = _sample_positions(per_row, self.hist_sample).to(flat.device)
-            self.samples[per_row, flat.device] = idx
-        return flat.view(rows, per_row).index_select(1, idx).reshape(-1)
+            idx = self.samples[key] = torch.from_numpy(positions).to(flat.device)
+        return flat.view(rows, -1).index_select(1, idx).reshape(-1)
 
     def _add_histograms(self, pending: list[_Reduced]) -> None:
         """Bin each output's sample by its module's range; one bincount for all of them.
 
         Bin k + 1 holds [edge0 + k / scale, edge0 + (k + 1) / scale); 0 and bins + 1 are
-        under- and overflow. Element-wise ``x * scale + (1 - edge0 * scale)`` in float32,
-        two roundings (multiply, then add), whether for one output or many at once.
+        under- and overflow. Element-wise ``x * scale32 + offset32`` in float32, two
+        roundings (multiply, then add), whether for one output or many at once, as
+        :func:`.kernels.bin_sample` does.
         """
         width = self.bins + 2
         device = pending[0].sample.device
         if len(pending) == 1 or any(r.sample.device != device for r in pending):
             for r in pending:
                 acc = r.acc
-                bins = r.sample.mul(acc.scale).add_(1.0 - acc.edge0 * acc.scale)
+                bins = r.sample.mul(float(acc.scale32)).add_(float(acc.offset32))
                 bins = bins.clamp_(0.0, self.bins + 1.0).to(torch.int64)
                 acc.hist.add_(torch.bincount(bins, minlength=width))
             return
@@ -832,8 +832,8 @@ class RunningStats:
         layout = self.layouts.get(key)
         if layout is None:
             counts = torch.tensor(sizes, device=device)
-            scale = torch.tensor([a.scale for a in accs], dtype=torch.float32)
-            shift = torch.tensor([1.0 - a.edge0 * a.scale for a in accs], dtype=torch.float32)
+            scale = torch.tensor([a.scale32 for a in accs], dtype=torch.float32)
+            shift = torch.tensor([a.offset32 for a in accs], dtype=torch.float32)
             offset = torch.arange(len(accs)) * width
             layout = tuple(v.to(device).repeat_interleave(counts) for v in (scale, shift, offset))
             self.layouts = {key: layout}  # one batch shape at a time (the last may differ)
