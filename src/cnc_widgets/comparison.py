@@ -31,6 +31,7 @@ from .metrics.adversarial import (
 )
 from .metrics.layers import cka_between, default_cka_modules, layers_and_cka, module_weights
 from .provenance import ModelRecord, ModuleCorrespondence, module_correspondence
+from .tasks import get_task
 
 DEFAULT_KS = (10, 20, 50, 100, 200, 500)
 
@@ -75,19 +76,18 @@ class Comparison:
     def __init__(self, registry: ResultSource, a: str, b: str) -> None:
         self.registry, self.a, self.b = registry, a, b
         self._ra, self._rb = registry.result(a), registry.result(b)
-        ca, cb = self._ra["logits"].shape[1], self._rb["logits"].shape[1]
-        if ca != cb:
-            raise ValueError(
-                f"model {a!r} has {ca} classes but {b!r} has {cb}; compare models that "
-                "share one label set"
-            )
         data = registry.data
         assert data is not None
+        #: What the models do (:mod:`cnc_widgets.tasks`): it defines predictions, errors,
+        #: agreement and the per-instance table.
+        self.task = get_task(data.task, data.task_options)
+        self.task.check_pair(a, b, self._ra, self._rb)
         # Bound to the data it was made on: measures computed later come from these
         # results and are cached under this data's key, so new data must not sneak in.
         self.data = data
         self.labels = data.labels
-        self.classes = data.class_names(ca)
+        width = self._ra["logits"].shape[1] if "logits" in self._ra else 0
+        self.classes = data.class_names(width)
         self.adversarial: dict[str, Any] = {}
         self.knn_k: int | None = None
 
@@ -111,21 +111,21 @@ class Comparison:
 
     @property
     def pred_a(self) -> np.ndarray:
-        return self._ra["logits"].argmax(1)
+        return self.task.predictions(self._ra)
 
     @property
     def pred_b(self) -> np.ndarray:
-        return self._rb["logits"].argmax(1)
+        return self.task.predictions(self._rb)
 
     @cached_property
     def agreement(self) -> float:
-        """Fraction of instances on which both models predict the same class."""
-        return m.agreement(self.pred_a, self.pred_b)
+        """Fraction of instances (tokens, answers: per task) both models predict alike."""
+        return self.task.agreement(self._ra, self._rb, self.data)
 
     @cached_property
     def error_jaccard(self) -> float:
         """|E_a ∩ E_b| / |E_a ∪ E_b| of the two error sets; 1.0 when neither errs."""
-        return m.error_jaccard(self.pred_a, self.pred_b, self.labels)
+        return self.task.error_jaccard(self._ra, self._rb, self.data)
 
     @cached_property
     def change_matrix(self) -> pd.DataFrame:
@@ -137,13 +137,11 @@ class Comparison:
         """One row per instance: label, predictions, true-class confidences, KL, MSE.
 
         ``conf_true_diff`` is b - a and ``conf_true_ratio`` is b / a; ``kl`` is
-        KL(p_a || p_b) in nats; ``mse`` the mean squared logit difference.
+        KL(p_a || p_b) in nats; ``mse`` the mean squared logit difference;
+        ``label_name``, ``pred_a_name`` and ``pred_b_name`` the class names. Other tasks
+        give their own columns (see :mod:`cnc_widgets.tasks`).
         """
-        data = self.data
-        table = m.instance_table(self._ra["logits"], self._rb["logits"], self.labels, ids=data.ids)
-        if isinstance(data.instances, list):
-            table.insert(0, "instance", data.instances)
-        return table
+        return self.task.instance_table(self._ra, self._rb, self.data)
 
     def group_accuracy(
         self, groups: Sequence[Any] | None = None, names: Sequence[str] | None = None
@@ -503,19 +501,10 @@ class Comparison:
 
     def summary(self, *, k: int = 10, adversarial: bool = True) -> dict[str, Any]:
         """Every scalar measure, as one row of :meth:`ModelRegistry.compare_many`."""
-        acc_a = float(np.mean(self.pred_a == self.labels))
-        acc_b = float(np.mean(self.pred_b == self.labels))
-        inst = self.instances
         row: dict[str, Any] = {
             "reference": self.a,
             "model": self.b,
-            "accuracy_a": acc_a,
-            "accuracy_b": acc_b,
-            "accuracy_change": acc_b - acc_a,
-            "agreement": self.agreement,
-            "error_jaccard": self.error_jaccard,
-            "mean_kl": float(inst["kl"].mean()),
-            "mean_mse": float(inst["mse"].mean()),
+            **self.task.summary(self._ra, self._rb, self.data, self.instances),
             f"knn_agreement@{k}": self.knn_agreement(k),
             "knn_k": self.knn_k,
             "ood_agreement": self.ood_agreement(),

@@ -29,7 +29,7 @@ from .compress import apply_operation, operation_record, operations
 from .compress.catalogue import plain_params
 from .evaluate.activations import evaluating
 from .evaluate.behaviour import callable_digest
-from .evaluate.data import EvalData, make_data
+from .evaluate.data import EvalData, make_data, rows_of
 from .evaluate.fanout import as_executor, fan_out
 from .evaluate.fingerprint import data_fingerprint, model_fingerprint
 from .evaluate.inference import EvalResult
@@ -42,14 +42,15 @@ from .metrics.adversarial import has_gradients
 from .metrics.pareto import frontier_names
 from .provenance import ModelRecord, check_parent, jsonable_params, topological
 from .store import Store
+from .tasks import Task, get_task
 
 __all__ = ["EvaluationError", "ModelRegistry"]
 
 # Columns that describe provenance; every other metrics column is a measurement.
 PROVENANCE_COLUMNS = ["parent", "operation", "operation_params"]
-# Measurements every metrics() table has, NaN until a model is evaluated.
-MEASURE_COLUMNS = [
-    "accuracy",
+# Measurements every metrics() table has, NaN until a model is evaluated (after the
+# task's quality columns: accuracy for a classifier).
+EFFICIENCY_COLUMNS = [
     "params",
     "nonzero_params",
     "sparsity",
@@ -156,7 +157,8 @@ class ModelRegistry(traitlets.HasTraits):
     # -- text and HTML reprs ------------------------------------------------------
 
     def __repr__(self) -> str:
-        evaluated = int(self.metrics()["accuracy"].notna().sum()) if self._records else 0
+        quality = self.task.quality
+        evaluated = int(self.metrics()[quality].notna().sum()) if self._records else 0
         text = f"ModelRegistry({len(self)} models, {evaluated} evaluated"
         if self.filters:
             text += f", {len(self.filtered_out())} outside filters {dict(self.filters)}"
@@ -549,13 +551,15 @@ class ModelRegistry(traitlets.HasTraits):
     def set_data(
         self,
         inputs: Any,
-        labels: Any,
+        labels: Any = None,
         *,
+        task: str = "classification",
         classes: Sequence[str] | None = None,
         instances: Any = None,
         ids: Sequence[Any] | None = None,
         batch_size: int = 64,
         embedding: str | None = None,
+        **task_options: Any,
     ) -> None:
         """Set the evaluation set every model is run on.
 
@@ -564,6 +568,11 @@ class ModelRegistry(traitlets.HasTraits):
         inputs : Tensor (N, ...) or dict of Tensors with N rows
             Passed to the model as ``model(batch)`` or ``model(**batch)``.
         labels : array-like of N integer class indices
+            Required for classification; other tasks take their references as options.
+        task : str
+            What the models do: ``"classification"`` (the default), or another name of
+            :func:`cnc_widgets.tasks.task_names`. It defines the quality metrics, the
+            predictions and errors a comparison counts, and what the views show.
         classes : list of str, optional
             Class names, one per model output. Without them the outputs are numbered
             and a model may have more outputs than the labels use (a 1,000-class
@@ -576,22 +585,43 @@ class ModelRegistry(traitlets.HasTraits):
         embedding : str, optional
             Dotted name of the module whose output is the representation; default:
             the input of the model's last ``nn.Linear``.
+        **task_options
+            The task's own options (a tokenizer, references, ...); see the task's module.
         """
+        the_task = get_task(task)
+        n = rows_of(inputs)
+        if n == 0:
+            raise ValueError("inputs has no rows; pass at least one instance")
+        options = the_task.options(task_options, n)
+        checked = the_task.labels(labels, n, options)
         data = make_data(
             inputs,
-            labels,
+            checked,
             classes=classes,
             instances=instances,
             ids=ids,
             batch_size=batch_size,
             embedding=embedding,
             fingerprint="",
+            task=the_task.name,
+            task_options=options,
         )
         data.fingerprint = f"{data_fingerprint(inputs, data.labels)}|emb={embedding}"
+        if the_task.name != "classification":
+            spec = json.dumps(data.stored_options(), sort_keys=True, default=str)
+            digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
+            data.fingerprint += f"|task={the_task.name}:{digest}"
         self._data = data
         if self._store is not None:
             self._store.put_data(data)
         self._touch()
+
+    @property
+    def task(self) -> Task:
+        """The task of the evaluation set (classification before :meth:`set_data`)."""
+        if self._data is None:
+            return get_task("classification")
+        return get_task(self._data.task, self._data.task_options)
 
     @property
     def data(self) -> EvalData | None:
@@ -944,7 +974,8 @@ class ModelRegistry(traitlets.HasTraits):
             else pd.DataFrame(rows)
         )
         frame = frame.set_index("name")
-        missing = [c for c in MEASURE_COLUMNS if c not in frame.columns]
+        columns = [*self.task.metric_columns(), *EFFICIENCY_COLUMNS]
+        missing = [c for c in columns if c not in frame.columns]
         for column in missing:
             frame[column] = np.nan
         if filtered and self.filters:

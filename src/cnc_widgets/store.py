@@ -117,6 +117,8 @@ class Store:
             "batch_size": data.batch_size,
             "embedding": data.embedding,
             "fingerprint": data.fingerprint,
+            "task": data.task,
+            "task_options": data.stored_options(),
         }
         file, digest = self._save_arrays("data-" + data.fingerprint, arrays)
         self._write(
@@ -143,6 +145,8 @@ class Store:
             embedding=meta["embedding"],
             fingerprint=meta["fingerprint"],
             classes_given=meta.get("classes_given", True),
+            task=meta.get("task", "classification"),
+            task_options=meta.get("task_options", {}),
         )
 
     # -- results ------------------------------------------------------------------------

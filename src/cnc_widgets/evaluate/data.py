@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,14 @@ class EvalData:
     # False when the names were made up from the labels: a model may then have more
     # outputs than the labels use (an ImageNet model on a few photographs).
     classes_given: bool = True
+    # The task (cnc_widgets.tasks) and its own set_data options: JSON-able ones are
+    # fingerprinted and stored; "_"-prefixed ones (a tokenizer) live in memory only.
+    task: str = "classification"
+    task_options: dict[str, Any] = field(default_factory=dict)
+
+    def stored_options(self) -> dict[str, Any]:
+        """The task options a store keeps (the JSON-able ones)."""
+        return {k: v for k, v in self.task_options.items() if not k.startswith("_")}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -51,7 +59,8 @@ class EvalData:
         return self.inputs[start:stop]
 
 
-def _rows(inputs: Any) -> int:
+def rows_of(inputs: Any) -> int:
+    """The number of rows of a tensor or a dict of tensors (checked to agree)."""
     if isinstance(inputs, torch.Tensor):
         if inputs.dim() == 0:
             raise ValueError("inputs is a scalar tensor; pass a Tensor with one row per instance")
@@ -76,7 +85,8 @@ def _rows(inputs: Any) -> int:
     )
 
 
-def _labels(labels: Any, n: int) -> np.ndarray:
+def check_labels(labels: Any, n: int) -> np.ndarray:
+    """N integer class indices as int64, or an error that says what is wrong with them."""
     array = (
         labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     )
@@ -133,17 +143,25 @@ def make_data(
     batch_size: int,
     embedding: str | None,
     fingerprint: str,
+    task: str = "classification",
+    task_options: Mapping[str, Any] | None = None,
 ) -> EvalData:
-    """Validate everything :meth:`ModelRegistry.set_data` takes and build an :class:`EvalData`."""
-    n = _rows(inputs)
+    """Validate everything :meth:`ModelRegistry.set_data` takes and build an :class:`EvalData`.
+
+    ``labels`` were already checked by the task (:meth:`Task.labels`), and
+    ``task_options`` by :meth:`Task.options`.
+    """
+    n = rows_of(inputs)
     if n == 0:
         raise ValueError("inputs has no rows; pass at least one instance")
-    y = _labels(labels, n)
+    y = np.asarray(labels)
     given = classes is not None
-    if classes is None:
+    if task != "classification":
+        classes, given = ([str(c) for c in classes] if classes is not None else []), False
+    elif classes is None:
         classes = [str(i) for i in range(int(y.max()) + 1)]
     classes = [str(c) for c in classes]
-    if int(y.max()) >= len(classes):
+    if task == "classification" and int(y.max()) >= len(classes):
         raise ValueError(
             f"labels go up to {int(y.max())} but only {len(classes)} classes were named; "
             "pass one name per class"
@@ -171,4 +189,6 @@ def make_data(
         embedding=embedding,
         fingerprint=fingerprint,
         classes_given=given,
+        task=task,
+        task_options=dict(task_options or {}),
     )

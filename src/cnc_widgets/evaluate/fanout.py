@@ -44,7 +44,7 @@ from .activations import EvaluationError, Inputs, n_rows
 from .data import EvalData
 from .heap import roomy_heap
 from .inference import EvalResult, evaluate_model, merge_results
-from .runner import measure_cost
+from .runner import data_task, measure_cost
 
 __all__ = [
     "StoredWeights",
@@ -179,6 +179,7 @@ def evaluate_shard(
     embedding: str | None,
     name: str,
     hist_ranges: Mapping[str, tuple[float, float]] | None = None,
+    task: Any = None,
 ) -> EvalResult:
     """One shard of one model: :func:`evaluate_model` on ``inputs``, no progress bar."""
     with roomy_heap():
@@ -192,6 +193,7 @@ def evaluate_shard(
             name=name,
             hist_ranges=hist_ranges,
             stats_thread=False,  # the workers already fill the cores
+            task=task,
         )
 
 
@@ -273,6 +275,7 @@ def fan_out(
                 embedding=data.embedding,
                 name=job.name,
                 hist_ranges=ranges,
+                task=data_task(data),
             )
         with lock:
             pending[future] = (job.name, kind, shard)

@@ -62,8 +62,9 @@ class EvalResult:
     ----------
     name
         The model's name, as given to :func:`evaluate_model`.
-    logits
-        ``(N, C)`` float32.
+    outputs
+        The task's per-instance arrays by name (rows first, float32 where floating):
+        ``{"logits": (N, C)}`` for a classifier (see :mod:`cnc_widgets.tasks`).
     embeddings
         ``(N, d)`` float32, the representation read at ``embedding_module``.
     embedding_module
@@ -86,7 +87,7 @@ class EvalResult:
     """
 
     name: str
-    logits: np.ndarray
+    outputs: dict[str, np.ndarray]
     embeddings: np.ndarray
     embedding_module: str
     embedding_kind: str = "input"
@@ -103,11 +104,16 @@ class EvalResult:
     @property
     def n(self) -> int:
         """Number of instances."""
-        return int(self.logits.shape[0])
+        return int(self.embeddings.shape[0])
+
+    @property
+    def logits(self) -> np.ndarray:
+        """``(N, C)`` float32 logits of a classifier (``outputs["logits"]``)."""
+        return self.outputs["logits"]
 
     @property
     def predictions(self) -> np.ndarray:
-        """``(N,)`` int64 argmax of the logits."""
+        """``(N,)`` int64 argmax of a classifier's logits."""
         return self.logits.argmax(1)
 
     def hist_ranges(self) -> dict[str, tuple[float, float]]:
@@ -147,6 +153,7 @@ def evaluate_model(
     hist_sample: int | None = 128,
     hist_ranges: Mapping[str, tuple[float, float]] | None = None,
     stats_thread: bool | None = None,
+    task: Any = None,
 ) -> EvalResult:
     """Run a model over all inputs in batches and collect what the views need.
 
@@ -205,6 +212,9 @@ def evaluate_model(
         which costs about as much as the copy) and the process may use more CPU cores
         than ``torch.get_num_threads()`` (a worker competing with torch's own threads
         slows both). See :class:`.activations.RunningStats`.
+    task
+        A :class:`cnc_widgets.tasks.Task` (default: classification): how the model is run
+        on a batch and which per-instance arrays its output becomes.
 
     Returns
     -------
@@ -265,7 +275,12 @@ def evaluate_model(
     # The default is checked on the first batch: is the last Linear reading raw input?
     probe = _DefaultEmbeddingProbe(model, emb_name) if embedding is None else None
 
-    logits_buf = emb_buf = None
+    if task is None:
+        from ..tasks import get_task
+
+        task = get_task("classification")
+    out_bufs: dict[str, torch.Tensor] | None = None
+    emb_buf = None
     bar = tqdm(total=n, desc=name, unit="inst", disable=not progress, leave=False)
     try:
         with evaluating(model):
@@ -278,7 +293,8 @@ def evaluate_model(
                 except NonFinite as exc:
                     raise _non_finite(model, name, exc) from None
                 try:
-                    logits = extract_logits(call_model(model, batch))
+                    outputs = task.batch_outputs(task.run(model, batch, call_model), batch)
+                    logits = next(iter(outputs.values()))
                     emb = captured[0]
                     if probe is not None:
                         probe.remove()
@@ -294,10 +310,11 @@ def evaluate_model(
                         raise RuntimeError(f"embedding module {emb_name!r} was not called")
                     mask = None if mask_all is None else mask_all[start:stop]
                     emb = reduce_output(emb, mask, "auto")
-                    if logits_buf is None:
-                        logits_buf = torch.empty((n, logits.shape[1]), dtype=torch.float32)
+                    if out_bufs is None:
+                        out_bufs = {k: _buffer(v, n) for k, v in outputs.items()}
                         emb_buf = torch.empty((n, emb.shape[1]), dtype=torch.float32)
-                    logits_buf[start:stop] = logits
+                    for key, value in outputs.items():
+                        out_bufs[key][start:stop] = value
                     emb_buf[start:stop] = emb
                 except NonFinite as exc:
                     raise _non_finite(model, name, exc) from None
@@ -313,8 +330,9 @@ def evaluate_model(
                 stats.close()  # the worker thread's last batches
             except NonFinite as exc:
                 raise _non_finite(model, name, exc) from None
-            logits_np, emb_np = logits_buf.numpy(), emb_buf.numpy()
-            _check_finite(model, inputs, name, batch_size, (dtype, device), logits_np, emb_np)
+            outputs_np = {k: v.numpy() for k, v in out_bufs.items()}
+            emb_np = emb_buf.numpy()
+            _check_finite(model, inputs, name, batch_size, (dtype, device), outputs_np, emb_np)
     finally:
         stats.close(raise_error=False)
         bar.close()
@@ -322,7 +340,13 @@ def evaluate_model(
             probe.remove()
         for h in handles:
             h.remove()
-    return EvalResult(name, logits_np, emb_np, emb_name, emb_kind, **stats.arrays())
+    return EvalResult(name, outputs_np, emb_np, emb_name, emb_kind, **stats.arrays())
+
+
+def _buffer(value: torch.Tensor, n: int) -> torch.Tensor:
+    """An ``(n, ...)`` buffer for one per-instance output (floats kept as float32)."""
+    dtype = torch.float32 if value.is_floating_point() else value.dtype
+    return torch.empty((n, *value.shape[1:]), dtype=dtype)
 
 
 def _non_finite(model: nn.Module, name: str, exc: NonFinite) -> EvaluationError:
@@ -472,7 +496,7 @@ def merge_results(parts: Sequence[EvalResult]) -> EvalResult:
     var = (w * (np.stack([p.act_std for p in parts]) ** 2 + (means - mean) ** 2)).sum(0)
     return EvalResult(
         first.name,
-        np.concatenate([p.logits for p in parts]),
+        {k: np.concatenate([p.outputs[k] for p in parts]) for k in first.outputs},
         np.concatenate([p.embeddings for p in parts]),
         first.embedding_module,
         first.embedding_kind,
@@ -549,16 +573,19 @@ def _check_finite(
     name: str,
     batch_size: int,
     cast: tuple[torch.dtype | None, torch.device | None],
-    logits: np.ndarray,
+    outputs: dict[str, np.ndarray],
     emb: np.ndarray,
 ) -> None:
     # One vectorised check after the loop keeps the per-batch path free of syncs; the
     # module is then found by re-running only the first bad batch.
-    bad = ~(np.isfinite(logits).all(1) & np.isfinite(emb).all(1))
+    floating = {k: v.reshape(len(v), -1) for k, v in outputs.items() if v.dtype.kind == "f"}
+    bad = ~np.isfinite(emb).all(1)
+    for value in floating.values():
+        bad |= ~np.isfinite(value).all(1)
     if not bad.any():
         return
     b = int(np.flatnonzero(bad)[0]) // batch_size
-    start, stop = b * batch_size, min((b + 1) * batch_size, len(logits))
+    start, stop = b * batch_size, min((b + 1) * batch_size, len(emb))
     batch = slice_rows(inputs, start, stop, *cast)
     module = locate_nonfinite(model, batch)
     where = (
@@ -566,7 +593,9 @@ def _check_finite(
         if module
         else "not reproduced by any module output when the batch was re-run"
     )
-    what = "logits" if not np.isfinite(logits[start:stop]).all() else "embeddings"
+    what = next(
+        (k for k, v in floating.items() if not np.isfinite(v[start:stop]).all()), "embeddings"
+    )
     raise EvaluationError(
         f"model {name!r}: non-finite {what} on batch {b} (rows {start}:{stop}, inputs "
         f"{describe(batch)}), {where}"

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ..tasks import Task, get_task
 from .data import EvalData
 from .efficiency import efficiency
 from .inference import EvalResult, EvaluationError, evaluate_model
@@ -56,6 +57,7 @@ def evaluate_one(
         activations=True,
         progress=progress,
         name=name,
+        task=data_task(data),
     )
     rows = min(len(data), data.batch_size)
     try:
@@ -76,33 +78,30 @@ def finish_record(
     cost = dict(cost)
     cost["macs"] = cost["macs"] / rows
     cost["effective_macs"] = cost["effective_macs"] / rows
-    predictions = result.logits.argmax(1)
-    width, top = result.logits.shape[1], int(data.labels.max())
-    if data.classes_given and width != len(data.classes):
-        raise EvaluationError(
-            f"model {name!r} outputs {width} logits per instance but set_data named "
-            f"{len(data.classes)} classes; pass one name per output as classes= (or none, "
-            "to number the outputs) or fix the model's head"
-        )
-    if top >= width:
-        raise EvaluationError(
-            f"model {name!r} outputs {width} logits per instance but the labels go up to "
-            f"{top}; labels must be indices of the model's outputs (0 to {width - 1})"
-        )
+    task = data_task(data)
     metrics = {
-        "accuracy": float(np.mean(predictions == data.labels)),
+        **task.finish(name, result.outputs, data),
         **cost,
         "eval_batch_size": data.batch_size,
     }
-    return to_record(result, metrics, predictions)
+    return to_record(result, metrics, task.predictions(result.outputs))
+
+
+def data_task(data: EvalData) -> Task:
+    """The task ``data`` was set for (classification for data made before tasks existed)."""
+    return get_task(getattr(data, "task", "classification"), getattr(data, "task_options", None))
 
 
 def to_record(
     result: EvalResult, metrics: dict[str, Any], predictions: np.ndarray
 ) -> dict[str, Any]:
-    """A flat dict of arrays plus JSON facts, as the store keeps it."""
+    """A flat dict of arrays plus JSON facts, as the store keeps it: the task's outputs
+    under their own names (``logits`` for a classifier), beside the other fields."""
     record: dict[str, Any] = {"metrics": metrics, "predictions": predictions}
     for f in fields(result):
         value = getattr(result, f.name)
-        record[f.name] = value
+        if f.name == "outputs":
+            record.update(value)
+        else:
+            record[f.name] = value
     return record
