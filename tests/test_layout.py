@@ -21,6 +21,7 @@ LAYERS = [
         "filters",
         "comparability",
         "charts",
+        "tasks",
     },
     {"comparison"},
     {"registry"},
