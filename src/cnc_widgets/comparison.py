@@ -141,7 +141,55 @@ class Comparison:
         ``label_name``, ``pred_a_name`` and ``pred_b_name`` the class names. Other tasks
         give their own columns (see :mod:`cnc_widgets.tasks`).
         """
+        if getattr(self.task, "token_level", False):
+            tokens = self.tokens if self._models_here() else None
+            return self.task.instance_table(self._ra, self._rb, self.data, tokens)
         return self.task.instance_table(self._ra, self._rb, self.data)
+
+    def _models_here(self) -> bool:
+        try:
+            self.registry.model(self.a), self.registry.model(self.b)
+        except KeyError:
+            return False
+        return self.registry.data is not None and self.registry.data.inputs is not None
+
+    @property
+    def tokens(self) -> pd.DataFrame:
+        """Language models: one row per scored token, as llama.cpp's ``--kl-divergence``.
+
+        Columns ``instance`` (row of the data), ``position`` (t, predicting token t+1),
+        ``token`` (the id of token t+1), ``text`` (its text, with a tokenizer),
+        ``nll_a``, ``nll_b`` (nats), ``kl`` (KL(p_a || p_b) over the full vocabulary, nats),
+        ``dp`` (p_b(next) - p_a(next)), ``top_a``, ``top_b``. Both models run over the same
+        batches once; the table (not the distributions) is cached.
+        """
+        if not getattr(self.task, "token_level", False):
+            raise ValueError(
+                f"tokens are defined for language models; this data's task is {self.task.name!r}"
+            )
+        from .metrics.tokens import paired_token_table
+
+        data = self.data
+
+        def compute() -> pd.DataFrame:
+            return paired_token_table(
+                self.registry.model(self.a),
+                self.registry.model(self.b),
+                self._inputs("tokens"),
+                batch_size=data.batch_size,
+                tokenizer=data.task_options.get("_tokenizer"),
+            )
+
+        return self._memo("tokens", {"v": 1}, compute)
+
+    @property
+    def token_stats(self) -> pd.Series:
+        """llama.cpp ``perplexity --kl-divergence`` statistics of :attr:`tokens` (a Series:
+        kl_mean, kl_sem, kl_median, kl percentiles, same_top, dp statistics, ppl_a, ppl_b,
+        ppl_ratio, ln_ppl_ratio, logloss_corr)."""
+        from .metrics.tokens import token_stats
+
+        return token_stats(self.tokens)
 
     def group_accuracy(
         self, groups: Sequence[Any] | None = None, names: Sequence[str] | None = None

@@ -18,11 +18,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import Task
+from .causal_lm import CausalLM
 from .classification import Classification
 
-_TASKS: dict[str, type[Task]] = {Classification.name: Classification}
+_TASKS: dict[str, type[Task]] = {t.name: t for t in (Classification, CausalLM)}
 
-__all__ = ["Classification", "Task", "get_task", "task_names"]
+__all__ = ["CausalLM", "Classification", "Task", "get_task", "task_names"]
 
 
 def task_names() -> list[str]:

@@ -1,0 +1,96 @@
+"""The causal_lm task: scored positions, perplexity and token agreement against direct
+computations with the model's own loss (a tiny random Llama; SmolLM2 is in the slow tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import cnc_widgets as cnc
+from cnc_widgets.tasks.causal_lm import scored_mask
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def batch(n: int = 10, t: int = 12, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 97, (n, t), generator=g)
+    lengths = torch.randint(1, t + 1, (n,), generator=g)
+    mask = (torch.arange(t)[None, :] < lengths[:, None]).long()  # right padding
+    return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+def test_scored_positions_follow_the_mask():
+    mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1], [1, 0, 0, 0]])
+    assert scored_mask(mask).tolist() == [
+        [True, True, False],
+        [False, True, True],
+        [False, False, False],
+    ]
+
+
+def test_perplexity_equals_the_models_own_loss():
+    model, enc = tiny_llama(), batch()
+    reg = cnc.ModelRegistry()
+    reg.set_data(enc, task="causal_lm", batch_size=4)
+    reg.add("base", model)
+    reg.evaluate(progress=False)
+    row = reg.metrics().loc["base"]
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        logits = model(**enc).logits
+    # The model's loss is a mean over all scored tokens of the batch: the same definition.
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 97).double(), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+    assert row["nll"] == pytest.approx(float(loss), rel=1e-5)
+    assert row["perplexity"] == pytest.approx(float(torch.exp(loss)), rel=1e-5)
+    scored = (labels[:, 1:] != -100)
+    assert row["tokens"] == int(scored.sum())
+    top = logits[:, :-1].argmax(-1)
+    accuracy = ((top == enc["input_ids"][:, 1:]) & scored).sum() / scored.sum()
+    assert row["token_accuracy"] == pytest.approx(float(accuracy))
+    assert "accuracy" not in reg.metrics().columns
+    assert reg.task.default_axes()["y"] == "perplexity"
+
+
+def test_token_agreement_and_error_jaccard_count_scored_tokens():
+    enc = batch()
+    reg = cnc.ModelRegistry()
+    reg.set_data(enc, task="causal_lm", batch_size=5)
+    a, b = tiny_llama(0), tiny_llama(3)
+    reg.add("a", a)
+    reg.add("b", b)
+    reg.evaluate(progress=False)
+    cmp = reg.compare("a", "b")
+    with torch.no_grad():
+        ta = a(**enc).logits[:, :-1].argmax(-1)
+        tb = b(**enc).logits[:, :-1].argmax(-1)
+    scored = scored_mask(enc["attention_mask"])
+    target = enc["input_ids"][:, 1:]
+    assert cmp.agreement == pytest.approx(float((ta == tb)[scored].double().mean()))
+    ea, eb = (ta != target)[scored], (tb != target)[scored]
+    jac = float((ea & eb).sum() / (ea | eb).sum())
+    assert cmp.error_jaccard == pytest.approx(jac)
+
+
+def test_causal_lm_refuses_labels_and_non_token_inputs():
+    reg = cnc.ModelRegistry()
+    with pytest.raises(ValueError, match="takes no labels"):
+        reg.set_data(batch(), np.zeros(10), task="causal_lm")
+    with pytest.raises(ValueError, match="unknown task"):
+        reg.set_data(batch(), task="translation")
