@@ -6,6 +6,7 @@ data's fingerprints, so nothing here runs twice for the same content.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import fields
 from typing import Any
 
@@ -13,27 +14,34 @@ import numpy as np
 from torch import nn
 
 from ..tasks import Task, get_task
+from .activations import evaluating
 from .data import EvalData
 from .efficiency import efficiency
 from .inference import EvalResult, EvaluationError, evaluate_model
+from .latency import time_models
 
-__all__ = ["EvaluationError", "evaluate_one", "measure_cost"]
+__all__ = ["EvaluationError", "evaluate_one", "measure_cost", "measure_latency"]
 
-LATENCY_WARMUP, LATENCY_REPEATS = 2, 10
+LATENCY_WARMUP, LATENCY_REPEATS = 2, 15
 
 
 def measure_cost(model: nn.Module, example: Any, *, latency: bool = True) -> dict[str, Any]:
     """Efficiency of ``model`` on one batch ``example``, as every evaluation records it
-    (here, and on the workers of :mod:`.fanout`): latency with the same warm-up and
-    repeats, peak memory, MACs and sizes."""
-    return efficiency(
-        model,
-        example,
-        latency=latency,
-        memory=True,
-        warmup=LATENCY_WARMUP,
-        repeats=LATENCY_REPEATS,
-    )
+    (here, and on the workers of :mod:`.fanout`): peak memory, MACs, sizes and, with
+    ``latency``, the timed passes of :func:`measure_latency` (median and spread)."""
+    cost = efficiency(model, example, latency=False, memory=True)
+    if latency:
+        cost.update(measure_latency({"model": model}, example)["model"])
+    return cost
+
+
+def measure_latency(models: dict[str, nn.Module], example: Any) -> dict[str, dict[str, Any]]:
+    """Latency columns of each model on ``example``, timed together (interleaved rounds, one
+    thread; see :mod:`.latency`), every model in eval mode for the passes."""
+    with contextlib.ExitStack() as stack:
+        for model in models.values():
+            stack.enter_context(evaluating(model))
+        return time_models(models, example, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS)
 
 
 def evaluate_one(

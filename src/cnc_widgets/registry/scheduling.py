@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from ..comparison import Comparison, DetachedSource, MissingMeasure, summary_task
 from ..evaluate.fanout import as_executor, fan_out
 from ..evaluate.inference import EvalResult
-from ..evaluate.runner import EvaluationError, evaluate_one, finish_record
+from ..evaluate.runner import EvaluationError, evaluate_one, finish_record, measure_latency
 from ..metrics.adversarial import has_gradients
 
 
@@ -82,14 +82,45 @@ class Scheduling:
         failures: list[EvaluationError] = []
         if executor is not None:
             failures = self._evaluate_on(executor, todo, progress, shard_rows, weights)
+        done = []
         for name in todo if executor is None else []:
             try:
-                result = evaluate_one(name, self._models[name], self._data, progress=progress)
+                result = evaluate_one(
+                    name, self._models[name], self._data, progress=progress, latency=False
+                )
             except EvaluationError as exc:
                 failures.append(exc)
                 continue
             self._keep_result(name, result)
+            done.append(name)
+        failures += self._time_together(done)
         raise_failures(failures, "models failed; the others were evaluated")
+
+    def _time_together(self, names: list[str]) -> list[EvaluationError]:
+        """Latency of the models just evaluated, timed in interleaved rounds so that load
+        from other processes hits them alike (see :mod:`cnc_widgets.evaluate.latency`)."""
+        if not names:
+            return []
+        data = self._data
+        example = data.batch(0, min(len(data), data.batch_size))
+        models = {name: self._models[name] for name in names}
+        failures: list[EvaluationError] = []
+        try:
+            timed = measure_latency(models, example)
+        except Exception:  # one model fails its timed passes: time each alone, name it
+            timed = {}
+            for name, model in models.items():
+                try:
+                    timed.update(measure_latency({name: model}, example))
+                except Exception as exc:
+                    failures.append(
+                        EvaluationError(f"model {name!r}: measuring latency failed: {exc}")
+                    )
+        for name, columns in timed.items():
+            result = self._cached(self._key(name))
+            result["metrics"].update(columns)
+            self._keep_result(name, result)
+        return failures
 
     def _evaluate_on(
         self,
