@@ -23,6 +23,7 @@ from ..evaluate.activations import evaluating
 from ..evaluate.behaviour import callable_digest
 from ..evaluate.fingerprint import model_fingerprint
 from ..evaluate.model_io import call_model, extract_logits, prepare_inputs
+from ..evaluate.sizes import size_report
 from ..provenance import ModelRecord, check_parent, jsonable_params
 from .naming import default_name
 
@@ -325,6 +326,8 @@ class Catalogue:
             "given": sorted(params),
             # What the operation did: renamed modules (module_map), pruned widths, ranks.
             **json.loads(json.dumps(report, default=str)),
+            # Why the child has its size: what changed, what was left, bytes by dtype.
+            "sizes": size_report(source, child),
         }
         if builtin is None:
             # What the callable computes, with its parameters: behaviour the weights and
