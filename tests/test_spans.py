@@ -141,9 +141,7 @@ def test_real_tokenizer_offsets():
     for i, word in enumerate(["Hill Top", "Sydney"]):
         a = contexts[i].index(word)
         b = a + len(word)
-        toks = [
-            j for j, (s, e) in enumerate(enc["offset_mapping"][i]) if mask[i, j] and a <= s < b
-        ]
+        toks = [j for j, (s, e) in enumerate(enc["offset_mapping"][i]) if mask[i, j] and a <= s < b]
         start[i, toks[0]], end[i, toks[-1]] = 5.0, 5.0
     got = decode_spans(start, end, enc["offset_mapping"], mask, contexts)
     assert got.text == ["Hill Top", "Sydney"]

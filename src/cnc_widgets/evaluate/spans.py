@@ -166,9 +166,7 @@ def decode_spans(
     end_tok = np.where(answer, best_end, -1)
     start_char = np.where(answer, offs[rows, np.maximum(start_tok, 0), 0], -1).astype(np.int64)
     end_char = np.where(answer, offs[rows, np.maximum(end_tok, 0), 1], -1).astype(np.int64)
-    text = [
-        contexts[i][start_char[i] : end_char[i]] if answer[i] else "" for i in range(n)
-    ]
+    text = [contexts[i][start_char[i] : end_char[i]] if answer[i] else "" for i in range(n)]
     return Spans(
         text=text,
         start_char=start_char,
