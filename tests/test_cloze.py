@@ -143,6 +143,8 @@ def test_tiny_qa_is_deterministic(qa, tokenizer):
     with pytest.raises(ValueError, match="max_length"):
         train_tiny_qa(small, tokenizer=tokenizer, max_length=8)
     assert np.isfinite(_scores(a, small, tokenizer)).all()
+    _, default_tok = train_tiny_qa(small, epochs=0)  # MiniLM's tokenizer by default
+    assert default_tok.get_vocab() == tokenizer.get_vocab()
 
 
 def test_docstring_examples():

