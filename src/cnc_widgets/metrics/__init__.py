@@ -2,7 +2,8 @@
 
 Owns agreement and errors (:mod:`.agreement`), neighbourhoods (:mod:`.knn`), Deep kNN
 out-of-distribution flags (:mod:`.ood`), adversarial sets (:mod:`.adversarial`), exact
-linear CKA (:mod:`.cka`) and the per-module layer table (:mod:`.layers`). Nothing here knows
+linear CKA (:mod:`.cka`), the per-module layer table (:mod:`.layers`) and SQuAD answer scores
+(:mod:`.squad`). Nothing here knows
 about the registry, the store or the widgets; :mod:`.layers` may use
 :mod:`cnc_widgets.evaluate` to stream activations. Model ``a`` is always the reference and
 ``b`` the model compared with it. Definitions follow design.md section 4.
@@ -26,6 +27,7 @@ from .knn import (
     neighbour_jaccard,
 )
 from .ood import dknn_scores, ood_agreement, ood_flags, ood_split
+from .squad import exact_match_scores, f1_scores, normalize_answer
 
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
@@ -36,6 +38,8 @@ __all__ = [
     "cka_memory_estimate",
     "dknn_scores",
     "error_jaccard",
+    "exact_match_scores",
+    "f1_scores",
     "group_accuracy_change",
     "instance_table",
     "jaccard",
@@ -45,6 +49,7 @@ __all__ = [
     "knn_search",
     "linear_cka",
     "neighbour_jaccard",
+    "normalize_answer",
     "ood_agreement",
     "ood_flags",
     "ood_split",
