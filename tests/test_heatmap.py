@@ -136,19 +136,19 @@ def test_payload_columns_and_one_model_rows(reg):
 
 def test_detail_request_sends_chart_and_numbers(reg):
     heat = cnc.ActivationHeatmap(reg, "base", "p50")
-    heat.detail_request = {"module": "classifier.1", "model": "p50"}
-    detail = heat.detail
+    heat._detail_request = {"module": "classifier.1", "model": "p50"}
+    detail = heat._detail
     assert detail["module"] == "classifier.1" and "error" not in detail
     assert detail["numbers"]["kind"] == "Linear"
     table = reg.compare("base", "p50").layers
     assert detail["numbers"]["cka"] == pytest.approx(table.loc["classifier.1", "cka"])
     assert detail["spec"]["vconcat"][0]["title"] == "weights of classifier.1"
-    heat.detail_request = {"module": "features.1", "model": "ghost"}
-    assert heat.detail == {}
+    heat._detail_request = {"module": "features.1", "model": "ghost"}
+    assert heat._detail == {}
     edited = cnc.ActivationHeatmap(reg, "base", "edited")
-    edited.detail_request = {"module": "classifier.4", "model": "edited"}
-    assert "error" not in edited.detail and edited.detail["numbers"]["params"] == 110
-    spec = edited.detail["spec"]
+    edited._detail_request = {"module": "classifier.4", "model": "edited"}
+    assert "error" not in edited._detail and edited._detail["numbers"]["params"] == 110
+    spec = edited._detail["spec"]
     counts = spec["datasets"][spec["vconcat"][0]["data"]["name"]]
     assert sum(v["count"] for v in counts if v["model"] == "base") == 0  # only in edited
 

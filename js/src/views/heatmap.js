@@ -305,7 +305,7 @@ function render({ model, el }) {
   function requestDetail(module, name) {
     focusModule = module;
     sideTab = "module";
-    model.set("detail_request", { module, model: name, at: Date.now() });
+    model.set("_detail_request", { module, model: name, at: Date.now() });
     model.save_changes();
     drawSide();
     markFocus();
@@ -526,7 +526,7 @@ function render({ model, el }) {
   }
 
   function drawDetail() {
-    const detail = model.get("detail") || {};
+    const detail = model.get("_detail") || {};
     if (!focusModule) {
       sideBody.append(html("div", { class: "cnc-hm-message", text: "Click a module (or a cell) for its weight and activation histograms." }));
       return;
@@ -653,7 +653,7 @@ function render({ model, el }) {
   };
   const events = ["change:layers", "change:cka", "change:mode", "change:message", "change:busy", "change:models"];
   for (const e of events) model.on(e, onData);
-  model.on("change:detail", onDetail);
+  model.on("change:_detail", onDetail);
   model.on("change:selected", onSelected);
   const onFiltered = () => markFiltered(table, model.get("filtered_out"));
   model.on("change:filtered_out", onFiltered);
@@ -665,7 +665,7 @@ function render({ model, el }) {
   }
   return () => {
     for (const e of events) model.off(e, onData);
-    model.off("change:detail", onDetail);
+    model.off("change:_detail", onDetail);
     model.off("change:selected", onSelected);
     model.off("change:filtered_out", onFiltered);
     if (chart) chart.finalize();
