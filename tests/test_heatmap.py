@@ -13,6 +13,7 @@ import torch
 import cnc_widgets as cnc
 from cnc_widgets.evaluate.activations import paired_activation_stats
 from cnc_widgets.metrics.layers import cka_between, layer_table, layers_and_cka
+from cnc_widgets.widgets._wire import unpack
 
 N = 160  # instances: enough for two batches and for CKA, quick on a shared machine
 
@@ -102,7 +103,7 @@ def test_histogram_chart_is_altair_with_the_counts(reg):
 
 
 def _column(entry, name):
-    return np.frombuffer(entry["values"][name], dtype="<f4")
+    return unpack(entry["values"][name])
 
 
 def test_payload_columns_and_one_model_rows(reg):
@@ -130,7 +131,7 @@ def test_payload_columns_and_one_model_rows(reg):
     assert dict(zip(rows, entry["status"], strict=True))["classifier.4"] == "absent"
     assert np.isnan(_column(edited, "cka")[rows.index("features.1")])
     cka = heat.cka["p50"]
-    values = np.frombuffer(cka["values"], dtype="<f4").reshape(len(cka["rows"]), -1)
+    values = unpack(cka["values"]).reshape(len(cka["rows"]), -1)
     assert values.shape == (6, 6) and np.all(np.diag(values) > 0.5)
 
 

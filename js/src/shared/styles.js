@@ -76,10 +76,21 @@ const CSS = `
 .cnc-provenance .cnc-collapse text { font-size: 10px; fill: var(--cnc-fg); }
 `;
 
-export function addStyles(root) {
+// One <style> per stylesheet in the document, added by the first view that needs it: a
+// hundred views in a notebook share two sheets instead of carrying a copy each.
+//   addStyles(root)          the shared sheet (root is accepted for old callers, unused)
+//   viewStyles(name, css)    a view's own sheet, once per name
+export function viewStyles(name, css) {
+  const id = `cnc-style-${name}`;
+  if (typeof document === "undefined" || document.getElementById(id)) return;
   const style = document.createElement("style");
-  style.textContent = CSS + DETAILS_CSS;
-  root.append(style);
+  style.id = id;
+  style.textContent = css;
+  document.head.append(style);
+}
+
+export function addStyles() {
+  viewStyles("shared", CSS + DETAILS_CSS);
 }
 
 const DETAILS_CSS = `

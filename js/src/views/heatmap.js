@@ -7,6 +7,7 @@ import { formatNumber } from "../shared/format.js";
 import { addStyles } from "../shared/styles.js";
 import { drawChart } from "../shared/vega.js";
 import { markFiltered } from "../shared/filter.js";
+import { unpack } from "../shared/wire.js";
 
 const MODES = [
   { key: "sparsity", label: "Sparsity" },
@@ -79,13 +80,6 @@ const HEATMAP_CSS = `
 .cnc-heatmap .cnc-picker button { font: inherit; padding: 1px 8px; }
 .cnc-heatmap .cnc-picker button[aria-pressed="true"] { font-weight: 700; }
 `;
-
-function floats(view) {
-  if (!view) return null;
-  // Buffers arrive as DataViews, not always 4-byte aligned: copy before viewing as float32.
-  const bytes = view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength);
-  return new Float32Array(bytes);
-}
 
 function shortName(name, prefix) {
   return prefix && name.startsWith(prefix) ? name.slice(prefix.length) || name : name;
@@ -181,7 +175,7 @@ function render({ model, el }) {
     for (const name of compared) {
       const entry = (layers.by_model || {})[name] || {};
       const values = {};
-      for (const [k, v] of Object.entries(entry.values || {})) values[k] = floats(v);
+      for (const [k, v] of Object.entries(entry.values || {})) values[k] = unpack(v);
       data[name] = { ...entry, values };
     }
     return { layers, rows, compared, data, reference: layers.reference,
@@ -586,7 +580,7 @@ function render({ model, el }) {
       return;
     }
     if (!entry.rows) return;
-    const values = floats(entry.values);
+    const values = unpack(entry.values);
     const na = entry.rows.length;
     const nb = entry.cols.length;
     const pa = commonPrefix(entry.rows);

@@ -1,11 +1,12 @@
 // The efficiency scatter: each model a point of two metrics, the Pareto frontier
 // as a step line, optional lines to parents, click / shift-click / box selection.
-import { html, svg, formatParams } from "../shared/dom.js";
+import { html, svg, formatParams, truncate, wireMark } from "../shared/dom.js";
 import { colourScale, scaleLegend, domainOptions, domainControl, numericExtent } from "../shared/colour.js";
-import { markFiltered } from "../shared/filter.js";
 import { formatMetric, metricTitle } from "../shared/format.js";
 import { getSelected, select, markSelected } from "../shared/selection.js";
-import { addStyles } from "../shared/styles.js";
+import { addStyles, viewStyles } from "../shared/styles.js";
+import { tooltip as makeTooltip } from "../shared/tooltip.js";
+import { listen, coalesce } from "../shared/listen.js";
 import { unpack } from "../shared/wire.js";
 import { linearTicks, logTicks } from "../shared/ticks.js";
 import { paretoFront } from "../shared/pareto.js";
@@ -37,6 +38,8 @@ const CSS = `
 .cnc-scatter .cnc-point[data-filtered="out"].cnc-selected { opacity: 0.6; }
 .cnc-scatter .cnc-point-label { font-size: 11px; fill: var(--jp-ui-font-color1, #111); paint-order: stroke;
   stroke: var(--jp-layout-color1, #fff); stroke-width: 3px; stroke-linejoin: round; pointer-events: none; }
+.cnc-scatter .cnc-count-badge rect { fill: var(--jp-layout-color1, #fff); stroke: var(--jp-ui-font-color1, #222); stroke-width: 1; }
+.cnc-scatter .cnc-count-badge text { fill: var(--jp-ui-font-color1, #222); font-size: 10px; font-weight: 700; }
 .cnc-scatter .cnc-brush { fill: rgba(31, 119, 180, 0.12); stroke: #1f77b4; stroke-dasharray: 4 2; }
 .cnc-scatter .cnc-footer { display: flex; gap: 12px; padding: 4px 8px 6px; color: var(--jp-ui-font-color2, #666);
   flex-wrap: wrap; min-height: 18px; }
@@ -48,15 +51,20 @@ const CSS = `
 .cnc-scatter .cnc-tooltip .cnc-tip-sub { color: var(--jp-ui-font-color2, #555); }
 `;
 
-function addViewStyles(root) {
-  addStyles(root);
-  const style = document.createElement("style");
-  style.textContent = CSS;
-  root.append(style);
-}
+// Points closer than this (pixels) are one place on the plot: they spread on a small ring
+// around it and a badge says how many models are there.
+const SAME_PLACE = 2;
+const SPREAD = 7;
 
-function truncate(text, max) {
-  return text.length > max ? text.slice(0, max - 1) + "\u2026" : text;
+// Groups of indices whose points land on the same pixel place, in `order`.
+export function samePlace(indices, px, py, tolerance = SAME_PLACE) {
+  const groups = new Map();
+  for (const i of indices) {
+    const key = `${Math.round(px(i) / tolerance)},${Math.round(py(i) / tolerance)}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(i);
+  }
+  return [...groups.values()];
 }
 
 function opLabel(m) {
@@ -106,7 +114,8 @@ function padded(extent, log) {
 function render({ model, el }) {
   const t0 = performance.now();
   const root = html("div", { class: "cnc-view cnc-scatter" });
-  addViewStyles(root);
+  addStyles();
+  viewStyles("scatter", CSS);
   el.append(root);
 
   const pick = (label, key, optional) => {
@@ -136,9 +145,8 @@ function render({ model, el }) {
     "aria-label": "Models by two metrics", height: HEIGHT });
   plot.style.height = `${HEIGHT}px`;
   const footer = html("div", { class: "cnc-footer" });
-  const tooltip = html("div", { class: "cnc-tooltip", role: "tooltip" });
-  tooltip.style.display = "none";
-  root.append(toolbar, plot, footer, tooltip);
+  root.append(toolbar, plot, footer);
+  const tip = makeTooltip(root);
 
   let current = null; // {models, metrics, values, byName, sx, sy, visible}
 
@@ -166,35 +174,19 @@ function render({ model, el }) {
 
   function showTip(i, event) {
     const m = current.models[i];
-    tooltip.replaceChildren();
-    tooltip.append(html("div", { class: "cnc-tip-title", text: m.name }));
     const { root: first, steps } = chain(current.byName, m.name);
-    if (steps.length) {
-      tooltip.append(html("div", { class: "cnc-tip-sub", text: [first, ...steps].join(" \u2192 ") }));
-    }
     const w = current.metrics.length;
-    const rows = current.metrics.map((metric, j) => {
-      const v = current.values[i * w + j];
-      return html("tr", {}, [html("td", { text: metric }),
-        html("td", { text: fmt(v, metric), title: info(metric).description || "" })]);
-    });
-    tooltip.append(html("table", {}, rows));
-    if (current.front.has(i)) tooltip.append(html("div", { class: "cnc-tip-sub", text: "on the Pareto frontier" }));
-    tooltip.style.display = "block";
-    const box = root.getBoundingClientRect();
-    const anchor = event && event.clientX !== undefined ? { x: event.clientX, y: event.clientY }
-      : (() => { const r = event.target.getBoundingClientRect(); return { x: r.right, y: r.bottom }; })();
-    let left = anchor.x - box.left + 14;
-    if (left + tooltip.offsetWidth > box.width) left = Math.max(0, anchor.x - box.left - tooltip.offsetWidth - 14);
-    let top = anchor.y - box.top + 14;
-    if (top + tooltip.offsetHeight > box.height) {
-      const above = anchor.y - box.top - tooltip.offsetHeight - 8;
-      top = above >= 0 ? above : Math.max(0, box.height - tooltip.offsetHeight - 2);
+    const rows = current.metrics.map((metric, j) => [metric, fmt(current.values[i * w + j], metric),
+      info(metric).description || ""]);
+    const notes = [];
+    if (current.front.has(i)) notes.push("on the Pareto frontier");
+    const others = (current.places.get(i) || []).filter((k) => k !== i);
+    if (others.length) {
+      notes.push(`${others.length + 1} models at this point: ${others.map((k) => current.models[k].name).join(", ")} and this one`);
     }
-    tooltip.style.left = `${left}px`;
-    tooltip.style.top = `${top}px`;
+    tip.show({ title: m.name, sub: steps.length ? [first, ...steps].join(" \u2192 ") : "", rows, notes }, event);
   }
-  const hideTip = () => { tooltip.style.display = "none"; };
+  const hideTip = () => tip.hide();
 
   function emptyMessage(text) {
     plot.append(svg("text", { class: "cnc-empty-plot", x: 24, y: 40, text }));
@@ -205,7 +197,7 @@ function render({ model, el }) {
     const metrics = model.get("metrics") || [];
     const values = unpack(model.get("values")) || new Float64Array(0);
     const byName = new Map(models.map((m) => [m.name, m]));
-    current = { models, metrics, values, byName, front: new Set() };
+    current = { models, metrics, values, byName, front: new Set(), places: new Map() };
 
     for (const [key, p] of Object.entries(pickers)) {
       const chosen = model.get(key);
@@ -326,6 +318,31 @@ function render({ model, el }) {
       plot.append(svg("path", { class: "cnc-front", d }));
     }
 
+    // Models at one place: spread on a small ring around it (each stays clickable), with a
+    // badge that counts them; the tooltip names the others.
+    const offset = new Map();
+    const badges = svg("g", { class: "cnc-badges" });
+    for (const group of samePlace(shown, (i) => sx(xs[i]), (i) => sy(ys[i]))) {
+      if (group.length < 2) continue;
+      const cx = sx(xs[group[0]]);
+      const cy = sy(ys[group[0]]);
+      group.forEach((i, k) => {
+        const angle = (2 * Math.PI * k) / group.length - Math.PI / 2;
+        offset.set(i, [SPREAD * Math.cos(angle), SPREAD * Math.sin(angle)]);
+        current.places.set(i, group);
+      });
+      const names = group.map((i) => models[i].name);
+      badges.append(svg("g", { class: "cnc-count-badge", "data-count": group.length,
+        "data-models": names.join("\n"), transform: `translate(${cx + SPREAD + 8},${cy - SPREAD - 8})`,
+        "aria-label": `${group.length} models at this point: ${names.join(", ")}` }, [
+        svg("title", { text: `${group.length} models at this point: ${names.join(", ")}` }),
+        svg("rect", { x: -2, y: -9, width: 8 + 7 * String(group.length).length, height: 14, rx: 7 }),
+        svg("text", { x: 2 + 3.5 * String(group.length).length, y: 2, "text-anchor": "middle", text: `${group.length}` }),
+      ]));
+    }
+    const px = (i) => sx(xs[i]) + (offset.get(i) || [0, 0])[0];
+    const py = (i) => sy(ys[i]) + (offset.get(i) || [0, 0])[1];
+
     const marks = svg("g", { class: "cnc-points" });
     // Larger points first so small ones stay clickable on top.
     const order = [...shown].sort((a, b) => radius(b) - radius(a));
@@ -339,32 +356,20 @@ function render({ model, el }) {
         class: "cnc-point", "data-model": m.name, role: "option", tabindex: 0, "aria-selected": "false",
         "aria-label": label, "data-pareto": current.front.has(i) ? "true" : null,
         "data-filtered": out ? "out" : null,
-        transform: `translate(${sx(xs[i])},${sy(ys[i])})`,
+        "data-place": current.places.has(i) ? current.places.get(i).length : null,
+        transform: `translate(${px(i)},${py(i)})`,
       }, [
         svg("circle", { class: "cnc-ring", r: r + 4 }),
         svg("circle", { class: "cnc-dot", r, fill: cm ? cscale(cvals[i]) : "#0072b2" }),
       ]);
       mark.addEventListener("pointerdown", (event) => event.stopPropagation());
-      mark.addEventListener("click", (event) => {
-        event.stopPropagation();
-        select(model, m.name, event.shiftKey || event.metaKey || event.ctrlKey);
-      });
-      mark.addEventListener("keydown", (event) => {
-        if (event.key === "Enter" || event.key === " ") {
-          event.preventDefault();
-          select(model, m.name, event.shiftKey || event.metaKey || event.ctrlKey);
-        }
-      });
-      mark.addEventListener("mouseenter", (event) => showTip(i, event));
-      mark.addEventListener("mousemove", (event) => showTip(i, event));
-      mark.addEventListener("mouseleave", hideTip);
-      mark.addEventListener("focus", (event) => showTip(i, event));
-      mark.addEventListener("blur", hideTip);
+      wireMark(mark, { onSelect: (additive) => select(model, m.name, additive),
+        tip: (event) => showTip(i, event), hideTip });
       marks.append(mark);
     }
-    plot.append(marks);
-    current.sx = sx;
-    current.sy = sy;
+    plot.append(marks, badges);
+    current.px = px;
+    current.py = py;
     current.xs = xs;
     current.ys = ys;
     current.shown = shown;
@@ -403,8 +408,8 @@ function render({ model, el }) {
     for (const i of wanted.slice(0, 40)) {
       const text = truncate(current.models[i].name, 28);
       const w = text.length * 6.2;
-      let x = current.sx(current.xs[i]) + 9;
-      const y = current.sy(current.ys[i]) - 8;
+      let x = current.px(i) + 9;
+      const y = current.py(i) - 8;
       let anchor = "start";
       if (x + w > width - 4) { x -= 18; anchor = "end"; }
       const box = anchor === "start" ? [x, y - 11, x + w, y + 2] : [x - w, y - 11, x, y + 2];
@@ -448,8 +453,8 @@ function render({ model, el }) {
     const [xa, xb] = [Math.min(b.x0, b.x1), Math.max(b.x0, b.x1)];
     const [ya, yb] = [Math.min(b.y0, b.y1), Math.max(b.y0, b.y1)];
     const inside = current.shown.filter((i) => {
-      const px = current.sx(current.xs[i]);
-      const py = current.sy(current.ys[i]);
+      const px = current.px(i);
+      const py = current.py(i);
       return px >= xa && px <= xb && py >= ya && py <= yb;
     }).map((i) => current.models[i].name);
     const next = b.additive ? [...new Set([...getSelected(model), ...inside])] : inside;
@@ -463,19 +468,12 @@ function render({ model, el }) {
   });
 
   // Python sets several traits at once: draw once after all their change events.
-  let scheduled = false;
-  const redraw = () => {
-    if (scheduled) return;
-    scheduled = true;
-    Promise.resolve().then(() => { scheduled = false; draw(); });
-  };
+  const redraw = coalesce(draw);
   const onSelected = () => { markSelected(root, getSelected(model)); drawLabels(); };
-  const keys = ["models", "metrics", "values", "x", "y", "color", "size", "log_x", "log_y",
-    "x_better", "y_better", "trajectories", "metric_info", "color_domains"];
-  for (const key of keys) model.on(`change:${key}`, redraw);
-  model.on("change:selected", onSelected);
-  const onFiltered = () => redraw();
-  model.on("change:filtered_out", onFiltered);
+  const unlisten = listen(model, {
+    "change:models change:metrics change:values change:x change:y change:color change:size change:log_x change:log_y change:x_better change:y_better change:trajectories change:metric_info change:color_domains change:filtered_out": redraw,
+    "change:selected": onSelected,
+  });
   let lastWidth = 0;
   const resize = new ResizeObserver(() => {
     const w = plot.clientWidth;
@@ -485,9 +483,8 @@ function render({ model, el }) {
   draw();
   root.dataset.renderMs = String(performance.now() - t0);
   return () => {
-    for (const key of keys) model.off(`change:${key}`, redraw);
-    model.off("change:selected", onSelected);
-    model.off("change:filtered_out", onFiltered);
+    unlisten();
+    redraw.cancel();
     resize.disconnect();
   };
 }

@@ -19,6 +19,7 @@ from ..registry import ModelRegistry
 from ._bundle import bundle
 from ._sync import json_value
 from ._view import RegistryView
+from ._wire import pack
 
 MAX_COMPARED = 4
 MODES = ("sparsity", "weight_change", "activation_change", "cka")
@@ -34,9 +35,9 @@ VALUE_COLUMNS = [
 ]
 
 
-def _floats(values: Any) -> bytes:
-    """A float column as little-endian float32 bytes (NaN for missing): one binary buffer."""
-    return np.asarray(values, dtype="<f4").tobytes()
+def _floats(values: Any) -> dict[str, Any]:
+    """A float column as packed float32 (NaN for missing): one binary buffer (``_wire``)."""
+    return pack(np.asarray(values, dtype=np.float64), "float32")
 
 
 def _param_count(tensors: dict[str, Any]) -> int:
