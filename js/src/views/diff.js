@@ -324,9 +324,18 @@ function render({ model, el }) {
     matrixBox.append(html("h4", { text: `Change matrix: rows ${d.names[0]} predicts, columns ${cmpName} predicts` }));
     const labelWidth = Math.min(90, 8 + 7 * Math.max(...d.classes.map((c) => Math.min(12, c.length))));
     const grid = html("div", { class: "cnc-matrix", role: "grid", "aria-label": "Change matrix" });
-    grid.style.gridTemplateColumns = `${labelWidth}px repeat(${C}, 34px)`;
+    // Columns as wide as their names need (up to 12 characters) while the matrix stays within
+    // about 480 px; past that, 34 px columns and shortened names, whole on hover.
+    const longest = Math.max(1, ...d.classes.map((c) => String(c).length));
+    const colWidth = Math.max(34, Math.min(8 + 7 * Math.min(12, longest), Math.floor(480 / Math.max(1, C))));
+    const colChars = Math.max(4, Math.floor((colWidth - 6) / 7));
+    grid.style.gridTemplateColumns = `${labelWidth}px repeat(${C}, ${colWidth}px)`;
     grid.append(html("div"));
-    for (let b = 0; b < C; b += 1) grid.append(html("div", { class: "cnc-axis-label cnc-col-label", text: truncate(className(b), 5), title: className(b) }));
+    for (let b = 0; b < C; b += 1) {
+      const label = html("div", { class: "cnc-axis-label cnc-col-label", text: truncate(className(b), colChars), title: className(b) });
+      label.style.width = `${colWidth}px`;
+      grid.append(label);
+    }
     for (let a = 0; a < C; a += 1) {
       grid.append(html("div", { class: "cnc-axis-label cnc-row-label", text: truncate(className(a), 12), title: className(a) }));
       for (let b = 0; b < C; b += 1) {
@@ -342,6 +351,7 @@ function render({ model, el }) {
           title: `${d.names[0]}: ${className(a)} \u2192 ${cmpName}: ${className(b)}: ${v} instances (click to list them)`,
         });
         cell.style.background = bg;
+        cell.style.width = `${colWidth}px`;
         if (t > 0.7 && !diag) cell.style.color = "#fff";
         if (state.cell && state.cell[0] === a && state.cell[1] === b) cell.classList.add("cnc-active");
         const pickCell = () => {

@@ -4,7 +4,9 @@
 import { html, svg, formatValue } from "../shared/dom.js";
 import { viridis, MISSING, colourScale, scaleLegend, domainOptions, domainControl } from "../shared/colour.js";
 import { formatNumber } from "../shared/format.js";
-import { addStyles } from "../shared/styles.js";
+import { addStyles, viewStyles } from "../shared/styles.js";
+import { tooltip as makeTooltip } from "../shared/tooltip.js";
+import { listen } from "../shared/listen.js";
 import { drawChart } from "../shared/vega.js";
 import { markFiltered } from "../shared/filter.js";
 import { unpack } from "../shared/wire.js";
@@ -18,6 +20,8 @@ const MODES = [
   { key: "cka", label: "CKA", column: "cka", title: "CKA", domain: "unit",
     explain: "linear CKA of the module's outputs, exact over all instances; 1 = same representation" },
 ];
+// Okabe and Ito's bluish green for "zero in both": apart from the blue and vermillion of
+// the one-sided zeros and from the grey of nonzero elements, in light and dark themes alike.
 const SPARSITY = [
   { column: "zero_both", label: "zero in both", colour: "var(--cnc-zero-both)" },
   { column: "zero_a_only", label: "zero only in the reference", colour: "#0072B2" },
@@ -26,7 +30,7 @@ const SPARSITY = [
 const VISIBLE_ROWS = 26; // a first view opens the tree until about this many rows show
 
 const HEATMAP_CSS = `
-.cnc-heatmap { --cnc-zero-both: #8a8a8a; background: var(--jp-layout-color1, #fff);
+.cnc-heatmap { --cnc-zero-both: #009E73; --cnc-nonzero: var(--jp-layout-color3, #d0d0d0); background: var(--jp-layout-color1, #fff);
   color: var(--jp-ui-font-color1, #222); border-color: var(--jp-border-color2, #ddd); }
 .cnc-heatmap .cnc-toolbar { border-bottom-color: var(--jp-border-color2, #eee); }
 .cnc-heatmap .cnc-modes { display: inline-flex; border: 1px solid var(--jp-border-color1, #bbb); border-radius: 4px; overflow: hidden; }
@@ -53,7 +57,11 @@ const HEATMAP_CSS = `
 .cnc-heatmap .cnc-hm-tag { font-size: 10px; padding: 0 4px; border-radius: 3px; border: 1px solid var(--jp-border-color1, #999); color: var(--jp-ui-font-color2, #555); }
 .cnc-heatmap .cnc-hm-cell { height: 18px; margin: 1px 2px; border-radius: 2px; position: relative; overflow: hidden; cursor: pointer; }
 .cnc-heatmap .cnc-hm-cell.cnc-missing { background: repeating-linear-gradient(135deg, transparent 0 4px, var(--jp-border-color2, #ccc) 4px 5px); }
-.cnc-heatmap .cnc-hm-cell.cnc-sparsity { background: var(--jp-layout-color3, #e9e9e9); display: flex; }
+.cnc-heatmap .cnc-hm-cell.cnc-sparsity { background: var(--cnc-nonzero); display: flex; }
+.cnc-heatmap .cnc-hm-cell.cnc-sparsity .cnc-hm-num { color: var(--jp-ui-font-color0, #000); text-shadow: none;
+  background: var(--jp-layout-color1, #fff); border-radius: 2px; padding: 0 2px; line-height: 14px; top: 2px; }
+.cnc-heatmap .cnc-hm-caption { color: var(--jp-ui-font-color2, #555); font-size: 11px; margin: 2px 0 6px;
+  overflow-wrap: anywhere; }
 .cnc-heatmap .cnc-hm-cell.cnc-sparsity span { display: block; height: 100%; }
 .cnc-heatmap .cnc-hm-cell .cnc-hm-num { position: absolute; right: 3px; top: 1px; font-size: 10px; font-variant-numeric: tabular-nums;
   color: #fff; text-shadow: 0 0 2px #000; pointer-events: none; }
@@ -129,10 +137,8 @@ function initialOpen(tree) {
 
 function render({ model, el }) {
   const root = html("div", { class: "cnc-view cnc-heatmap" });
-  addStyles(root);
-  const style = document.createElement("style");
-  style.textContent = HEATMAP_CSS;
-  root.append(style);
+  addStyles();
+  viewStyles("heatmap", HEATMAP_CSS);
   el.append(root);
 
   let open = null;
@@ -156,9 +162,8 @@ function render({ model, el }) {
   const sideBody = html("div", { class: "cnc-hm-sidebody" });
   const side = html("div", { class: "cnc-hm-side" }, [tabs, sideBody]);
   const body = html("div", { class: "cnc-hm-body" }, [table, side]);
-  const tooltip = html("div", { class: "cnc-tooltip", role: "tooltip" });
-  tooltip.style.display = "none";
-  root.append(toolbar, message, body, tooltip);
+  root.append(toolbar, message, body);
+  const tip = makeTooltip(root);
 
   for (const mode of MODES) {
     const button = html("button", { type: "button", role: "radio", "data-mode": mode.key, text: mode.label,
@@ -212,23 +217,10 @@ function render({ model, el }) {
   }
 
   function showTip(lines, event) {
-    tooltip.replaceChildren();
-    const [title, sub, ...rest] = lines;
-    tooltip.append(html("div", { class: "cnc-tip-title", text: title }));
-    if (sub) tooltip.append(html("div", { class: "cnc-tip-sub", text: sub }));
-    if (rest.length) {
-      tooltip.append(html("table", {}, rest.map(([k, v]) => html("tr", {}, [html("td", { text: k }), html("td", { text: v })]))));
-    }
-    tooltip.style.display = "block";
-    const box = root.getBoundingClientRect();
-    let left = event.clientX - box.left + 14;
-    if (left + tooltip.offsetWidth > box.width) left = Math.max(0, event.clientX - box.left - tooltip.offsetWidth - 14);
-    let top = event.clientY - box.top + 14;
-    if (top + tooltip.offsetHeight > box.height) top = Math.max(0, event.clientY - box.top - tooltip.offsetHeight - 8);
-    tooltip.style.left = `${left}px`;
-    tooltip.style.top = `${top}px`;
+    const [title, sub, ...rows] = lines;
+    tip.show({ title, sub, rows }, event);
   }
-  const hideTip = () => { tooltip.style.display = "none"; };
+  const hideTip = () => tip.hide();
 
   function cellTip(st, node, name, memo) {
     const isRow = node.row >= 0;
@@ -269,8 +261,8 @@ function render({ model, el }) {
   function drawLegend(mode, coloured) {
     legendBox.replaceChildren();
     if (mode.key === "sparsity") {
-      for (const part of SPARSITY) {
-        const key = html("span", { class: "cnc-hm-key" });
+      for (const part of [...SPARSITY, { column: "nonzero", label: "nonzero", colour: "var(--cnc-nonzero)" }]) {
+        const key = html("span", { class: "cnc-hm-key", "data-part": part.column });
         key.style.background = part.colour;
         legendBox.append(html("span", {}, [key, part.label]));
       }
@@ -589,10 +581,9 @@ function render({ model, el }) {
     const labelH = Math.min(150, 8 + 6.2 * Math.max(...entry.cols.map((c) => shortName(c, pb).length)));
     const size = Math.max(10, Math.min(36, Math.floor(420 / Math.max(na, nb))));
     const width = labelW + nb * size + 10;
-    const height = labelH + na * size + 30;
+    const height = labelH + na * size + 6;
     const g = svg("svg", { class: "cnc-hm-matrix", width, height, role: "grid",
       "aria-label": `CKA of ${st.reference}'s layers (rows) against ${ckaModel}'s (columns)` });
-    g.append(svg("text", { x: labelW, y: height - 8, text: `rows: ${st.reference}${pa ? ` (${pa}\u2026)` : ""}; columns: ${ckaModel}${pb ? ` (${pb}\u2026)` : ""}` }));
     entry.cols.forEach((c, j) => {
       const x = labelW + j * size + size / 2;
       g.append(svg("text", { x, y: labelH - 4, transform: `rotate(-60 ${x} ${labelH - 4})`, text: shortName(c, pb) }));
@@ -618,7 +609,9 @@ function render({ model, el }) {
         g.append(rect);
       });
     });
-    sideBody.append(g);
+    // The caption is HTML above the matrix: it wraps at the panel's width and nothing below
+    // (the legend) can cover it.
+    sideBody.append(html("div", { class: "cnc-hm-caption", text: `rows: ${st.reference}${pa ? ` (${pa}\u2026)` : ""}; columns: ${ckaModel}${pb ? ` (${pb}\u2026)` : ""}` }), g);
     const stops = Array.from({ length: 11 }, (_, i) => `${viridis(i / 10)} ${i * 10}%`).join(", ");
     const bar = html("span", { class: "cnc-legend-bar" });
     bar.style.background = `linear-gradient(to right, ${stops})`;
@@ -645,12 +638,12 @@ function render({ model, el }) {
       h.setAttribute("aria-selected", String(selected.has(h.getAttribute("data-model"))));
     }
   };
-  const events = ["change:layers", "change:cka", "change:mode", "change:message", "change:busy", "change:models"];
-  for (const e of events) model.on(e, onData);
-  model.on("change:_detail", onDetail);
-  model.on("change:selected", onSelected);
-  const onFiltered = () => markFiltered(table, model.get("filtered_out"));
-  model.on("change:filtered_out", onFiltered);
+  const unlisten = listen(model, {
+    "change:layers change:cka change:mode change:message change:busy change:models": onData,
+    "change:_detail": onDetail,
+    "change:selected": onSelected,
+    "change:filtered_out": () => markFiltered(table, model.get("filtered_out")),
+  });
   draw();
   if (!model.get("active")) {
     // A lazy view (the dashboard's) runs the models once it is shown.
@@ -658,10 +651,7 @@ function render({ model, el }) {
     model.save_changes();
   }
   return () => {
-    for (const e of events) model.off(e, onData);
-    model.off("change:_detail", onDetail);
-    model.off("change:selected", onSelected);
-    model.off("change:filtered_out", onFiltered);
+    unlisten();
     if (chart) chart.finalize();
   };
 }

@@ -1,11 +1,13 @@
 // The provenance graph: which model was made from which, by what operation.
-import { html, svg, formatParams } from "../shared/dom.js";
+import { html, svg, formatParams, truncate } from "../shared/dom.js";
 import { colourScale, scaleLegend, domainOptions, domainControl, MISSING } from "../shared/colour.js";
 import { formatMetric, formatNumber, metricKind } from "../shared/format.js";
 import { markFiltered } from "../shared/filter.js";
 import { paretoFront } from "../shared/pareto.js";
 import { getSelected, select, markSelected } from "../shared/selection.js";
 import { addStyles } from "../shared/styles.js";
+import { tooltip as makeTooltip } from "../shared/tooltip.js";
+import { listen } from "../shared/listen.js";
 import { buildForest, layout, layoutByOperation, countDescendants } from "../shared/tree.js";
 import { wheelZoom } from "../shared/zoom.js";
 
@@ -33,13 +35,9 @@ function edgeLabel(node) {
   return params ? `${op} (${params})` : op;
 }
 
-function truncate(text, max) {
-  return text.length > max ? text.slice(0, max - 1) + "\u2026" : text;
-}
-
 function render({ model, el }) {
   const root = html("div", { class: "cnc-view cnc-provenance" });
-  addStyles(root);
+  addStyles();
   el.append(root);
 
   const collapsed = new Set();
@@ -78,9 +76,8 @@ function render({ model, el }) {
   const viewport = svg("g", { class: "cnc-viewport" });
   const brush = svg("rect", { class: "cnc-brush", visibility: "hidden" });
   canvas.append(viewport, brush);
-  const tooltip = html("div", { class: "cnc-tooltip", role: "tooltip" });
-  tooltip.style.display = "none";
-  root.append(toolbar, legendRow, canvas, tooltip);
+  root.append(toolbar, legendRow, canvas);
+  const tip = makeTooltip(root);
 
   function applyView() {
     viewport.setAttribute("transform", `translate(${view.x},${view.y}) scale(${view.k})`);
@@ -110,44 +107,16 @@ function render({ model, el }) {
   }
 
   function showTip(node, event) {
-    tooltip.replaceChildren();
-    tooltip.append(html("div", { class: "cnc-tip-title", text: node.name }));
-    if (node.parent) {
-      tooltip.append(html("div", { class: "cnc-tip-sub", text: `from ${node.parent}: ${edgeLabel(node)}` }));
-    }
     // Fractions print as percentages; the tooltip also gives the exact value.
     const exact = (k, v) => (metricKind(k, info(k)) === "fraction" && typeof v === "number"
       ? ` (${formatNumber(v)})` : "");
-    const rows = Object.entries(node.metrics || {}).map(([k, v]) =>
-      html("tr", {}, [html("td", { text: k }), html("td", { text: formatMetric(v, k, info(k)) + exact(k, v) })]));
-    if (rows.length) tooltip.append(html("table", {}, rows));
-    else tooltip.append(html("div", { text: "not evaluated yet" }));
-    if ((model.get("filtered_out") || []).includes(node.name)) {
-      tooltip.append(html("div", { class: "cnc-tip-sub", text: "outside the current filters" }));
-    }
-    tooltip.style.display = "block";
-    const box = root.getBoundingClientRect();
-    const anchor = event && event.clientX !== undefined
-      ? { x: event.clientX, y: event.clientY }
-      : (() => { const r = event.target.getBoundingClientRect(); return { x: r.right, y: r.bottom }; })();
-    let left = anchor.x - box.left + 14;
-    if (left + tooltip.offsetWidth > box.width) {
-      // Near the right edge: show it left of the pointer so the model stays visible.
-      left = Math.max(0, anchor.x - box.left - tooltip.offsetWidth - 14);
-    }
-    let top = anchor.y - box.top + 14;
-    if (top + tooltip.offsetHeight > box.height) {
-      // Keep the tooltip inside the view: above the pointer, or as low as it fits.
-      const above = anchor.y - box.top - tooltip.offsetHeight - 8;
-      top = above >= 0 ? above : Math.max(0, box.height - tooltip.offsetHeight - 2);
-    }
-    tooltip.style.left = `${left}px`;
-    tooltip.style.top = `${top}px`;
+    const rows = Object.entries(node.metrics || {}).map(([k, v]) => [k, formatMetric(v, k, info(k)) + exact(k, v)]);
+    const notes = rows.length ? [] : ["not evaluated yet"];
+    if ((model.get("filtered_out") || []).includes(node.name)) notes.push("outside the current filters");
+    tip.show({ title: node.name, sub: node.parent ? `from ${node.parent}: ${edgeLabel(node)}` : "", rows, notes }, event);
   }
 
-  function hideTip() {
-    tooltip.style.display = "none";
-  }
+  const hideTip = () => tip.hide();
 
   function options(selectEl, names, current, none) {
     const opts = none ? [html("option", { value: "", text: "none", selected: !current })] : [];
@@ -491,13 +460,12 @@ function render({ model, el }) {
     draw();
     fitView();
   };
-  const onSelected = () => markSelected(root, getSelected(model));
-  const onFiltered = () => markFiltered(root, model.get("filtered_out"));
-  const events = ["change:nodes", "change:color_by", "change:color_domains", "change:size_by", "change:metric_info", "change:pareto"];
-  for (const e of events) model.on(e, redraw);
-  model.on("change:columns", refit);
-  model.on("change:selected", onSelected);
-  model.on("change:filtered_out", onFiltered);
+  const unlisten = listen(model, {
+    "change:nodes change:color_by change:color_domains change:size_by change:metric_info change:pareto": redraw,
+    "change:columns": refit,
+    "change:selected": () => markSelected(root, getSelected(model)),
+    "change:filtered_out": () => markFiltered(root, model.get("filtered_out")),
+  });
   draw();
   // The element may be laid out only after render returns (JupyterLab output areas).
   requestAnimationFrame(() => {
@@ -507,10 +475,7 @@ function render({ model, el }) {
     }
   });
   return () => {
-    for (const e of events) model.off(e, redraw);
-    model.off("change:columns", refit);
-    model.off("change:selected", onSelected);
-    model.off("change:filtered_out", onFiltered);
+    unlisten();
     zoom.destroy();
   };
 }

@@ -31,7 +31,8 @@ const CSS = `
 .cnc-scatter .cnc-point { cursor: pointer; outline: none; }
 .cnc-scatter .cnc-point .cnc-dot { stroke: var(--jp-ui-font-color1, #333); stroke-width: 0.8; }
 .cnc-scatter .cnc-point[data-pareto="true"] .cnc-dot { stroke: #009e73; stroke-width: 2.5; }
-.cnc-scatter .cnc-point .cnc-ring { fill: none; stroke: transparent; stroke-width: 3; }
+.cnc-scatter .cnc-point .cnc-ring { fill: none; stroke: transparent; stroke-width: 3; pointer-events: none; }
+.cnc-scatter .cnc-count-badge { pointer-events: none; }
 .cnc-scatter .cnc-point.cnc-selected .cnc-ring { stroke: #ff7f0e; }
 .cnc-scatter .cnc-point:focus-visible .cnc-ring { stroke: #1f77b4; stroke-dasharray: 3 2; }
 .cnc-scatter .cnc-point[data-filtered="out"] { opacity: 0.22; }
@@ -54,7 +55,7 @@ const CSS = `
 // Points closer than this (pixels) are one place on the plot: they spread on a small ring
 // around it and a badge says how many models are there.
 const SAME_PLACE = 2;
-const SPREAD = 7;
+const MAX_SPREAD = 26;
 
 // Groups of indices whose points land on the same pixel place, in `order`.
 export function samePlace(indices, px, py, tolerance = SAME_PLACE) {
@@ -326,14 +327,17 @@ function render({ model, el }) {
       if (group.length < 2) continue;
       const cx = sx(xs[group[0]]);
       const cy = sy(ys[group[0]]);
+      // A ring wide enough that neighbours do not cover each other's centres (up to a limit).
+      const widest = Math.max(...group.map(radius));
+      const spread = Math.min(MAX_SPREAD, (widest + 1.5) / Math.sin(Math.PI / Math.max(2, group.length)));
       group.forEach((i, k) => {
         const angle = (2 * Math.PI * k) / group.length - Math.PI / 2;
-        offset.set(i, [SPREAD * Math.cos(angle), SPREAD * Math.sin(angle)]);
+        offset.set(i, [spread * Math.cos(angle), spread * Math.sin(angle)]);
         current.places.set(i, group);
       });
       const names = group.map((i) => models[i].name);
       badges.append(svg("g", { class: "cnc-count-badge", "data-count": group.length,
-        "data-models": names.join("\n"), transform: `translate(${cx + SPREAD + 8},${cy - SPREAD - 8})`,
+        "data-models": names.join("\n"), transform: `translate(${cx + spread * 0.75 + 8},${cy - spread * 0.75 - 8})`,
         "aria-label": `${group.length} models at this point: ${names.join(", ")}` }, [
         svg("title", { text: `${group.length} models at this point: ${names.join(", ")}` }),
         svg("rect", { x: -2, y: -9, width: 8 + 7 * String(group.length).length, height: 14, rx: 7 }),

@@ -62,7 +62,9 @@ def metric_chart(
         }
     )
     title = f"{metric} ({unit})" if unit else metric
-    y_axis = alt.Axis(format=".0%") if kind == "fraction" else alt.Axis(format="~s")
+    # "~%": as many decimals as the ticks need (0.1%, 0.2%, ... for sparsities of a few
+    # thousandths), where ".0%" rounded every tick to "0%".
+    y_axis = alt.Axis(format="~%") if kind == "fraction" else alt.Axis(format="~s")
     tooltip = [alt.Tooltip("model:N"), alt.Tooltip("text:N", title=metric)]
     if x is not None:
         data["x"] = [str(json_value(v)) for v in x]
