@@ -254,7 +254,9 @@ def test_details_fraction_ticks_are_distinct(page):
     view = alone(page, ".cnc-details")
     chart = view.locator(".cnc-chart[data-metric^='sparsity'] svg")
     chart.wait_for(timeout=30_000)
-    ticks = chart.locator(".role-axis-label text").all_inner_texts()
+    ticks = chart.locator(".role-axis-label text").evaluate_all(
+        "els => els.map(e => e.textContent)"
+    )
     numbers = [t for t in ticks if t.endswith("%")]
     assert len(numbers) >= 3, ticks
     assert len(set(numbers)) == len(numbers), numbers

@@ -83,7 +83,7 @@ body[data-jp-theme-light="false"] .cnc-scatter .cnc-point .cnc-dot { stroke: var
 
 // One <style> per stylesheet in the document, added by the first view that needs it: a
 // hundred views in a notebook share two sheets instead of carrying a copy each.
-//   addStyles(root)          the shared sheet (root is accepted for old callers, unused)
+//   addStyles()              the shared sheet
 //   viewStyles(name, css)    a view's own sheet, once per name
 export function viewStyles(name, css) {
   const id = `cnc-style-${name}`;

@@ -3,6 +3,7 @@ import { html, svg } from "../shared/dom.js";
 import { formatMetric } from "../shared/format.js";
 import { isOut } from "../shared/filter.js";
 import { addStyles } from "../shared/styles.js";
+import { listen } from "../shared/listen.js";
 
 const W = 260;
 const H = 56;
@@ -23,7 +24,7 @@ function finite(values) {
 
 function render({ model, el }) {
   const root = html("div", { class: "cnc-view cnc-filter-panel" });
-  addStyles(root);
+  addStyles();
   el.append(root);
   const title = html("span", { class: "cnc-title", text: "Filters" });
   const count = html("span", { class: "cnc-filter-count", role: "status" });
@@ -158,12 +159,9 @@ function render({ model, el }) {
   }
 
   clear.addEventListener("click", () => setFilters({}));
-  const events = ["change:table", "change:filters", "change:filtered_out"];
-  for (const e of events) model.on(e, draw);
+  const unlisten = listen(model, { "change:table change:filters change:filtered_out": draw });
   draw();
-  return () => {
-    for (const e of events) model.off(e, draw);
-  };
+  return unlisten;
 }
 
 export default { render };

@@ -198,7 +198,7 @@ function render({ model, el }) {
     const metrics = model.get("metrics") || [];
     const values = unpack(model.get("values")) || new Float64Array(0);
     const byName = new Map(models.map((m) => [m.name, m]));
-    current = { models, metrics, values, byName, front: new Set(), places: new Map() };
+    current = { models, metrics, values, byName, front: new Set(), places: new Map(), badgeBoxes: [] };
 
     for (const [key, p] of Object.entries(pickers)) {
       const chosen = model.get(key);
@@ -336,8 +336,11 @@ function render({ model, el }) {
         current.places.set(i, group);
       });
       const names = group.map((i) => models[i].name);
+      const [bx, by] = [cx + spread * 0.75 + 10, cy - spread * 0.75 - 10];
+      // Names are placed around it later, never over it.
+      current.badgeBoxes.push([bx - 4, by - 11, bx + 8 + 7 * String(group.length).length, by + 7]);
       badges.append(svg("g", { class: "cnc-count-badge", "data-count": group.length,
-        "data-models": names.join("\n"), transform: `translate(${cx + spread * 0.75 + 8},${cy - spread * 0.75 - 8})`,
+        "data-models": names.join("\n"), transform: `translate(${bx},${by})`,
         "aria-label": `${group.length} models at this point: ${names.join(", ")}` }, [
         svg("title", { text: `${group.length} models at this point: ${names.join(", ")}` }),
         svg("rect", { x: -2, y: -9, width: 8 + 7 * String(group.length).length, height: 14, rx: 7 }),
@@ -407,7 +410,7 @@ function render({ model, el }) {
     const rank = (i) => (selected.has(current.models[i].name) ? 0 : current.front.has(i) ? 1 : 2);
     const wanted = current.shown.filter((i) => rank(i) < 2 || current.shown.length <= 15)
       .sort((a, b) => rank(a) - rank(b));
-    const boxes = [];
+    const boxes = [...(current.badgeBoxes || [])];
     const width = plot.viewBox.baseVal ? plot.viewBox.baseVal.width : 720;
     for (const i of wanted.slice(0, 40)) {
       const text = truncate(current.models[i].name, 28);
