@@ -134,7 +134,6 @@ function render({ model, el }) {
   const traj = html("input", { type: "checkbox", "aria-label": "lines from each model to its parent" });
   const xDir = html("button", { type: "button", class: "cnc-dir", title: "Which x is better for the frontier" });
   const yDir = html("button", { type: "button", class: "cnc-dir", title: "Which y is better for the frontier" });
-  const legendBox = html("span");
   const toolbar = html("div", { class: "cnc-toolbar" }, [
     html("span", { class: "cnc-title", text: "Efficiency" }),
     pickers.x.el, html("label", { text: "log" }, [logX]),
@@ -193,13 +192,7 @@ function render({ model, el }) {
     plot.append(svg("text", { class: "cnc-empty-plot", x: 24, y: 40, text }));
   }
 
-  function draw() {
-    const models = model.get("models") || [];
-    const metrics = model.get("metrics") || [];
-    const values = unpack(model.get("values")) || new Float64Array(0);
-    const byName = new Map(models.map((m) => [m.name, m]));
-    current = { models, metrics, values, byName, front: new Set(), places: new Map(), badgeBoxes: [] };
-
+  function syncControls(metrics) {
     for (const [key, p] of Object.entries(pickers)) {
       const chosen = model.get(key);
       const opts = p.optional ? [html("option", { value: "", text: "none", selected: !chosen })] : [];
@@ -213,17 +206,13 @@ function render({ model, el }) {
     traj.checked = model.get("trajectories");
     xDir.textContent = `x: ${model.get("x_better")} is better`;
     yDir.textContent = `y: ${model.get("y_better")} is better`;
+  }
 
-    const width = Math.max(360, plot.clientWidth || root.clientWidth || 720);
-    plot.setAttribute("viewBox", `0 0 ${width} ${HEIGHT}`);
-    plot.replaceChildren();
-    footer.replaceChildren();
+  // What is drawn, derived from the synced state: plotted indices, scales, colour and size.
+  function derive(width) {
+    const { models } = current;
     const xm = model.get("x");
     const ym = model.get("y");
-    if (!models.length) {
-      emptyMessage("No models yet: reg.add(name, model), then reg.evaluate()");
-      return;
-    }
     const xs = column(xm);
     const ys = column(ym);
     let logx = model.get("log_x");
@@ -232,18 +221,63 @@ function render({ model, el }) {
     if (logx && xs.some((v) => Number.isFinite(v) && v <= 0)) { logx = false; notes.push(`x has values \u2264 0: linear scale`); }
     if (logy && ys.some((v) => Number.isFinite(v) && v <= 0)) { logy = false; notes.push(`y has values \u2264 0: linear scale`); }
     const shown = models.map((_, i) => i).filter((i) => Number.isFinite(xs[i]) && Number.isFinite(ys[i]));
-    const missing = models.length - shown.length;
-    if (!shown.length) {
-      emptyMessage(`No model has both ${xm} and ${ym} yet: call reg.evaluate(), or pick other metrics`);
+    const g = { width, xm, ym, xs, ys, logx, logy, notes, shown, missing: models.length - shown.length };
+    if (!shown.length) return g;
+    g.ex = padded(numericExtent(shown.map((i) => xs[i])), logx);
+    g.ey = padded(numericExtent(shown.map((i) => ys[i])), logy);
+    g.sx = scale(g.ex[0], g.ex[1], M.left, width - M.right, logx);
+    g.sy = scale(g.ey[0], g.ey[1], HEIGHT - M.bottom, M.top, logy);
+    g.cm = model.get("color");
+    g.zm = model.get("size");
+    g.cvals = g.cm ? column(g.cm) : null;
+    g.domain = g.cm ? (model.get("color_domains") || {})[g.cm] || "data" : "data";
+    g.cscale = g.cm ? colourScale(g.cvals, { domain: g.domain, info: info(g.cm) }) : null;
+    const zvals = g.zm ? column(g.zm) : null;
+    g.zext = g.zm ? numericExtent(zvals) : null;
+    g.radius = (i) => {
+      if (!g.zext || !Number.isFinite(zvals[i])) return 6;
+      const f = g.zext[1] > g.zext[0] ? (zvals[i] - g.zext[0]) / (g.zext[1] - g.zext[0]) : 0.5;
+      return 4 + 10 * Math.sqrt(f);
+    };
+    g.front = paretoFront(xs, ys, model.get("x_better"), model.get("y_better"));
+    return g;
+  }
+
+  function draw() {
+    const models = model.get("models") || [];
+    const metrics = model.get("metrics") || [];
+    const values = unpack(model.get("values")) || new Float64Array(0);
+    const byName = new Map(models.map((m) => [m.name, m]));
+    current = { models, metrics, values, byName, front: new Set(), places: new Map(), badgeBoxes: [] };
+    syncControls(metrics);
+    const width = Math.max(360, plot.clientWidth || root.clientWidth || 720);
+    plot.setAttribute("viewBox", `0 0 ${width} ${HEIGHT}`);
+    plot.replaceChildren();
+    footer.replaceChildren();
+    if (!models.length) {
+      emptyMessage("No models yet: reg.add(name, model), then reg.evaluate()");
+      return;
+    }
+    const g = derive(width);
+    if (!g.shown.length) {
+      emptyMessage(`No model has both ${g.xm} and ${g.ym} yet: call reg.evaluate(), or pick other metrics`);
       footer.append(html("span", { text: `${models.length} models, none with both metrics` }));
       return;
     }
-    const ex = padded(numericExtent(shown.map((i) => xs[i])), logx);
-    const ey = padded(numericExtent(shown.map((i) => ys[i])), logy);
-    const sx = scale(ex[0], ex[1], M.left, width - M.right, logx);
-    const sy = scale(ey[0], ey[1], HEIGHT - M.bottom, M.top, logy);
+    current.front = new Set(g.front);
+    drawAxes(g);
+    if (model.get("trajectories")) drawTrajectories(g);
+    drawFrontier(g);
+    const badges = spreadPlaces(g);
+    plot.append(drawPoints(g), badges);
+    Object.assign(current, { px: g.px, py: g.py, xs: g.xs, ys: g.ys, shown: g.shown });
+    plot.append(svg("g", { class: "cnc-labels" }));
+    drawLabels();
+    drawFooter(g);
+    markSelected(root, getSelected(model));
+  }
 
-    // Axes and grid.
+  function drawAxes({ width, ex, ey, sx, sy, logx, logy, xm, ym }) {
     const grid = svg("g", { class: "cnc-grid" });
     const axes = svg("g", { class: "cnc-axis" });
     const xt = logx ? logTicks(ex[0], ex[1]) : linearTicks(ex[0], ex[1], Math.max(3, Math.floor(width / 110)));
@@ -274,53 +308,42 @@ function render({ model, el }) {
     axes.append(svg("text", { class: "cnc-axis-title", x: -(M.top + x0) / 2, y: 16, transform: "rotate(-90)",
       "text-anchor": "middle", text: `${metricTitle(ym, info(ym))}${logy ? ", log scale" : ""} \u2192 ${model.get("y_better")} is better` }));
     plot.append(grid, axes);
+  }
 
-    // Colour and size.
-    const cm = model.get("color");
-    const zm = model.get("size");
-    const cvals = cm ? column(cm) : null;
-    const domain = cm ? (model.get("color_domains") || {})[cm] || "data" : "data";
-    const cscale = cm ? colourScale(cvals, { domain, info: info(cm) }) : null;
-    const zvals = zm ? column(zm) : null;
-    const zext = zm ? numericExtent(zvals) : null;
-    const radius = (i) => {
-      if (!zext || !Number.isFinite(zvals[i])) return 6;
-      const f = zext[1] > zext[0] ? (zvals[i] - zext[0]) / (zext[1] - zext[0]) : 0.5;
-      return 4 + 10 * Math.sqrt(f);
-    };
-
-    // Trajectories: each model to its parent.
+  // Each model to its parent.
+  function drawTrajectories({ shown, sx, sy, xs, ys }) {
+    const { models } = current;
     const shownSet = new Set(shown);
     const index = new Map(models.map((m, i) => [m.name, i]));
-    if (model.get("trajectories")) {
-      const lines = svg("g", { class: "cnc-trajectories" });
-      for (const i of shown) {
-        const p = index.get(models[i].parent);
-        if (p === undefined || !shownSet.has(p)) continue;
-        lines.append(svg("line", { class: "cnc-trajectory", "data-edge": `${models[i].parent}->${models[i].name}`,
-          x1: sx(xs[p]), y1: sy(ys[p]), x2: sx(xs[i]), y2: sy(ys[i]) }));
-      }
-      plot.append(lines);
+    const lines = svg("g", { class: "cnc-trajectories" });
+    for (const i of shown) {
+      const p = index.get(models[i].parent);
+      if (p === undefined || !shownSet.has(p)) continue;
+      lines.append(svg("line", { class: "cnc-trajectory", "data-edge": `${models[i].parent}->${models[i].name}`,
+        x1: sx(xs[p]), y1: sy(ys[p]), x2: sx(xs[i]), y2: sy(ys[i]) }));
     }
+    plot.append(lines);
+  }
 
-    // Pareto frontier as a step line through the corners (worse x, worse y).
-    const front = paretoFront(xs, ys, model.get("x_better"), model.get("y_better"));
-    current.front = new Set(front);
-    if (front.length) {
-      const worse = (a, b, better) => (better === "lower" ? Math.max(a, b) : Math.min(a, b));
-      let d = `M${sx(xs[front[0]])},${sy(ys[front[0]])}`;
-      for (let k = 1; k < front.length; k += 1) {
-        const a = front[k - 1];
-        const b = front[k];
-        const cx = worse(xs[a], xs[b], model.get("x_better"));
-        const cy = worse(ys[a], ys[b], model.get("y_better"));
-        d += ` L${sx(cx)},${sy(cy)} L${sx(xs[b])},${sy(ys[b])}`;
-      }
-      plot.append(svg("path", { class: "cnc-front", d }));
+  // The Pareto frontier as a step line through the corners (worse x, worse y).
+  function drawFrontier({ front, sx, sy, xs, ys }) {
+    if (!front.length) return;
+    const worse = (a, b, better) => (better === "lower" ? Math.max(a, b) : Math.min(a, b));
+    let d = `M${sx(xs[front[0]])},${sy(ys[front[0]])}`;
+    for (let k = 1; k < front.length; k += 1) {
+      const a = front[k - 1];
+      const b = front[k];
+      const cx = worse(xs[a], xs[b], model.get("x_better"));
+      const cy = worse(ys[a], ys[b], model.get("y_better"));
+      d += ` L${sx(cx)},${sy(cy)} L${sx(xs[b])},${sy(ys[b])}`;
     }
+    plot.append(svg("path", { class: "cnc-front", d }));
+  }
 
-    // Models at one place: spread on a small ring around it (each stays clickable), with a
-    // badge that counts them; the tooltip names the others.
+  // Models at one place spread on a small ring around it (each stays clickable) with a badge
+  // that counts them; the tooltip names the others. Sets g.px / g.py, returns the badges.
+  function spreadPlaces(g) {
+    const { shown, sx, sy, xs, ys, radius } = g;
     const offset = new Map();
     const badges = svg("g", { class: "cnc-badges" });
     for (const group of samePlace(shown, (i) => sx(xs[i]), (i) => sy(ys[i]))) {
@@ -335,34 +358,37 @@ function render({ model, el }) {
         offset.set(i, [spread * Math.cos(angle), spread * Math.sin(angle)]);
         current.places.set(i, group);
       });
-      const names = group.map((i) => models[i].name);
+      const names = group.map((i) => current.models[i].name);
+      const digits = String(group.length).length;
       const [bx, by] = [cx + spread * 0.75 + 10, cy - spread * 0.75 - 10];
       // Names are placed around it later, never over it.
-      current.badgeBoxes.push([bx - 4, by - 11, bx + 8 + 7 * String(group.length).length, by + 7]);
+      current.badgeBoxes.push([bx - 4, by - 11, bx + 8 + 7 * digits, by + 7]);
       badges.append(svg("g", { class: "cnc-count-badge", "data-count": group.length,
         "data-models": names.join("\n"), transform: `translate(${bx},${by})`,
         "aria-label": `${group.length} models at this point: ${names.join(", ")}` }, [
         svg("title", { text: `${group.length} models at this point: ${names.join(", ")}` }),
-        svg("rect", { x: -2, y: -9, width: 8 + 7 * String(group.length).length, height: 14, rx: 7 }),
-        svg("text", { x: 2 + 3.5 * String(group.length).length, y: 2, "text-anchor": "middle", text: `${group.length}` }),
+        svg("rect", { x: -2, y: -9, width: 8 + 7 * digits, height: 14, rx: 7 }),
+        svg("text", { x: 2 + 3.5 * digits, y: 2, "text-anchor": "middle", text: `${group.length}` }),
       ]));
     }
-    const px = (i) => sx(xs[i]) + (offset.get(i) || [0, 0])[0];
-    const py = (i) => sy(ys[i]) + (offset.get(i) || [0, 0])[1];
+    g.px = (i) => sx(xs[i]) + (offset.get(i) || [0, 0])[0];
+    g.py = (i) => sy(ys[i]) + (offset.get(i) || [0, 0])[1];
+    return badges;
+  }
 
+  function drawPoints({ shown, radius, xs, ys, xm, ym, cm, cscale, cvals, px, py }) {
     const marks = svg("g", { class: "cnc-points" });
     // Larger points first so small ones stay clickable on top.
-    const order = [...shown].sort((a, b) => radius(b) - radius(a));
-    for (const i of order) {
-      const m = models[i];
+    for (const i of [...shown].sort((a, b) => radius(b) - radius(a))) {
+      const m = current.models[i];
       const r = radius(i);
       const out = filteredOut(i);
+      const onFront = current.front.has(i);
       const label = `${m.name}: ${xm} ${fmt(xs[i], xm)}, ${ym} ${fmt(ys[i], ym)}`
-        + (current.front.has(i) ? ", on the Pareto frontier" : "") + (out ? ", outside the filters" : "");
+        + (onFront ? ", on the Pareto frontier" : "") + (out ? ", outside the filters" : "");
       const mark = svg("g", {
         class: "cnc-point", "data-model": m.name, role: "option", tabindex: 0, "aria-selected": "false",
-        "aria-label": label, "data-pareto": current.front.has(i) ? "true" : null,
-        "data-filtered": out ? "out" : null,
+        "aria-label": label, "data-pareto": onFront ? "true" : null, "data-filtered": out ? "out" : null,
         "data-place": current.places.has(i) ? current.places.get(i).length : null,
         transform: `translate(${px(i)},${py(i)})`,
       }, [
@@ -374,16 +400,10 @@ function render({ model, el }) {
         tip: (event) => showTip(i, event), hideTip });
       marks.append(mark);
     }
-    plot.append(marks, badges);
-    current.px = px;
-    current.py = py;
-    current.xs = xs;
-    current.ys = ys;
-    current.shown = shown;
-    plot.append(svg("g", { class: "cnc-labels" }));
-    drawLabels();
+    return marks;
+  }
 
-    legendBox.replaceChildren();
+  function drawFooter({ cm, cscale, cvals, domain, zm, zext, shown, missing, xm, ym, notes }) {
     const keys = [html("span", { class: "cnc-key" }, [html("span", { class: "cnc-key-front" }), "Pareto frontier"])];
     if (cm) {
       keys.push(scaleLegend(cm, cscale, (v) => fmt(v, cm)));
@@ -394,10 +414,9 @@ function render({ model, el }) {
     }
     if (zm && zext) keys.push(html("span", { text: `size: ${zm} ${fmt(zext[0], zm)} to ${fmt(zext[1], zm)}` }));
     footer.append(...keys);
-    footer.append(html("span", { text: `${shown.length} of ${models.length} models` + (missing ? ` (${missing} without ${xm} or ${ym} not shown)` : "") }));
+    footer.append(html("span", { text: `${shown.length} of ${current.models.length} models` + (missing ? ` (${missing} without ${xm} or ${ym} not shown)` : "") }));
     for (const n of notes) footer.append(html("span", { text: n }));
     footer.append(html("span", { text: "click, shift-click or drag a box to select; Esc clears" }));
-    markSelected(root, getSelected(model));
   }
 
   // Names beside the frontier and the selected models, skipping any that would overlap.
