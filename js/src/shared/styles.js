@@ -71,7 +71,7 @@ const CSS = `
 /* Dark themes: viridis starts at a dark purple that a dark page swallows; a 2 px outline in
    the text colour keeps every mark's disc visible whatever its colour. */
 body[data-jp-theme-light="false"] .cnc-provenance .cnc-node circle.cnc-dot:not(.cnc-missing),
-body[data-jp-theme-light="false"] .cnc-scatter .cnc-point .cnc-dot { stroke: var(--jp-ui-font-color1, #eee);
+body[data-jp-theme-light="false"] .cnc-scatter .cnc-point:not([data-pareto="true"]) .cnc-dot { stroke: var(--jp-ui-font-color1, #eee);
   stroke-width: 2; }
 .cnc-provenance .cnc-node-label { font-size: 12px; fill: var(--cnc-fg); paint-order: stroke;
   stroke: var(--cnc-bg); stroke-width: 3px; stroke-linejoin: round; }
