@@ -13,6 +13,7 @@ import torch
 import cnc_widgets as cnc
 from cnc_widgets.evaluate.activations import paired_activation_stats
 from cnc_widgets.metrics.layers import cka_between, layer_table, layers_and_cka
+from cnc_widgets.widgets._wire import unpack
 
 N = 160  # instances: enough for two batches and for CKA, quick on a shared machine
 
@@ -102,7 +103,7 @@ def test_histogram_chart_is_altair_with_the_counts(reg):
 
 
 def _column(entry, name):
-    return np.frombuffer(entry["values"][name], dtype="<f4")
+    return unpack(entry["values"][name])
 
 
 def test_payload_columns_and_one_model_rows(reg):
@@ -130,25 +131,25 @@ def test_payload_columns_and_one_model_rows(reg):
     assert dict(zip(rows, entry["status"], strict=True))["classifier.4"] == "absent"
     assert np.isnan(_column(edited, "cka")[rows.index("features.1")])
     cka = heat.cka["p50"]
-    values = np.frombuffer(cka["values"], dtype="<f4").reshape(len(cka["rows"]), -1)
+    values = unpack(cka["values"]).reshape(len(cka["rows"]), -1)
     assert values.shape == (6, 6) and np.all(np.diag(values) > 0.5)
 
 
 def test_detail_request_sends_chart_and_numbers(reg):
     heat = cnc.ActivationHeatmap(reg, "base", "p50")
-    heat.detail_request = {"module": "classifier.1", "model": "p50"}
-    detail = heat.detail
+    heat._detail_request = {"module": "classifier.1", "model": "p50"}
+    detail = heat._detail
     assert detail["module"] == "classifier.1" and "error" not in detail
     assert detail["numbers"]["kind"] == "Linear"
     table = reg.compare("base", "p50").layers
     assert detail["numbers"]["cka"] == pytest.approx(table.loc["classifier.1", "cka"])
     assert detail["spec"]["vconcat"][0]["title"] == "weights of classifier.1"
-    heat.detail_request = {"module": "features.1", "model": "ghost"}
-    assert heat.detail == {}
+    heat._detail_request = {"module": "features.1", "model": "ghost"}
+    assert heat._detail == {}
     edited = cnc.ActivationHeatmap(reg, "base", "edited")
-    edited.detail_request = {"module": "classifier.4", "model": "edited"}
-    assert "error" not in edited.detail and edited.detail["numbers"]["params"] == 110
-    spec = edited.detail["spec"]
+    edited._detail_request = {"module": "classifier.4", "model": "edited"}
+    assert "error" not in edited._detail and edited._detail["numbers"]["params"] == 110
+    spec = edited._detail["spec"]
     counts = spec["datasets"][spec["vconcat"][0]["data"]["name"]]
     assert sum(v["count"] for v in counts if v["model"] == "base") == 0  # only in edited
 

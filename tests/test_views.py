@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import traitlets
 
 import cnc_widgets as cnc
 from cnc_widgets.metrics.pareto import pareto_front
@@ -218,3 +219,85 @@ def test_dashboard_links_views(reg):
     board.views["scatter"].selected = ["pruned"]
     assert reg.selected == ["pruned"] and board.views["provenance"].selected == ["pruned"]
     reg.selected = []
+
+
+def _registry_handlers(reg):
+    return sum(len(h) for kinds in reg._trait_notifiers.values() for h in kinds.values())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        cnc.ProvenanceGraph,
+        cnc.EfficiencyScatter,
+        cnc.FilterPanel,
+        cnc.SelectionDetails,
+        cnc.PredictionDiff,
+        lambda r: cnc.ActivationHeatmap(r, lazy=True),
+    ],
+)
+def test_every_view_links_selection_and_filters_and_close_undoes_it(reg, make):
+    reg.selected, reg.filters = [], {}
+    before = _registry_handlers(reg)
+    view = make(reg)
+    assert _registry_handlers(reg) > before
+    reg.selected = ["pruned"]
+    reg.filters = {"accuracy": (2.0, None)}  # nothing reaches 200%: every model is out
+    assert view.selected == ["pruned"] and view.filters == {"accuracy": (2.0, None)}
+    assert sorted(view.filtered_out) == sorted(reg.names)
+    view.selected = ["base"]
+    assert reg.selected == ["base"]
+    view.close()
+    assert _registry_handlers(reg) == before  # no link, no observer left on the registry
+    reg.selected = ["pruned-60"]
+    reg.filters = {}
+    assert view.selected == ["base"]  # it no longer follows the registry
+    reg.selected = []
+
+
+def test_one_list_of_numeric_metrics_for_scatter_filters_and_details(reg):
+    from cnc_widgets.widgets._metrics import BOOKKEEPING
+
+    scatter, panel, details = (
+        cnc.EfficiencyScatter(reg),
+        cnc.FilterPanel(reg),
+        cnc.SelectionDetails(reg),
+    )
+    reg.selected = ["base"]
+    shown = [row["metric"] for row in details.details["metrics"]]
+    assert scatter.metrics == list(panel.table["metrics"]) == shown
+    table = reg.metrics()
+    assert BOOKKEEPING & set(table.columns)  # the settings are in the table ...
+    assert not BOOKKEEPING & set(scatter.metrics)  # ... and no view offers them as metrics
+    assert scatter.metrics[:2] == ["accuracy", "size_bytes"]
+    for view in (scatter, panel, details):
+        view.close()
+    reg.selected = []
+
+
+def test_selected_instances_take_ints_and_strings(reg):
+    diff = cnc.PredictionDiff(reg, a="base", b="pruned")
+    diff.selected_instances = [5, np.int64(7), "9"]
+    assert diff.selected_instances == ["5", "7", "9"]
+    row = int(diff.selected_instances[0])
+    assert reg.data.ids[row] == "5"
+    with pytest.raises(traitlets.TraitError, match=r"no instance with id \['100000'\]"):
+        diff.selected_instances = [100_000]
+    with pytest.raises(traitlets.TraitError, match="instance ids"):
+        diff.selected_instances = [1.5]
+    diff.close()
+
+
+def test_diff_shows_a_cached_adversarial_overlap_without_attacking(reg):
+    diff = cnc.PredictionDiff(reg, a="base", b="pruned-60")
+    row = {r["name"]: r for r in diff.summary}["pruned-60"]
+    assert row["adversarial"] is None  # never computed: the view does not attack on its own
+    assert "adversarial_info" not in row
+    cmp = reg.compare("base", "pruned-60")
+    value = cmp.adversarial_overlap()
+    again = cnc.PredictionDiff(reg, a="base", b="pruned-60")
+    row = {r["name"]: r for r in again.summary}["pruned-60"]
+    assert row["adversarial"] == pytest.approx(value)
+    assert row["adversarial_info"]["flipped_b"] == cmp.adversarial["flipped_b"]
+    diff.close()
+    again.close()

@@ -48,12 +48,6 @@ heat
 PINNED = ".cnc-heatmap >> nth=0"
 
 
-def _floats(entry, column):
-    import numpy as np
-
-    return np.frombuffer(entry["values"][column], dtype="<f4")
-
-
 @pytest.fixture(scope="module")
 def page(lab, browser):
     write_notebook(lab["root"] / "heatmap.ipynb", CELLS)
@@ -132,7 +126,7 @@ def test_layernorm_rows_stand_out_in_sparsity(page):
                     "out = {}\n"
                     "for name in ['pruned', 'pruned_ln']:\n"
                     "    e = lay['by_model'][name]\n"
-                    "    z = np.frombuffer(e['values']['zero_b_only'], dtype='<f4')\n"
+                    "    z = np.frombuffer(e['values']['zero_b_only']['data'], dtype='<f4')\n"
                     "    out[name] = {r: float(v) for r, v, k in zip(lay['rows'], z, lay['kind'])\n"
                     "                 if k == 'LayerNorm'}\n"
                 ),

@@ -20,7 +20,8 @@
 //       are non-negative, and the range a Compress and Compare file declares
 //   domainControl(options, current, onChange) -> a labelled <select class="cnc-domain">
 //   defaultDomain(metric, info) -> "data"
-// Old helpers kept for callers: viridis(t), numericExtent(values), colourFor(v, extent), legend().
+//   viridis(t), numericExtent(values), colourFor(v, extent): the scale's parts, for callers
+//   that colour a fixed 0..1 range (the CKA matrix) or need an extent.
 import { html } from "./dom.js";
 
 const VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e",
@@ -154,9 +155,4 @@ export function scaleLegend(metric, scale, format) {
   const swatch = html("span", { class: "cnc-legend-swatch cnc-missing" });
   box.append(swatch, html("span", { text: "n/a" }));
   return box;
-}
-
-export function legend(metric, extent, format) {
-  const scale = colourScale(extent ? extent : [], { domain: extent || "data" });
-  return scaleLegend(metric, scale, format);
 }

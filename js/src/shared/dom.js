@@ -49,3 +49,27 @@ export function formatParams(params) {
     .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : formatValue(v)}`)
     .join(", ");
 }
+
+// `text` cut to `max` characters, an ellipsis marking the cut.
+export function truncate(text, max) {
+  const s = String(text);
+  return s.length > max ? s.slice(0, max - 1) + "\u2026" : s;
+}
+
+// Mark wiring shared by the views: a focusable model mark selects on click and on
+// Enter/Space (shift, ctrl or cmd adds), and shows the tooltip on hover and focus.
+//   wireMark(mark, { onSelect: (additive) => void, tip: (event) => void, hideTip })
+export function wireMark(mark, { onSelect, tip, hideTip }) {
+  const additive = (event) => event.shiftKey || event.metaKey || event.ctrlKey;
+  if (onSelect) {
+    mark.addEventListener("click", (event) => { event.stopPropagation(); onSelect(additive(event)); });
+    mark.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); onSelect(additive(event)); }
+    });
+  }
+  if (tip) {
+    for (const name of ["mouseenter", "mousemove", "focus"]) mark.addEventListener(name, tip);
+    for (const name of ["mouseleave", "blur"]) mark.addEventListener(name, hideTip);
+  }
+  return mark;
+}

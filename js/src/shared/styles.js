@@ -68,6 +68,11 @@ const CSS = `
 .cnc-provenance .cnc-node.cnc-selected:focus-visible .cnc-ring { stroke: var(--cnc-select);
   stroke-dasharray: none; }
 .cnc-provenance .cnc-node:hover circle.cnc-dot { stroke-width: 2; }
+/* Dark themes: viridis starts at a dark purple that a dark page swallows; a 2 px outline in
+   the text colour keeps every mark's disc visible whatever its colour. */
+body[data-jp-theme-light="false"] .cnc-provenance .cnc-node circle.cnc-dot:not(.cnc-missing),
+body[data-jp-theme-light="false"] .cnc-scatter .cnc-point:not([data-pareto="true"]) .cnc-dot { stroke: var(--jp-ui-font-color1, #eee);
+  stroke-width: 2; }
 .cnc-provenance .cnc-node-label { font-size: 12px; fill: var(--cnc-fg); paint-order: stroke;
   stroke: var(--cnc-bg); stroke-width: 3px; stroke-linejoin: round; }
 .cnc-provenance .cnc-node.cnc-selected .cnc-node-label { font-weight: 700; }
@@ -76,10 +81,21 @@ const CSS = `
 .cnc-provenance .cnc-collapse text { font-size: 10px; fill: var(--cnc-fg); }
 `;
 
-export function addStyles(root) {
+// One <style> per stylesheet in the document, added by the first view that needs it: a
+// hundred views in a notebook share two sheets instead of carrying a copy each.
+//   addStyles()              the shared sheet
+//   viewStyles(name, css)    a view's own sheet, once per name
+export function viewStyles(name, css) {
+  const id = `cnc-style-${name}`;
+  if (typeof document === "undefined" || document.getElementById(id)) return;
   const style = document.createElement("style");
-  style.textContent = CSS + DETAILS_CSS;
-  root.append(style);
+  style.id = id;
+  style.textContent = css;
+  document.head.append(style);
+}
+
+export function addStyles() {
+  viewStyles("shared", CSS + DETAILS_CSS);
 }
 
 const DETAILS_CSS = `

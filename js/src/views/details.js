@@ -2,6 +2,7 @@
 import { html, formatParams } from "../shared/dom.js";
 import { addStyles } from "../shared/styles.js";
 import { drawChart } from "../shared/vega.js";
+import { listen } from "../shared/listen.js";
 
 function chainItem(step, i) {
   const label = i === 0 ? `${step.name} (root)` : `${step.operation || "?"}${formatParams(step.params) ? ` (${formatParams(step.params)})` : ""} \u2192 ${step.name}`;
@@ -10,7 +11,7 @@ function chainItem(step, i) {
 
 function render({ model, el }) {
   const root = html("div", { class: "cnc-view cnc-details", tabindex: -1 });
-  addStyles(root);
+  addStyles();
   el.append(root);
   const title = html("span", { class: "cnc-title", text: "Selection" });
   const clear = html("button", { type: "button", text: "Clear", title: "Clear the selection (Escape)" });
@@ -72,14 +73,14 @@ function render({ model, el }) {
   root.addEventListener("keydown", (event) => {
     if (event.key === "Escape") clearSelection();
   });
-  model.on("change:details", draw);
+  const unlisten = listen(model, { "change:details": draw });
   draw();
   // Charts read the theme's colours when drawn: draw again when JupyterLab's theme changes.
   const themeWatch = new MutationObserver(() => draw());
   themeWatch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light"] });
   return () => {
     themeWatch.disconnect();
-    model.off("change:details", draw);
+    unlisten();
     for (const c of charts) c.then((h) => h.finalize()).catch(() => {});
   };
 }

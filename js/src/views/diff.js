@@ -1,10 +1,11 @@
 // The prediction diff: summary measures, change matrix, per-class accuracy and a
 // virtualized table of every instance. Arrays arrive as binary buffers; instance
 // previews beyond the embedded ones are asked of the kernel for the rows in view.
-import { html } from "../shared/dom.js";
-import { addStyles } from "../shared/styles.js";
+import { html, truncate } from "../shared/dom.js";
+import { addStyles, viewStyles } from "../shared/styles.js";
 import { unpack } from "../shared/wire.js";
 import { formatPercent } from "../shared/format.js";
+import { listen, coalesce, disposer } from "../shared/listen.js";
 
 const ROW = 28;
 const HEAD = 36;
@@ -83,18 +84,13 @@ const CSS = `
 const pct = (v) => formatPercent(v);
 const num = (v, d = 3) => (Number.isFinite(v) ? (Math.abs(v) >= 1e-3 || v === 0 ? v.toFixed(d) : v.toExponential(1)) : "n/a");
 
-function truncate(text, max) {
-  return text.length > max ? text.slice(0, max - 1) + "\u2026" : text;
-}
-
 function render({ model, el }) {
   const t0 = performance.now();
   const root = html("div", { class: "cnc-view cnc-diff", tabindex: -1 });
-  addStyles(root);
-  const style = document.createElement("style");
-  style.textContent = CSS;
-  root.append(style);
+  addStyles();
+  viewStyles("diff", CSS);
   el.append(root);
+  const bag = disposer(); // timers and handlers that end with the view
 
   const title = html("span", { class: "cnc-title", text: "Prediction diff" });
   const focusPick = html("select", { "aria-label": "Model the matrix and filters compare with the reference" });
@@ -132,7 +128,10 @@ function render({ model, el }) {
     sortKey: null, sortDir: -1, order: new Uint32Array(0),
   };
   let d = null; // decoded data
-  let kernel = "unknown"; // "unknown" | "live" | "none"
+  // "live" once the kernel answered a ping; "none" in an exported report (no kernel at all);
+  // "unknown" until then: a kernel busy running other cells answers late, not never, so
+  // controls that need it stay offered (their message waits in the kernel's queue).
+  let kernel = window.__cncReport ? "none" : "unknown";
   const previewCache = new Map(); // row index -> ImageData | string
   const pending = new Set();
   const adversarial = new Map(); // model -> {status, started, message}
@@ -189,12 +188,13 @@ function render({ model, el }) {
       previewCache.set(r, img);
     });
   }
-  model.on("msg:custom", (msg, buffers) => {
+  function onMessage(msg, buffers) {
     if (!msg || typeof msg !== "object") return;
     if (msg.type === "pong") {
       kernel = "live";
       updateNote();
-      requestVisible();
+      drawSummary();
+      drawRows();
     } else if (msg.type === "rows") {
       for (const r of msg.rows) pending.delete(r);
       if (msg.kind === "image" && buffers && buffers.length) {
@@ -209,18 +209,17 @@ function render({ model, el }) {
       adversarial.set(msg.model, { ...entry, status: msg.status, message: msg.message, value: msg.value });
       drawSummary();
     }
-  });
+  }
   function ping() {
+    if (kernel === "none") return;
     try {
       model.send({ type: "ping" });
     } catch (err) {
       kernel = "none";
     }
-    setTimeout(() => {
-      if (kernel === "unknown") { kernel = "none"; updateNote(); drawSummary(); drawRows(); }
-    }, 2500);
   }
   let requestTimer = null;
+  bag.add(() => clearTimeout(requestTimer));
   function requestVisible() {
     if (kernel !== "live" || !d) return;
     clearTimeout(requestTimer);
@@ -303,7 +302,7 @@ function render({ model, el }) {
     td.append(button);
     return td;
   }
-  setInterval(() => {
+  bag.interval(() => {
     if ([...adversarial.values()].some((e) => e.status === "running")) drawSummary();
   }, 1000);
 
@@ -325,9 +324,18 @@ function render({ model, el }) {
     matrixBox.append(html("h4", { text: `Change matrix: rows ${d.names[0]} predicts, columns ${cmpName} predicts` }));
     const labelWidth = Math.min(90, 8 + 7 * Math.max(...d.classes.map((c) => Math.min(12, c.length))));
     const grid = html("div", { class: "cnc-matrix", role: "grid", "aria-label": "Change matrix" });
-    grid.style.gridTemplateColumns = `${labelWidth}px repeat(${C}, 34px)`;
+    // Columns as wide as their names need (up to 12 characters) while the matrix stays within
+    // about 480 px; past that, 34 px columns and shortened names, whole on hover.
+    const longest = Math.max(1, ...d.classes.map((c) => String(c).length));
+    const colWidth = Math.max(34, Math.min(8 + 7 * Math.min(12, longest), Math.floor(480 / Math.max(1, C))));
+    const colChars = Math.max(4, Math.floor((colWidth - 6) / 7));
+    grid.style.gridTemplateColumns = `${labelWidth}px repeat(${C}, ${colWidth}px)`;
     grid.append(html("div"));
-    for (let b = 0; b < C; b += 1) grid.append(html("div", { class: "cnc-axis-label cnc-col-label", text: truncate(className(b), 5), title: className(b) }));
+    for (let b = 0; b < C; b += 1) {
+      const label = html("div", { class: "cnc-axis-label cnc-col-label", text: truncate(className(b), colChars), title: className(b) });
+      label.style.width = `${colWidth}px`;
+      grid.append(label);
+    }
     for (let a = 0; a < C; a += 1) {
       grid.append(html("div", { class: "cnc-axis-label cnc-row-label", text: truncate(className(a), 12), title: className(a) }));
       for (let b = 0; b < C; b += 1) {
@@ -343,6 +351,7 @@ function render({ model, el }) {
           title: `${d.names[0]}: ${className(a)} \u2192 ${cmpName}: ${className(b)}: ${v} instances (click to list them)`,
         });
         cell.style.background = bg;
+        cell.style.width = `${colWidth}px`;
         if (t > 0.7 && !diag) cell.style.color = "#fff";
         if (state.cell && state.cell[0] === a && state.cell[1] === b) cell.classList.add("cnc-active");
         const pickCell = () => {
@@ -593,6 +602,7 @@ function render({ model, el }) {
   outcomePick.addEventListener("change", () => { state.outcome = outcomePick.value; state.cell = null; applyFilters(); });
   focusPick.addEventListener("change", () => { state.focus = Number(focusPick.value); state.cell = null; drawPanels(); applyFilters(); });
   let scrollFrame = 0;
+  bag.add(() => cancelAnimationFrame(scrollFrame));
   scroller.addEventListener("scroll", () => {
     if (scrollFrame) return;
     scrollFrame = requestAnimationFrame(() => { scrollFrame = 0; drawRows(); });
@@ -632,26 +642,18 @@ function render({ model, el }) {
   }
 
   // Python sets several traits at once: draw once after all their change events.
-  let scheduled = false;
-  const redraw = () => {
-    if (scheduled) return;
-    scheduled = true;
-    Promise.resolve().then(() => { scheduled = false; draw(); });
-  };
-  const keys = ["table", "per_class", "reference", "compared", "status", "previews", "classes"];
-  for (const key of keys) model.on(`change:${key}`, redraw);
-  const onSummary = () => drawSummary();
-  const onRows = () => drawRows();
-  model.on("change:summary", onSummary);
-  model.on("change:selected_instances", onRows);
+  const redraw = coalesce(draw);
+  bag.add(redraw.cancel);
+  bag.add(listen(model, {
+    "change:table change:per_class change:reference change:compared change:status change:previews change:classes": redraw,
+    "change:summary": () => drawSummary(),
+    "change:selected_instances": () => drawRows(),
+    "msg:custom": onMessage,
+  }));
   draw();
   ping();
   root.dataset.renderMs = String(performance.now() - t0);
-  return () => {
-    for (const key of keys) model.off(`change:${key}`, redraw);
-    model.off("change:summary", onSummary);
-    model.off("change:selected_instances", onRows);
-  };
+  return bag;
 }
 
 export default { render };

@@ -4,9 +4,12 @@
 import { html, svg, formatValue } from "../shared/dom.js";
 import { viridis, MISSING, colourScale, scaleLegend, domainOptions, domainControl } from "../shared/colour.js";
 import { formatNumber } from "../shared/format.js";
-import { addStyles } from "../shared/styles.js";
+import { addStyles, viewStyles } from "../shared/styles.js";
+import { tooltip as makeTooltip } from "../shared/tooltip.js";
+import { listen } from "../shared/listen.js";
 import { drawChart } from "../shared/vega.js";
 import { markFiltered } from "../shared/filter.js";
+import { unpack } from "../shared/wire.js";
 
 const MODES = [
   { key: "sparsity", label: "Sparsity" },
@@ -17,6 +20,8 @@ const MODES = [
   { key: "cka", label: "CKA", column: "cka", title: "CKA", domain: "unit",
     explain: "linear CKA of the module's outputs, exact over all instances; 1 = same representation" },
 ];
+// Okabe and Ito's bluish green for "zero in both": apart from the blue and vermillion of
+// the one-sided zeros and from the grey of nonzero elements, in light and dark themes alike.
 const SPARSITY = [
   { column: "zero_both", label: "zero in both", colour: "var(--cnc-zero-both)" },
   { column: "zero_a_only", label: "zero only in the reference", colour: "#0072B2" },
@@ -25,7 +30,7 @@ const SPARSITY = [
 const VISIBLE_ROWS = 26; // a first view opens the tree until about this many rows show
 
 const HEATMAP_CSS = `
-.cnc-heatmap { --cnc-zero-both: #8a8a8a; background: var(--jp-layout-color1, #fff);
+.cnc-heatmap { --cnc-zero-both: #009E73; --cnc-nonzero: var(--jp-layout-color3, #d0d0d0); background: var(--jp-layout-color1, #fff);
   color: var(--jp-ui-font-color1, #222); border-color: var(--jp-border-color2, #ddd); }
 .cnc-heatmap .cnc-toolbar { border-bottom-color: var(--jp-border-color2, #eee); }
 .cnc-heatmap .cnc-modes { display: inline-flex; border: 1px solid var(--jp-border-color1, #bbb); border-radius: 4px; overflow: hidden; }
@@ -52,7 +57,11 @@ const HEATMAP_CSS = `
 .cnc-heatmap .cnc-hm-tag { font-size: 10px; padding: 0 4px; border-radius: 3px; border: 1px solid var(--jp-border-color1, #999); color: var(--jp-ui-font-color2, #555); }
 .cnc-heatmap .cnc-hm-cell { height: 18px; margin: 1px 2px; border-radius: 2px; position: relative; overflow: hidden; cursor: pointer; }
 .cnc-heatmap .cnc-hm-cell.cnc-missing { background: repeating-linear-gradient(135deg, transparent 0 4px, var(--jp-border-color2, #ccc) 4px 5px); }
-.cnc-heatmap .cnc-hm-cell.cnc-sparsity { background: var(--jp-layout-color3, #e9e9e9); display: flex; }
+.cnc-heatmap .cnc-hm-cell.cnc-sparsity { background: var(--cnc-nonzero); display: flex; }
+.cnc-heatmap .cnc-hm-cell.cnc-sparsity .cnc-hm-num { color: var(--jp-ui-font-color0, #000); text-shadow: none;
+  background: var(--jp-layout-color1, #fff); border-radius: 2px; padding: 0 2px; line-height: 14px; top: 2px; }
+.cnc-heatmap .cnc-hm-caption { color: var(--jp-ui-font-color2, #555); font-size: 11px; margin: 2px 0 6px;
+  overflow-wrap: anywhere; }
 .cnc-heatmap .cnc-hm-cell.cnc-sparsity span { display: block; height: 100%; }
 .cnc-heatmap .cnc-hm-cell .cnc-hm-num { position: absolute; right: 3px; top: 1px; font-size: 10px; font-variant-numeric: tabular-nums;
   color: #fff; text-shadow: 0 0 2px #000; pointer-events: none; }
@@ -79,13 +88,6 @@ const HEATMAP_CSS = `
 .cnc-heatmap .cnc-picker button { font: inherit; padding: 1px 8px; }
 .cnc-heatmap .cnc-picker button[aria-pressed="true"] { font-weight: 700; }
 `;
-
-function floats(view) {
-  if (!view) return null;
-  // Buffers arrive as DataViews, not always 4-byte aligned: copy before viewing as float32.
-  const bytes = view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength);
-  return new Float32Array(bytes);
-}
 
 function shortName(name, prefix) {
   return prefix && name.startsWith(prefix) ? name.slice(prefix.length) || name : name;
@@ -135,10 +137,8 @@ function initialOpen(tree) {
 
 function render({ model, el }) {
   const root = html("div", { class: "cnc-view cnc-heatmap" });
-  addStyles(root);
-  const style = document.createElement("style");
-  style.textContent = HEATMAP_CSS;
-  root.append(style);
+  addStyles();
+  viewStyles("heatmap", HEATMAP_CSS);
   el.append(root);
 
   let open = null;
@@ -162,9 +162,8 @@ function render({ model, el }) {
   const sideBody = html("div", { class: "cnc-hm-sidebody" });
   const side = html("div", { class: "cnc-hm-side" }, [tabs, sideBody]);
   const body = html("div", { class: "cnc-hm-body" }, [table, side]);
-  const tooltip = html("div", { class: "cnc-tooltip", role: "tooltip" });
-  tooltip.style.display = "none";
-  root.append(toolbar, message, body, tooltip);
+  root.append(toolbar, message, body);
+  const tip = makeTooltip(root);
 
   for (const mode of MODES) {
     const button = html("button", { type: "button", role: "radio", "data-mode": mode.key, text: mode.label,
@@ -181,7 +180,7 @@ function render({ model, el }) {
     for (const name of compared) {
       const entry = (layers.by_model || {})[name] || {};
       const values = {};
-      for (const [k, v] of Object.entries(entry.values || {})) values[k] = floats(v);
+      for (const [k, v] of Object.entries(entry.values || {})) values[k] = unpack(v);
       data[name] = { ...entry, values };
     }
     return { layers, rows, compared, data, reference: layers.reference,
@@ -218,23 +217,10 @@ function render({ model, el }) {
   }
 
   function showTip(lines, event) {
-    tooltip.replaceChildren();
-    const [title, sub, ...rest] = lines;
-    tooltip.append(html("div", { class: "cnc-tip-title", text: title }));
-    if (sub) tooltip.append(html("div", { class: "cnc-tip-sub", text: sub }));
-    if (rest.length) {
-      tooltip.append(html("table", {}, rest.map(([k, v]) => html("tr", {}, [html("td", { text: k }), html("td", { text: v })]))));
-    }
-    tooltip.style.display = "block";
-    const box = root.getBoundingClientRect();
-    let left = event.clientX - box.left + 14;
-    if (left + tooltip.offsetWidth > box.width) left = Math.max(0, event.clientX - box.left - tooltip.offsetWidth - 14);
-    let top = event.clientY - box.top + 14;
-    if (top + tooltip.offsetHeight > box.height) top = Math.max(0, event.clientY - box.top - tooltip.offsetHeight - 8);
-    tooltip.style.left = `${left}px`;
-    tooltip.style.top = `${top}px`;
+    const [title, sub, ...rows] = lines;
+    tip.show({ title, sub, rows }, event);
   }
-  const hideTip = () => { tooltip.style.display = "none"; };
+  const hideTip = () => tip.hide();
 
   function cellTip(st, node, name, memo) {
     const isRow = node.row >= 0;
@@ -275,8 +261,8 @@ function render({ model, el }) {
   function drawLegend(mode, coloured) {
     legendBox.replaceChildren();
     if (mode.key === "sparsity") {
-      for (const part of SPARSITY) {
-        const key = html("span", { class: "cnc-hm-key" });
+      for (const part of [...SPARSITY, { column: "nonzero", label: "nonzero", colour: "var(--cnc-nonzero)" }]) {
+        const key = html("span", { class: "cnc-hm-key", "data-part": part.column });
         key.style.background = part.colour;
         legendBox.append(html("span", {}, [key, part.label]));
       }
@@ -305,7 +291,7 @@ function render({ model, el }) {
   function requestDetail(module, name) {
     focusModule = module;
     sideTab = "module";
-    model.set("detail_request", { module, model: name, at: Date.now() });
+    model.set("_detail_request", { module, model: name, at: Date.now() });
     model.save_changes();
     drawSide();
     markFocus();
@@ -526,7 +512,7 @@ function render({ model, el }) {
   }
 
   function drawDetail() {
-    const detail = model.get("detail") || {};
+    const detail = model.get("_detail") || {};
     if (!focusModule) {
       sideBody.append(html("div", { class: "cnc-hm-message", text: "Click a module (or a cell) for its weight and activation histograms." }));
       return;
@@ -586,7 +572,7 @@ function render({ model, el }) {
       return;
     }
     if (!entry.rows) return;
-    const values = floats(entry.values);
+    const values = unpack(entry.values);
     const na = entry.rows.length;
     const nb = entry.cols.length;
     const pa = commonPrefix(entry.rows);
@@ -595,10 +581,9 @@ function render({ model, el }) {
     const labelH = Math.min(150, 8 + 6.2 * Math.max(...entry.cols.map((c) => shortName(c, pb).length)));
     const size = Math.max(10, Math.min(36, Math.floor(420 / Math.max(na, nb))));
     const width = labelW + nb * size + 10;
-    const height = labelH + na * size + 30;
+    const height = labelH + na * size + 6;
     const g = svg("svg", { class: "cnc-hm-matrix", width, height, role: "grid",
       "aria-label": `CKA of ${st.reference}'s layers (rows) against ${ckaModel}'s (columns)` });
-    g.append(svg("text", { x: labelW, y: height - 8, text: `rows: ${st.reference}${pa ? ` (${pa}\u2026)` : ""}; columns: ${ckaModel}${pb ? ` (${pb}\u2026)` : ""}` }));
     entry.cols.forEach((c, j) => {
       const x = labelW + j * size + size / 2;
       g.append(svg("text", { x, y: labelH - 4, transform: `rotate(-60 ${x} ${labelH - 4})`, text: shortName(c, pb) }));
@@ -624,7 +609,9 @@ function render({ model, el }) {
         g.append(rect);
       });
     });
-    sideBody.append(g);
+    // The caption is HTML above the matrix: it wraps at the panel's width and nothing below
+    // (the legend) can cover it.
+    sideBody.append(html("div", { class: "cnc-hm-caption", text: `rows: ${st.reference}${pa ? ` (${pa}\u2026)` : ""}; columns: ${ckaModel}${pb ? ` (${pb}\u2026)` : ""}` }), g);
     const stops = Array.from({ length: 11 }, (_, i) => `${viridis(i / 10)} ${i * 10}%`).join(", ");
     const bar = html("span", { class: "cnc-legend-bar" });
     bar.style.background = `linear-gradient(to right, ${stops})`;
@@ -651,12 +638,12 @@ function render({ model, el }) {
       h.setAttribute("aria-selected", String(selected.has(h.getAttribute("data-model"))));
     }
   };
-  const events = ["change:layers", "change:cka", "change:mode", "change:message", "change:busy", "change:models"];
-  for (const e of events) model.on(e, onData);
-  model.on("change:detail", onDetail);
-  model.on("change:selected", onSelected);
-  const onFiltered = () => markFiltered(table, model.get("filtered_out"));
-  model.on("change:filtered_out", onFiltered);
+  const unlisten = listen(model, {
+    "change:layers change:cka change:mode change:message change:busy change:models": onData,
+    "change:_detail": onDetail,
+    "change:selected": onSelected,
+    "change:filtered_out": () => markFiltered(table, model.get("filtered_out")),
+  });
   draw();
   if (!model.get("active")) {
     // A lazy view (the dashboard's) runs the models once it is shown.
@@ -664,10 +651,7 @@ function render({ model, el }) {
     model.save_changes();
   }
   return () => {
-    for (const e of events) model.off(e, onData);
-    model.off("change:detail", onDetail);
-    model.off("change:selected", onSelected);
-    model.off("change:filtered_out", onFiltered);
+    unlisten();
     if (chart) chart.finalize();
   };
 }

@@ -1,11 +1,13 @@
 // The provenance graph: which model was made from which, by what operation.
-import { html, svg, formatParams } from "../shared/dom.js";
+import { html, svg, formatParams, truncate, wireMark } from "../shared/dom.js";
 import { colourScale, scaleLegend, domainOptions, domainControl, MISSING } from "../shared/colour.js";
 import { formatMetric, formatNumber, metricKind } from "../shared/format.js";
 import { markFiltered } from "../shared/filter.js";
 import { paretoFront } from "../shared/pareto.js";
 import { getSelected, select, markSelected } from "../shared/selection.js";
 import { addStyles } from "../shared/styles.js";
+import { tooltip as makeTooltip } from "../shared/tooltip.js";
+import { listen } from "../shared/listen.js";
 import { buildForest, layout, layoutByOperation, countDescendants } from "../shared/tree.js";
 import { wheelZoom } from "../shared/zoom.js";
 
@@ -33,13 +35,9 @@ function edgeLabel(node) {
   return params ? `${op} (${params})` : op;
 }
 
-function truncate(text, max) {
-  return text.length > max ? text.slice(0, max - 1) + "\u2026" : text;
-}
-
 function render({ model, el }) {
   const root = html("div", { class: "cnc-view cnc-provenance" });
-  addStyles(root);
+  addStyles();
   el.append(root);
 
   const collapsed = new Set();
@@ -78,9 +76,8 @@ function render({ model, el }) {
   const viewport = svg("g", { class: "cnc-viewport" });
   const brush = svg("rect", { class: "cnc-brush", visibility: "hidden" });
   canvas.append(viewport, brush);
-  const tooltip = html("div", { class: "cnc-tooltip", role: "tooltip" });
-  tooltip.style.display = "none";
-  root.append(toolbar, legendRow, canvas, tooltip);
+  root.append(toolbar, legendRow, canvas);
+  const tip = makeTooltip(root);
 
   function applyView() {
     viewport.setAttribute("transform", `translate(${view.x},${view.y}) scale(${view.k})`);
@@ -110,52 +107,24 @@ function render({ model, el }) {
   }
 
   function showTip(node, event) {
-    tooltip.replaceChildren();
-    tooltip.append(html("div", { class: "cnc-tip-title", text: node.name }));
-    if (node.parent) {
-      tooltip.append(html("div", { class: "cnc-tip-sub", text: `from ${node.parent}: ${edgeLabel(node)}` }));
-    }
     // Fractions print as percentages; the tooltip also gives the exact value.
     const exact = (k, v) => (metricKind(k, info(k)) === "fraction" && typeof v === "number"
       ? ` (${formatNumber(v)})` : "");
-    const rows = Object.entries(node.metrics || {}).map(([k, v]) =>
-      html("tr", {}, [html("td", { text: k }), html("td", { text: formatMetric(v, k, info(k)) + exact(k, v) })]));
-    if (rows.length) tooltip.append(html("table", {}, rows));
-    else tooltip.append(html("div", { text: "not evaluated yet" }));
-    if ((model.get("filtered_out") || []).includes(node.name)) {
-      tooltip.append(html("div", { class: "cnc-tip-sub", text: "outside the current filters" }));
-    }
-    tooltip.style.display = "block";
-    const box = root.getBoundingClientRect();
-    const anchor = event && event.clientX !== undefined
-      ? { x: event.clientX, y: event.clientY }
-      : (() => { const r = event.target.getBoundingClientRect(); return { x: r.right, y: r.bottom }; })();
-    let left = anchor.x - box.left + 14;
-    if (left + tooltip.offsetWidth > box.width) {
-      // Near the right edge: show it left of the pointer so the model stays visible.
-      left = Math.max(0, anchor.x - box.left - tooltip.offsetWidth - 14);
-    }
-    let top = anchor.y - box.top + 14;
-    if (top + tooltip.offsetHeight > box.height) {
-      // Keep the tooltip inside the view: above the pointer, or as low as it fits.
-      const above = anchor.y - box.top - tooltip.offsetHeight - 8;
-      top = above >= 0 ? above : Math.max(0, box.height - tooltip.offsetHeight - 2);
-    }
-    tooltip.style.left = `${left}px`;
-    tooltip.style.top = `${top}px`;
+    const rows = Object.entries(node.metrics || {}).map(([k, v]) => [k, formatMetric(v, k, info(k)) + exact(k, v)]);
+    const notes = rows.length ? [] : ["not evaluated yet"];
+    if ((model.get("filtered_out") || []).includes(node.name)) notes.push("outside the current filters");
+    tip.show({ title: node.name, sub: node.parent ? `from ${node.parent}: ${edgeLabel(node)}` : "", rows, notes }, event);
   }
 
-  function hideTip() {
-    tooltip.style.display = "none";
-  }
+  const hideTip = () => tip.hide();
 
   function options(selectEl, names, current, none) {
     const opts = none ? [html("option", { value: "", text: "none", selected: !current })] : [];
     selectEl.replaceChildren(...opts, ...names.map((m) => html("option", { value: m, text: m, selected: m === current })));
   }
 
-  function draw() {
-    const nodes = model.get("nodes") || [];
+  // The pickers from the synced state; returns the metric that colours and the one that sizes.
+  function syncControls(nodes) {
     const metrics = metricNames(nodes);
     let colourBy = model.get("color_by");
     if (!metrics.includes(colourBy)) colourBy = metrics[0] || "";
@@ -164,8 +133,11 @@ function render({ model, el }) {
     const sizeBy = metrics.includes(model.get("size_by")) ? model.get("size_by") : "";
     options(sizeSelect, metrics, sizeBy, true);
     columnsSelect.value = model.get("columns") || "depth";
+    return { colourBy, sizeBy };
+  }
 
-    // Pareto frontier of two metrics, the same rule as the scatter and reg.pareto.
+  // The Pareto frontier of two metrics, the same rule as the scatter and reg.pareto.
+  function frontier(nodes) {
     const pareto = model.get("pareto") || {};
     const onFront = new Set();
     if (pareto.x && pareto.y) {
@@ -179,6 +151,11 @@ function render({ model, el }) {
       frontKey.append(html("span", { class: "cnc-key-front" }),
         html("span", { text: `Pareto frontier of ${pareto.x} and ${pareto.y}` }));
     }
+    return onFront;
+  }
+
+  // Colour scale and radius of the marks, with their legends.
+  function encodings(nodes, colourBy, sizeBy) {
     const values = nodes.map((n) => (n.metrics || {})[colourBy]);
     const domain = (model.get("color_domains") || {})[colourBy] || "data";
     const scale = colourScale(values, { domain, info: info(colourBy) });
@@ -187,7 +164,6 @@ function render({ model, el }) {
       model.save_changes();
     }));
     legendBox.replaceChildren(scaleLegend(colourBy || "metric", scale, fmt(colourBy)));
-
     // Area proportional to the value (from zero), so twice the size looks twice as big.
     const sizeValues = sizeBy ? nodes.map((n) => (n.metrics || {})[sizeBy]).filter((v) => Number.isFinite(v) && v >= 0) : [];
     const sizeMax = sizeValues.length ? Math.max(...sizeValues) : 0;
@@ -202,7 +178,14 @@ function render({ model, el }) {
       sizeLegend.append(html("span", { class: "cnc-legend-title", text: `size: ${sizeBy}` }),
         html("span", { text: sizeMax > 0 ? `area \u221d value; largest ${fmt(sizeBy)(sizeMax)}` : "no values" }));
     }
+    return { scale, radiusOf };
+  }
 
+  function draw() {
+    const nodes = model.get("nodes") || [];
+    const { colourBy, sizeBy } = syncControls(nodes);
+    const onFront = frontier(nodes);
+    const { scale, radiusOf } = encodings(nodes, colourBy, sizeBy);
     viewport.replaceChildren();
     placed = new Map();
     if (!nodes.length) {
@@ -222,11 +205,10 @@ function render({ model, el }) {
       const p = positions.get(name);
       return { x: p.depth * COL, y: p.row * ROW };
     };
-
-    const edges = svg("g", { class: "cnc-edges" });
-    const labels = svg("g", { class: "cnc-edge-labels" });
-    const marks = svg("g", { class: "cnc-nodes" });
-    viewport.append(edges, labels, marks);
+    const g = { forest, positions, at, radiusOf, byOperation, colourBy, scale, onFront,
+      edges: svg("g", { class: "cnc-edges" }), labels: svg("g", { class: "cnc-edge-labels" }),
+      marks: svg("g", { class: "cnc-nodes" }) };
+    viewport.append(g.edges, g.labels, g.marks);
     if (columns) {
       columns.forEach((c, i) => viewport.append(svg("text", {
         class: "cnc-column-label", x: i * COL, y: -26, "text-anchor": "middle", "data-column": c, text: c,
@@ -234,92 +216,8 @@ function render({ model, el }) {
     }
     for (const node of nodes) {
       if (!positions.has(node.name)) continue;
-      const parentVisible = node.parent !== null && node.parent !== undefined && positions.has(node.parent);
-      if (parentVisible) {
-        const a = at(node.parent);
-        const b = at(node.name);
-        const ra = radiusOf(forest.byName.get(node.parent));
-        const rb = radiusOf(node);
-        const dir = b.x >= a.x ? 1 : -1;
-        const mid = (a.x + b.x) / 2;
-        edges.append(svg("path", {
-          class: "cnc-edge",
-          "data-edge": `${node.parent}->${node.name}`,
-          d: a.x === b.x
-            ? `M${a.x},${a.y + ra} C${a.x - 40},${a.y} ${b.x - 40},${b.y} ${b.x - rb},${b.y}`
-            : `M${a.x + dir * ra},${a.y} C${mid},${a.y} ${mid},${b.y} ${b.x - dir * rb},${b.y}`,
-        }));
-        if (!byOperation) {
-          const full = edgeLabel(node);
-          labels.append(svg("g", {}, [
-            svg("title", { text: full }),
-            svg("text", {
-              class: "cnc-edge-label", x: b.x - rb - 6, y: b.y - 6, "text-anchor": "end",
-              text: truncate(full, 34),
-            }),
-          ]));
-        }
-      }
-      const p = at(node.name);
-      placed.set(node.name, p);
-      const value = (node.metrics || {})[colourBy];
-      const r = radiusOf(node);
-      const missing = !(typeof value === "number" && Number.isFinite(value));
-      const shownParams = node.shown_params
-        ? Object.fromEntries(Object.entries(node.params || {}).filter(([k]) => node.shown_params.includes(k)))
-        : node.params;
-      const labelText = byOperation && formatParams(shownParams) ? `${node.name} (${formatParams(shownParams)})` : node.name;
-      const front = onFront.has(node.name);
-      const mark = svg("g", {
-        class: "cnc-node",
-        "data-model": node.name,
-        "data-pareto": front ? "true" : null,
-        role: "option",
-        tabindex: -1,
-        "aria-selected": "false",
-        "aria-label": `${node.name}${colourBy ? `, ${colourBy} ${fmt(colourBy)(value)}` : ""}${node.operation ? `, ${edgeLabel(node)}` : ""}${front ? ", on the Pareto frontier" : ""}`,
-        transform: `translate(${p.x},${p.y})`,
-      }, [
-        svg("circle", { class: "cnc-ring", r: r + 4 }),
-        front ? svg("circle", { class: "cnc-pareto", r: r + 2 }) : null,
-        svg("circle", { class: missing ? "cnc-dot cnc-missing" : "cnc-dot", r, fill: missing ? MISSING : scale(value) }),
-        svg("text", { class: "cnc-node-label", y: Math.max(r, RADIUS) + 14, "text-anchor": "middle", text: truncate(labelText, 30) }),
-      ]);
-      mark.addEventListener("click", (event) => {
-        event.stopPropagation();
-        select(model, node.name, event.shiftKey || event.metaKey || event.ctrlKey);
-      });
-      mark.addEventListener("mouseenter", (event) => showTip(node, event));
-      mark.addEventListener("mousemove", (event) => showTip(node, event));
-      mark.addEventListener("mouseleave", hideTip);
-      mark.addEventListener("focus", (event) => showTip(node, event));
-      mark.addEventListener("blur", hideTip);
-      marks.append(mark);
-
-      const kids = forest.children.get(node.name);
-      if (kids.length && !byOperation) {
-        const isCollapsed = collapsed.has(node.name);
-        const hidden = isCollapsed ? countDescendants(forest, node.name) : 0;
-        const toggle = svg("g", {
-          class: "cnc-collapse", transform: `translate(${p.x + r + 3},${p.y + 3})`,
-          role: "button", tabindex: 0,
-          "aria-label": isCollapsed ? `Expand ${node.name} (${hidden} hidden)` : `Collapse ${node.name}`,
-        }, [
-          svg("rect", { width: isCollapsed ? 26 : 12, height: 12, rx: 2 }),
-          svg("text", { x: 3, y: 9.5, text: isCollapsed ? `+${hidden}` : "\u2212" }),
-        ]);
-        const flip = (event) => {
-          event.stopPropagation();
-          if (isCollapsed) collapsed.delete(node.name);
-          else collapsed.add(node.name);
-          draw();
-        };
-        toggle.addEventListener("click", flip);
-        toggle.addEventListener("keydown", (event) => {
-          if (event.key === "Enter" || event.key === " ") flip(event);
-        });
-        marks.append(toggle);
-      }
+      if (node.parent !== null && node.parent !== undefined && positions.has(node.parent)) drawEdge(g, node);
+      drawNode(g, node);
     }
     markSelected(root, getSelected(model));
     markFiltered(root, model.get("filtered_out"));
@@ -330,6 +228,95 @@ function render({ model, el }) {
     } else {
       applyView();
     }
+  }
+
+  function drawEdge({ at, radiusOf, forest, byOperation, edges, labels }, node) {
+    const a = at(node.parent);
+    const b = at(node.name);
+    const ra = radiusOf(forest.byName.get(node.parent));
+    const rb = radiusOf(node);
+    const dir = b.x >= a.x ? 1 : -1;
+    const mid = (a.x + b.x) / 2;
+    edges.append(svg("path", {
+      class: "cnc-edge",
+      "data-edge": `${node.parent}->${node.name}`,
+      d: a.x === b.x
+        ? `M${a.x},${a.y + ra} C${a.x - 40},${a.y} ${b.x - 40},${b.y} ${b.x - rb},${b.y}`
+        : `M${a.x + dir * ra},${a.y} C${mid},${a.y} ${mid},${b.y} ${b.x - dir * rb},${b.y}`,
+    }));
+    if (!byOperation) {
+      const full = edgeLabel(node);
+      labels.append(svg("g", {}, [
+        svg("title", { text: full }),
+        svg("text", {
+          class: "cnc-edge-label", x: b.x - rb - 6, y: b.y - 6, "text-anchor": "end",
+          text: truncate(full, 34),
+        }),
+      ]));
+    }
+  }
+
+  function drawNode({ at, radiusOf, forest, byOperation, colourBy, scale, onFront, marks }, node) {
+    const p = at(node.name);
+    placed.set(node.name, p);
+    const value = (node.metrics || {})[colourBy];
+    const r = radiusOf(node);
+    const missing = !(typeof value === "number" && Number.isFinite(value));
+    const shownParams = node.shown_params
+      ? Object.fromEntries(Object.entries(node.params || {}).filter(([k]) => node.shown_params.includes(k)))
+      : node.params;
+    const labelText = byOperation && formatParams(shownParams) ? `${node.name} (${formatParams(shownParams)})` : node.name;
+    const front = onFront.has(node.name);
+    const mark = svg("g", {
+      class: "cnc-node",
+      "data-model": node.name,
+      "data-pareto": front ? "true" : null,
+      role: "option",
+      tabindex: -1,
+      "aria-selected": "false",
+      "aria-label": `${node.name}${colourBy ? `, ${colourBy} ${fmt(colourBy)(value)}` : ""}${node.operation ? `, ${edgeLabel(node)}` : ""}${front ? ", on the Pareto frontier" : ""}`,
+      transform: `translate(${p.x},${p.y})`,
+    }, [
+      svg("circle", { class: "cnc-ring", r: r + 4 }),
+      front ? svg("circle", { class: "cnc-pareto", r: r + 2 }) : null,
+      svg("circle", { class: missing ? "cnc-dot cnc-missing" : "cnc-dot", r, fill: missing ? MISSING : scale(value) }),
+      svg("text", { class: "cnc-node-label", y: Math.max(r, RADIUS) + 14, "text-anchor": "middle", text: truncate(labelText, 30) }),
+    ]);
+    mark.addEventListener("click", (event) => {
+      event.stopPropagation();
+      select(model, node.name, event.shiftKey || event.metaKey || event.ctrlKey);
+    });
+    // Enter and the arrows are the roving focus's (below); the tooltip is the shared wiring.
+    wireMark(mark, { tip: (event) => showTip(node, event), hideTip });
+    marks.append(mark);
+    drawToggle(marks, forest, byOperation, node, p, r);
+  }
+
+  // The collapse / expand button beside a model with children (depth layout only).
+  function drawToggle(marks, forest, byOperation, node, p, r) {
+    const kids = forest.children.get(node.name);
+    if (!kids.length || byOperation) return;
+    const isCollapsed = collapsed.has(node.name);
+    const hidden = isCollapsed ? countDescendants(forest, node.name) : 0;
+    const toggle = svg("g", {
+      class: "cnc-collapse", transform: `translate(${p.x + r + 3},${p.y + 3})`,
+      role: "button", tabindex: 0,
+      "aria-label": isCollapsed ? `Expand ${node.name} (${hidden} hidden)` : `Collapse ${node.name}`,
+    }, [
+      svg("rect", { width: isCollapsed ? 26 : 12, height: 12, rx: 2 }),
+      svg("text", { x: 3, y: 9.5, text: isCollapsed ? `+${hidden}` : "\u2212" }),
+    ]);
+    const flip = (event) => {
+      event.stopPropagation();
+      if (isCollapsed) collapsed.delete(node.name);
+      else collapsed.add(node.name);
+      draw();
+    };
+    toggle.addEventListener("click", flip);
+    toggle.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") flip(event);
+    });
+    marks.append(toggle);
   }
 
   // One mark is in the tab order (roving tabindex); arrows move between models.
@@ -491,13 +478,12 @@ function render({ model, el }) {
     draw();
     fitView();
   };
-  const onSelected = () => markSelected(root, getSelected(model));
-  const onFiltered = () => markFiltered(root, model.get("filtered_out"));
-  const events = ["change:nodes", "change:color_by", "change:color_domains", "change:size_by", "change:metric_info", "change:pareto"];
-  for (const e of events) model.on(e, redraw);
-  model.on("change:columns", refit);
-  model.on("change:selected", onSelected);
-  model.on("change:filtered_out", onFiltered);
+  const unlisten = listen(model, {
+    "change:nodes change:color_by change:color_domains change:size_by change:metric_info change:pareto": redraw,
+    "change:columns": refit,
+    "change:selected": () => markSelected(root, getSelected(model)),
+    "change:filtered_out": () => markFiltered(root, model.get("filtered_out")),
+  });
   draw();
   // The element may be laid out only after render returns (JupyterLab output areas).
   requestAnimationFrame(() => {
@@ -507,10 +493,7 @@ function render({ model, el }) {
     }
   });
   return () => {
-    for (const e of events) model.off(e, redraw);
-    model.off("change:columns", refit);
-    model.off("change:selected", onSelected);
-    model.off("change:filtered_out", onFiltered);
+    unlisten();
     zoom.destroy();
   };
 }

@@ -1,11 +1,12 @@
 // The efficiency scatter: each model a point of two metrics, the Pareto frontier
 // as a step line, optional lines to parents, click / shift-click / box selection.
-import { html, svg, formatParams } from "../shared/dom.js";
+import { html, svg, formatParams, truncate, wireMark } from "../shared/dom.js";
 import { colourScale, scaleLegend, domainOptions, domainControl, numericExtent } from "../shared/colour.js";
-import { markFiltered } from "../shared/filter.js";
 import { formatMetric, metricTitle } from "../shared/format.js";
 import { getSelected, select, markSelected } from "../shared/selection.js";
-import { addStyles } from "../shared/styles.js";
+import { addStyles, viewStyles } from "../shared/styles.js";
+import { tooltip as makeTooltip } from "../shared/tooltip.js";
+import { listen, coalesce } from "../shared/listen.js";
 import { unpack } from "../shared/wire.js";
 import { linearTicks, logTicks } from "../shared/ticks.js";
 import { paretoFront } from "../shared/pareto.js";
@@ -30,13 +31,16 @@ const CSS = `
 .cnc-scatter .cnc-point { cursor: pointer; outline: none; }
 .cnc-scatter .cnc-point .cnc-dot { stroke: var(--jp-ui-font-color1, #333); stroke-width: 0.8; }
 .cnc-scatter .cnc-point[data-pareto="true"] .cnc-dot { stroke: #009e73; stroke-width: 2.5; }
-.cnc-scatter .cnc-point .cnc-ring { fill: none; stroke: transparent; stroke-width: 3; }
+.cnc-scatter .cnc-point .cnc-ring { fill: none; stroke: transparent; stroke-width: 3; pointer-events: none; }
+.cnc-scatter .cnc-count-badge { pointer-events: none; }
 .cnc-scatter .cnc-point.cnc-selected .cnc-ring { stroke: #ff7f0e; }
 .cnc-scatter .cnc-point:focus-visible .cnc-ring { stroke: #1f77b4; stroke-dasharray: 3 2; }
 .cnc-scatter .cnc-point[data-filtered="out"] { opacity: 0.22; }
 .cnc-scatter .cnc-point[data-filtered="out"].cnc-selected { opacity: 0.6; }
 .cnc-scatter .cnc-point-label { font-size: 11px; fill: var(--jp-ui-font-color1, #111); paint-order: stroke;
   stroke: var(--jp-layout-color1, #fff); stroke-width: 3px; stroke-linejoin: round; pointer-events: none; }
+.cnc-scatter .cnc-count-badge rect { fill: var(--jp-layout-color1, #fff); stroke: var(--jp-ui-font-color1, #222); stroke-width: 1; }
+.cnc-scatter .cnc-count-badge text { fill: var(--jp-ui-font-color1, #222); font-size: 10px; font-weight: 700; }
 .cnc-scatter .cnc-brush { fill: rgba(31, 119, 180, 0.12); stroke: #1f77b4; stroke-dasharray: 4 2; }
 .cnc-scatter .cnc-footer { display: flex; gap: 12px; padding: 4px 8px 6px; color: var(--jp-ui-font-color2, #666);
   flex-wrap: wrap; min-height: 18px; }
@@ -48,15 +52,20 @@ const CSS = `
 .cnc-scatter .cnc-tooltip .cnc-tip-sub { color: var(--jp-ui-font-color2, #555); }
 `;
 
-function addViewStyles(root) {
-  addStyles(root);
-  const style = document.createElement("style");
-  style.textContent = CSS;
-  root.append(style);
-}
+// Points closer than this (pixels) are one place on the plot: they spread on a small ring
+// around it and a badge says how many models are there.
+const SAME_PLACE = 2;
+const MAX_SPREAD = 26;
 
-function truncate(text, max) {
-  return text.length > max ? text.slice(0, max - 1) + "\u2026" : text;
+// Groups of indices whose points land on the same pixel place, in `order`.
+export function samePlace(indices, px, py, tolerance = SAME_PLACE) {
+  const groups = new Map();
+  for (const i of indices) {
+    const key = `${Math.round(px(i) / tolerance)},${Math.round(py(i) / tolerance)}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(i);
+  }
+  return [...groups.values()];
 }
 
 function opLabel(m) {
@@ -106,7 +115,8 @@ function padded(extent, log) {
 function render({ model, el }) {
   const t0 = performance.now();
   const root = html("div", { class: "cnc-view cnc-scatter" });
-  addViewStyles(root);
+  addStyles();
+  viewStyles("scatter", CSS);
   el.append(root);
 
   const pick = (label, key, optional) => {
@@ -124,7 +134,6 @@ function render({ model, el }) {
   const traj = html("input", { type: "checkbox", "aria-label": "lines from each model to its parent" });
   const xDir = html("button", { type: "button", class: "cnc-dir", title: "Which x is better for the frontier" });
   const yDir = html("button", { type: "button", class: "cnc-dir", title: "Which y is better for the frontier" });
-  const legendBox = html("span");
   const toolbar = html("div", { class: "cnc-toolbar" }, [
     html("span", { class: "cnc-title", text: "Efficiency" }),
     pickers.x.el, html("label", { text: "log" }, [logX]),
@@ -136,9 +145,8 @@ function render({ model, el }) {
     "aria-label": "Models by two metrics", height: HEIGHT });
   plot.style.height = `${HEIGHT}px`;
   const footer = html("div", { class: "cnc-footer" });
-  const tooltip = html("div", { class: "cnc-tooltip", role: "tooltip" });
-  tooltip.style.display = "none";
-  root.append(toolbar, plot, footer, tooltip);
+  root.append(toolbar, plot, footer);
+  const tip = makeTooltip(root);
 
   let current = null; // {models, metrics, values, byName, sx, sy, visible}
 
@@ -166,47 +174,25 @@ function render({ model, el }) {
 
   function showTip(i, event) {
     const m = current.models[i];
-    tooltip.replaceChildren();
-    tooltip.append(html("div", { class: "cnc-tip-title", text: m.name }));
     const { root: first, steps } = chain(current.byName, m.name);
-    if (steps.length) {
-      tooltip.append(html("div", { class: "cnc-tip-sub", text: [first, ...steps].join(" \u2192 ") }));
-    }
     const w = current.metrics.length;
-    const rows = current.metrics.map((metric, j) => {
-      const v = current.values[i * w + j];
-      return html("tr", {}, [html("td", { text: metric }),
-        html("td", { text: fmt(v, metric), title: info(metric).description || "" })]);
-    });
-    tooltip.append(html("table", {}, rows));
-    if (current.front.has(i)) tooltip.append(html("div", { class: "cnc-tip-sub", text: "on the Pareto frontier" }));
-    tooltip.style.display = "block";
-    const box = root.getBoundingClientRect();
-    const anchor = event && event.clientX !== undefined ? { x: event.clientX, y: event.clientY }
-      : (() => { const r = event.target.getBoundingClientRect(); return { x: r.right, y: r.bottom }; })();
-    let left = anchor.x - box.left + 14;
-    if (left + tooltip.offsetWidth > box.width) left = Math.max(0, anchor.x - box.left - tooltip.offsetWidth - 14);
-    let top = anchor.y - box.top + 14;
-    if (top + tooltip.offsetHeight > box.height) {
-      const above = anchor.y - box.top - tooltip.offsetHeight - 8;
-      top = above >= 0 ? above : Math.max(0, box.height - tooltip.offsetHeight - 2);
+    const rows = current.metrics.map((metric, j) => [metric, fmt(current.values[i * w + j], metric),
+      info(metric).description || ""]);
+    const notes = [];
+    if (current.front.has(i)) notes.push("on the Pareto frontier");
+    const others = (current.places.get(i) || []).filter((k) => k !== i);
+    if (others.length) {
+      notes.push(`${others.length + 1} models at this point: ${others.map((k) => current.models[k].name).join(", ")} and this one`);
     }
-    tooltip.style.left = `${left}px`;
-    tooltip.style.top = `${top}px`;
+    tip.show({ title: m.name, sub: steps.length ? [first, ...steps].join(" \u2192 ") : "", rows, notes }, event);
   }
-  const hideTip = () => { tooltip.style.display = "none"; };
+  const hideTip = () => tip.hide();
 
   function emptyMessage(text) {
     plot.append(svg("text", { class: "cnc-empty-plot", x: 24, y: 40, text }));
   }
 
-  function draw() {
-    const models = model.get("models") || [];
-    const metrics = model.get("metrics") || [];
-    const values = unpack(model.get("values")) || new Float64Array(0);
-    const byName = new Map(models.map((m) => [m.name, m]));
-    current = { models, metrics, values, byName, front: new Set() };
-
+  function syncControls(metrics) {
     for (const [key, p] of Object.entries(pickers)) {
       const chosen = model.get(key);
       const opts = p.optional ? [html("option", { value: "", text: "none", selected: !chosen })] : [];
@@ -220,17 +206,13 @@ function render({ model, el }) {
     traj.checked = model.get("trajectories");
     xDir.textContent = `x: ${model.get("x_better")} is better`;
     yDir.textContent = `y: ${model.get("y_better")} is better`;
+  }
 
-    const width = Math.max(360, plot.clientWidth || root.clientWidth || 720);
-    plot.setAttribute("viewBox", `0 0 ${width} ${HEIGHT}`);
-    plot.replaceChildren();
-    footer.replaceChildren();
+  // What is drawn, derived from the synced state: plotted indices, scales, colour and size.
+  function derive(width) {
+    const { models } = current;
     const xm = model.get("x");
     const ym = model.get("y");
-    if (!models.length) {
-      emptyMessage("No models yet: reg.add(name, model), then reg.evaluate()");
-      return;
-    }
     const xs = column(xm);
     const ys = column(ym);
     let logx = model.get("log_x");
@@ -239,18 +221,63 @@ function render({ model, el }) {
     if (logx && xs.some((v) => Number.isFinite(v) && v <= 0)) { logx = false; notes.push(`x has values \u2264 0: linear scale`); }
     if (logy && ys.some((v) => Number.isFinite(v) && v <= 0)) { logy = false; notes.push(`y has values \u2264 0: linear scale`); }
     const shown = models.map((_, i) => i).filter((i) => Number.isFinite(xs[i]) && Number.isFinite(ys[i]));
-    const missing = models.length - shown.length;
-    if (!shown.length) {
-      emptyMessage(`No model has both ${xm} and ${ym} yet: call reg.evaluate(), or pick other metrics`);
+    const g = { width, xm, ym, xs, ys, logx, logy, notes, shown, missing: models.length - shown.length };
+    if (!shown.length) return g;
+    g.ex = padded(numericExtent(shown.map((i) => xs[i])), logx);
+    g.ey = padded(numericExtent(shown.map((i) => ys[i])), logy);
+    g.sx = scale(g.ex[0], g.ex[1], M.left, width - M.right, logx);
+    g.sy = scale(g.ey[0], g.ey[1], HEIGHT - M.bottom, M.top, logy);
+    g.cm = model.get("color");
+    g.zm = model.get("size");
+    g.cvals = g.cm ? column(g.cm) : null;
+    g.domain = g.cm ? (model.get("color_domains") || {})[g.cm] || "data" : "data";
+    g.cscale = g.cm ? colourScale(g.cvals, { domain: g.domain, info: info(g.cm) }) : null;
+    const zvals = g.zm ? column(g.zm) : null;
+    g.zext = g.zm ? numericExtent(zvals) : null;
+    g.radius = (i) => {
+      if (!g.zext || !Number.isFinite(zvals[i])) return 6;
+      const f = g.zext[1] > g.zext[0] ? (zvals[i] - g.zext[0]) / (g.zext[1] - g.zext[0]) : 0.5;
+      return 4 + 10 * Math.sqrt(f);
+    };
+    g.front = paretoFront(xs, ys, model.get("x_better"), model.get("y_better"));
+    return g;
+  }
+
+  function draw() {
+    const models = model.get("models") || [];
+    const metrics = model.get("metrics") || [];
+    const values = unpack(model.get("values")) || new Float64Array(0);
+    const byName = new Map(models.map((m) => [m.name, m]));
+    current = { models, metrics, values, byName, front: new Set(), places: new Map(), badgeBoxes: [] };
+    syncControls(metrics);
+    const width = Math.max(360, plot.clientWidth || root.clientWidth || 720);
+    plot.setAttribute("viewBox", `0 0 ${width} ${HEIGHT}`);
+    plot.replaceChildren();
+    footer.replaceChildren();
+    if (!models.length) {
+      emptyMessage("No models yet: reg.add(name, model), then reg.evaluate()");
+      return;
+    }
+    const g = derive(width);
+    if (!g.shown.length) {
+      emptyMessage(`No model has both ${g.xm} and ${g.ym} yet: call reg.evaluate(), or pick other metrics`);
       footer.append(html("span", { text: `${models.length} models, none with both metrics` }));
       return;
     }
-    const ex = padded(numericExtent(shown.map((i) => xs[i])), logx);
-    const ey = padded(numericExtent(shown.map((i) => ys[i])), logy);
-    const sx = scale(ex[0], ex[1], M.left, width - M.right, logx);
-    const sy = scale(ey[0], ey[1], HEIGHT - M.bottom, M.top, logy);
+    current.front = new Set(g.front);
+    drawAxes(g);
+    if (model.get("trajectories")) drawTrajectories(g);
+    drawFrontier(g);
+    const badges = spreadPlaces(g);
+    plot.append(drawPoints(g), badges);
+    Object.assign(current, { px: g.px, py: g.py, xs: g.xs, ys: g.ys, shown: g.shown });
+    plot.append(svg("g", { class: "cnc-labels" }));
+    drawLabels();
+    drawFooter(g);
+    markSelected(root, getSelected(model));
+  }
 
-    // Axes and grid.
+  function drawAxes({ width, ex, ey, sx, sy, logx, logy, xm, ym }) {
     const grid = svg("g", { class: "cnc-grid" });
     const axes = svg("g", { class: "cnc-axis" });
     const xt = logx ? logTicks(ex[0], ex[1]) : linearTicks(ex[0], ex[1], Math.max(3, Math.floor(width / 110)));
@@ -281,97 +308,102 @@ function render({ model, el }) {
     axes.append(svg("text", { class: "cnc-axis-title", x: -(M.top + x0) / 2, y: 16, transform: "rotate(-90)",
       "text-anchor": "middle", text: `${metricTitle(ym, info(ym))}${logy ? ", log scale" : ""} \u2192 ${model.get("y_better")} is better` }));
     plot.append(grid, axes);
+  }
 
-    // Colour and size.
-    const cm = model.get("color");
-    const zm = model.get("size");
-    const cvals = cm ? column(cm) : null;
-    const domain = cm ? (model.get("color_domains") || {})[cm] || "data" : "data";
-    const cscale = cm ? colourScale(cvals, { domain, info: info(cm) }) : null;
-    const zvals = zm ? column(zm) : null;
-    const zext = zm ? numericExtent(zvals) : null;
-    const radius = (i) => {
-      if (!zext || !Number.isFinite(zvals[i])) return 6;
-      const f = zext[1] > zext[0] ? (zvals[i] - zext[0]) / (zext[1] - zext[0]) : 0.5;
-      return 4 + 10 * Math.sqrt(f);
-    };
-
-    // Trajectories: each model to its parent.
+  // Each model to its parent.
+  function drawTrajectories({ shown, sx, sy, xs, ys }) {
+    const { models } = current;
     const shownSet = new Set(shown);
     const index = new Map(models.map((m, i) => [m.name, i]));
-    if (model.get("trajectories")) {
-      const lines = svg("g", { class: "cnc-trajectories" });
-      for (const i of shown) {
-        const p = index.get(models[i].parent);
-        if (p === undefined || !shownSet.has(p)) continue;
-        lines.append(svg("line", { class: "cnc-trajectory", "data-edge": `${models[i].parent}->${models[i].name}`,
-          x1: sx(xs[p]), y1: sy(ys[p]), x2: sx(xs[i]), y2: sy(ys[i]) }));
-      }
-      plot.append(lines);
+    const lines = svg("g", { class: "cnc-trajectories" });
+    for (const i of shown) {
+      const p = index.get(models[i].parent);
+      if (p === undefined || !shownSet.has(p)) continue;
+      lines.append(svg("line", { class: "cnc-trajectory", "data-edge": `${models[i].parent}->${models[i].name}`,
+        x1: sx(xs[p]), y1: sy(ys[p]), x2: sx(xs[i]), y2: sy(ys[i]) }));
     }
+    plot.append(lines);
+  }
 
-    // Pareto frontier as a step line through the corners (worse x, worse y).
-    const front = paretoFront(xs, ys, model.get("x_better"), model.get("y_better"));
-    current.front = new Set(front);
-    if (front.length) {
-      const worse = (a, b, better) => (better === "lower" ? Math.max(a, b) : Math.min(a, b));
-      let d = `M${sx(xs[front[0]])},${sy(ys[front[0]])}`;
-      for (let k = 1; k < front.length; k += 1) {
-        const a = front[k - 1];
-        const b = front[k];
-        const cx = worse(xs[a], xs[b], model.get("x_better"));
-        const cy = worse(ys[a], ys[b], model.get("y_better"));
-        d += ` L${sx(cx)},${sy(cy)} L${sx(xs[b])},${sy(ys[b])}`;
-      }
-      plot.append(svg("path", { class: "cnc-front", d }));
+  // The Pareto frontier as a step line through the corners (worse x, worse y).
+  function drawFrontier({ front, sx, sy, xs, ys }) {
+    if (!front.length) return;
+    const worse = (a, b, better) => (better === "lower" ? Math.max(a, b) : Math.min(a, b));
+    let d = `M${sx(xs[front[0]])},${sy(ys[front[0]])}`;
+    for (let k = 1; k < front.length; k += 1) {
+      const a = front[k - 1];
+      const b = front[k];
+      const cx = worse(xs[a], xs[b], model.get("x_better"));
+      const cy = worse(ys[a], ys[b], model.get("y_better"));
+      d += ` L${sx(cx)},${sy(cy)} L${sx(xs[b])},${sy(ys[b])}`;
     }
+    plot.append(svg("path", { class: "cnc-front", d }));
+  }
 
+  // Models at one place spread on a small ring around it (each stays clickable) with a badge
+  // that counts them; the tooltip names the others. Sets g.px / g.py, returns the badges.
+  function spreadPlaces(g) {
+    const { shown, sx, sy, xs, ys, radius } = g;
+    const offset = new Map();
+    const badges = svg("g", { class: "cnc-badges" });
+    for (const group of samePlace(shown, (i) => sx(xs[i]), (i) => sy(ys[i]))) {
+      if (group.length < 2) continue;
+      const cx = sx(xs[group[0]]);
+      const cy = sy(ys[group[0]]);
+      // A ring wide enough that neighbours do not cover each other's centres (up to a limit).
+      const widest = Math.max(...group.map(radius));
+      const spread = Math.min(MAX_SPREAD, (widest + 1.5) / Math.sin(Math.PI / Math.max(2, group.length)));
+      group.forEach((i, k) => {
+        const angle = (2 * Math.PI * k) / group.length - Math.PI / 2;
+        offset.set(i, [spread * Math.cos(angle), spread * Math.sin(angle)]);
+        current.places.set(i, group);
+      });
+      const names = group.map((i) => current.models[i].name);
+      const digits = String(group.length).length;
+      const [bx, by] = [cx + spread * 0.75 + 10, cy - spread * 0.75 - 10];
+      // Names are placed around it later, never over it.
+      current.badgeBoxes.push([bx - 4, by - 11, bx + 8 + 7 * digits, by + 7]);
+      badges.append(svg("g", { class: "cnc-count-badge", "data-count": group.length,
+        "data-models": names.join("\n"), transform: `translate(${bx},${by})`,
+        "aria-label": `${group.length} models at this point: ${names.join(", ")}` }, [
+        svg("title", { text: `${group.length} models at this point: ${names.join(", ")}` }),
+        svg("rect", { x: -2, y: -9, width: 8 + 7 * digits, height: 14, rx: 7 }),
+        svg("text", { x: 2 + 3.5 * digits, y: 2, "text-anchor": "middle", text: `${group.length}` }),
+      ]));
+    }
+    g.px = (i) => sx(xs[i]) + (offset.get(i) || [0, 0])[0];
+    g.py = (i) => sy(ys[i]) + (offset.get(i) || [0, 0])[1];
+    return badges;
+  }
+
+  function drawPoints({ shown, radius, xs, ys, xm, ym, cm, cscale, cvals, px, py }) {
     const marks = svg("g", { class: "cnc-points" });
     // Larger points first so small ones stay clickable on top.
-    const order = [...shown].sort((a, b) => radius(b) - radius(a));
-    for (const i of order) {
-      const m = models[i];
+    for (const i of [...shown].sort((a, b) => radius(b) - radius(a))) {
+      const m = current.models[i];
       const r = radius(i);
       const out = filteredOut(i);
+      const onFront = current.front.has(i);
       const label = `${m.name}: ${xm} ${fmt(xs[i], xm)}, ${ym} ${fmt(ys[i], ym)}`
-        + (current.front.has(i) ? ", on the Pareto frontier" : "") + (out ? ", outside the filters" : "");
+        + (onFront ? ", on the Pareto frontier" : "") + (out ? ", outside the filters" : "");
       const mark = svg("g", {
         class: "cnc-point", "data-model": m.name, role: "option", tabindex: 0, "aria-selected": "false",
-        "aria-label": label, "data-pareto": current.front.has(i) ? "true" : null,
-        "data-filtered": out ? "out" : null,
-        transform: `translate(${sx(xs[i])},${sy(ys[i])})`,
+        "aria-label": label, "data-pareto": onFront ? "true" : null, "data-filtered": out ? "out" : null,
+        "data-place": current.places.has(i) ? current.places.get(i).length : null,
+        transform: `translate(${px(i)},${py(i)})`,
       }, [
         svg("circle", { class: "cnc-ring", r: r + 4 }),
         svg("circle", { class: "cnc-dot", r, fill: cm ? cscale(cvals[i]) : "#0072b2" }),
       ]);
       mark.addEventListener("pointerdown", (event) => event.stopPropagation());
-      mark.addEventListener("click", (event) => {
-        event.stopPropagation();
-        select(model, m.name, event.shiftKey || event.metaKey || event.ctrlKey);
-      });
-      mark.addEventListener("keydown", (event) => {
-        if (event.key === "Enter" || event.key === " ") {
-          event.preventDefault();
-          select(model, m.name, event.shiftKey || event.metaKey || event.ctrlKey);
-        }
-      });
-      mark.addEventListener("mouseenter", (event) => showTip(i, event));
-      mark.addEventListener("mousemove", (event) => showTip(i, event));
-      mark.addEventListener("mouseleave", hideTip);
-      mark.addEventListener("focus", (event) => showTip(i, event));
-      mark.addEventListener("blur", hideTip);
+      wireMark(mark, { onSelect: (additive) => select(model, m.name, additive),
+        tip: (event) => showTip(i, event), hideTip });
       marks.append(mark);
     }
-    plot.append(marks);
-    current.sx = sx;
-    current.sy = sy;
-    current.xs = xs;
-    current.ys = ys;
-    current.shown = shown;
-    plot.append(svg("g", { class: "cnc-labels" }));
-    drawLabels();
+    return marks;
+  }
 
-    legendBox.replaceChildren();
+  function drawFooter({ cm, cscale, cvals, domain, zm, zext, shown, missing, xm, ym, notes }) {
     const keys = [html("span", { class: "cnc-key" }, [html("span", { class: "cnc-key-front" }), "Pareto frontier"])];
     if (cm) {
       keys.push(scaleLegend(cm, cscale, (v) => fmt(v, cm)));
@@ -382,10 +414,9 @@ function render({ model, el }) {
     }
     if (zm && zext) keys.push(html("span", { text: `size: ${zm} ${fmt(zext[0], zm)} to ${fmt(zext[1], zm)}` }));
     footer.append(...keys);
-    footer.append(html("span", { text: `${shown.length} of ${models.length} models` + (missing ? ` (${missing} without ${xm} or ${ym} not shown)` : "") }));
+    footer.append(html("span", { text: `${shown.length} of ${current.models.length} models` + (missing ? ` (${missing} without ${xm} or ${ym} not shown)` : "") }));
     for (const n of notes) footer.append(html("span", { text: n }));
     footer.append(html("span", { text: "click, shift-click or drag a box to select; Esc clears" }));
-    markSelected(root, getSelected(model));
   }
 
   // Names beside the frontier and the selected models, skipping any that would overlap.
@@ -398,13 +429,13 @@ function render({ model, el }) {
     const rank = (i) => (selected.has(current.models[i].name) ? 0 : current.front.has(i) ? 1 : 2);
     const wanted = current.shown.filter((i) => rank(i) < 2 || current.shown.length <= 15)
       .sort((a, b) => rank(a) - rank(b));
-    const boxes = [];
+    const boxes = [...(current.badgeBoxes || [])];
     const width = plot.viewBox.baseVal ? plot.viewBox.baseVal.width : 720;
     for (const i of wanted.slice(0, 40)) {
       const text = truncate(current.models[i].name, 28);
       const w = text.length * 6.2;
-      let x = current.sx(current.xs[i]) + 9;
-      const y = current.sy(current.ys[i]) - 8;
+      let x = current.px(i) + 9;
+      const y = current.py(i) - 8;
       let anchor = "start";
       if (x + w > width - 4) { x -= 18; anchor = "end"; }
       const box = anchor === "start" ? [x, y - 11, x + w, y + 2] : [x - w, y - 11, x, y + 2];
@@ -448,8 +479,8 @@ function render({ model, el }) {
     const [xa, xb] = [Math.min(b.x0, b.x1), Math.max(b.x0, b.x1)];
     const [ya, yb] = [Math.min(b.y0, b.y1), Math.max(b.y0, b.y1)];
     const inside = current.shown.filter((i) => {
-      const px = current.sx(current.xs[i]);
-      const py = current.sy(current.ys[i]);
+      const px = current.px(i);
+      const py = current.py(i);
       return px >= xa && px <= xb && py >= ya && py <= yb;
     }).map((i) => current.models[i].name);
     const next = b.additive ? [...new Set([...getSelected(model), ...inside])] : inside;
@@ -463,19 +494,12 @@ function render({ model, el }) {
   });
 
   // Python sets several traits at once: draw once after all their change events.
-  let scheduled = false;
-  const redraw = () => {
-    if (scheduled) return;
-    scheduled = true;
-    Promise.resolve().then(() => { scheduled = false; draw(); });
-  };
+  const redraw = coalesce(draw);
   const onSelected = () => { markSelected(root, getSelected(model)); drawLabels(); };
-  const keys = ["models", "metrics", "values", "x", "y", "color", "size", "log_x", "log_y",
-    "x_better", "y_better", "trajectories", "metric_info", "color_domains"];
-  for (const key of keys) model.on(`change:${key}`, redraw);
-  model.on("change:selected", onSelected);
-  const onFiltered = () => redraw();
-  model.on("change:filtered_out", onFiltered);
+  const unlisten = listen(model, {
+    "change:models change:metrics change:values change:x change:y change:color change:size change:log_x change:log_y change:x_better change:y_better change:trajectories change:metric_info change:color_domains change:filtered_out": redraw,
+    "change:selected": onSelected,
+  });
   let lastWidth = 0;
   const resize = new ResizeObserver(() => {
     const w = plot.clientWidth;
@@ -485,9 +509,8 @@ function render({ model, el }) {
   draw();
   root.dataset.renderMs = String(performance.now() - t0);
   return () => {
-    for (const key of keys) model.off(`change:${key}`, redraw);
-    model.off("change:selected", onSelected);
-    model.off("change:filtered_out", onFiltered);
+    unlisten();
+    redraw.cancel();
     resize.disconnect();
   };
 }

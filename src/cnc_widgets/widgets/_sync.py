@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import traitlets
@@ -45,12 +46,17 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
-def link_filters(widget: traitlets.HasTraits, registry: traitlets.HasTraits) -> traitlets.link:
+def link_filters(
+    widget: traitlets.HasTraits, registry: traitlets.HasTraits
+) -> tuple[traitlets.link, Callable[..., None]]:
     """Keep ``widget.filters`` equal to ``registry.filters`` and ``widget.filtered_out`` current.
 
     The widget declares ``filters = traitlets.Dict().tag(sync=True)`` and
-    ``filtered_out = traitlets.List(traitlets.Unicode()).tag(sync=True)``; its JavaScript
-    calls ``markFiltered(root, model.get("filtered_out"))`` (js/src/shared/filter.js).
+    ``filtered_out = traitlets.List(traitlets.Unicode()).tag(sync=True)`` (as
+    :class:`._view.RegistryView` does); its JavaScript calls
+    ``markFiltered(root, model.get("filtered_out"))`` (js/src/shared/filter.js).
+    Returns the link and the registry observer (on ``filters`` and ``revision``), so the
+    caller can undo both.
     """
 
     def refresh(_change: Any = None) -> None:
@@ -59,4 +65,4 @@ def link_filters(widget: traitlets.HasTraits, registry: traitlets.HasTraits) -> 
     link = traitlets.link((registry, "filters"), (widget, "filters"))
     registry.observe(refresh, names=["filters", "revision"])
     refresh()
-    return link
+    return link, refresh

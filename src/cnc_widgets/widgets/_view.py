@@ -1,22 +1,39 @@
-"""What every view shares: the registry's selection, a key for linking, a static summary.
+"""What every view shares: the registry's selection and filters, a key for linking, a summary.
 
-A view subclasses :class:`RegistryView`. Its ``selected`` trait follows the registry's
-(through :func:`._sync.link_selection`), its ``_registry_key`` lets an exported report link
-views of one registry in the browser without a kernel, and its ``_repr_mimebundle_`` carries a
-``text/html`` table of what it shows (:meth:`RegistryView.summary_table`), so a notebook preview
-without widgets (GitHub, nbviewer, a report whose scripts are blocked) shows that table instead
-of ``ProvenanceGraph(...)``.
+A view subclasses :class:`RegistryView` and calls ``super().__init__(registry, ...)``, which
+declares and links, once for every view:
+
+``selected`` (list of model names, synced both ways with ``reg.selected``)
+    the registry's selection; clicking a mark in any view changes it everywhere.
+``filters`` (dict metric -> [low, high], synced both ways with ``reg.filters``)
+    the ranges a filter panel brushed; every view dims the models outside them.
+``filtered_out`` (list of model names, Python -> browser)
+    the models ``reg.filters`` leaves out, kept current on every change of the filters or of
+    the registry's contents; the browser marks them ``data-filtered="out"``.
+``_registry_key`` (str, Python -> browser)
+    a random id of the registry, by which an exported report (no kernel) links the views of
+    one registry in the browser.
+
+Registry observers a view adds go through :meth:`RegistryView.observe_registry`, so that
+:meth:`RegistryView.close` removes every link and observer it made: a closed view no longer
+follows, nor is kept alive by, its registry. Its ``_repr_mimebundle_`` carries a ``text/html``
+table of what it shows (:meth:`RegistryView.summary_table`), so a notebook preview without
+widgets (GitHub, nbviewer, a report whose scripts are blocked) shows that table instead of
+``ProvenanceGraph(...)``.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anywidget
 import pandas as pd
 import traitlets
+
+from ._sync import link_filters, link_selection
 
 SUMMARY_ROWS = 20
 # Columns of the default summary, in this order, where the registry has them.
@@ -77,14 +94,57 @@ def model_table(registry: Any, names: list[str] | None = None) -> pd.DataFrame:
 
 
 class RegistryView(anywidget.AnyWidget):
-    """Base of the views: a synced selection, a registry key and a static HTML summary.
+    """Base of the views: synced selection and filters, a registry key, a static summary.
 
-    Subclasses set ``self.registry``, call :func:`._sync.link_selection` and override
-    :meth:`summary` to describe what they draw.
+    Subclasses call ``super().__init__(registry, **traits)``, observe the registry through
+    :meth:`observe_registry` and override :meth:`summary_table` to describe what they draw.
+
+    Examples
+    --------
+    >>> class Count(RegistryView):
+    ...     def __init__(self, registry):
+    ...         super().__init__(registry)
+    ...         self.observe_registry(lambda _c: None, "revision")
+    >>> view = Count(reg)  # doctest: +SKIP
+    >>> view.close()       # doctest: +SKIP  (unlinked from reg.selected and reg.filters)
     """
 
     selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    filters = traitlets.Dict().tag(sync=True)
+    filtered_out = traitlets.List(traitlets.Unicode()).tag(sync=True)
     _registry_key = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, registry: Any, **kwargs: Any) -> None:
+        self.registry = registry
+        self._registry_observers: list[tuple[Callable[..., Any], list[str]]] = []
+        self._links: list[Any] = []
+        super().__init__(**kwargs)
+        self._links.append(link_selection(self, registry))
+        filter_link, refresh = link_filters(self, registry)
+        self._links.append(filter_link)
+        self._registry_observers.append((refresh, ["filters", "revision"]))
+
+    def observe_registry(self, handler: Callable[..., Any], names: str | list[str]) -> None:
+        """``registry.observe(handler, names)``, undone by :meth:`close`."""
+        names = [names] if isinstance(names, str) else list(names)
+        self.registry.observe(handler, names=names)
+        self._registry_observers.append((handler, names))
+
+    def close(self) -> None:
+        """Unlink the selection and filters and drop every registry observer, then close."""
+        for link in self.__dict__.get("_links", []):
+            try:
+                link.unlink()
+            except ValueError:  # already unlinked
+                pass
+        self._links = []
+        for handler, names in self.__dict__.get("_registry_observers", []):
+            try:
+                self.registry.unobserve(handler, names=names)
+            except ValueError:  # already removed
+                pass
+        self._registry_observers = []
+        super().close()
 
     def summary_table(self) -> Summary:
         """What the view shows, as a table; by default the registry's models."""

@@ -16,31 +16,16 @@ import traitlets
 
 from ..comparability import differences_sentence, path_steps
 from ..formatting import METRIC_HELP, format_metric, metric_kind
-from ..registry import PROVENANCE_COLUMNS, ModelRegistry
+from ..registry import ModelRegistry
 from ._bundle import bundle
-from ._sync import json_value, link_selection
+from ._metrics import numeric_metrics
+from ._sync import json_value
 from ._view import RegistryView
 
 MAX_MODELS = 16
-# Metrics shown first, in this order, when present.
-PREFERRED = ["accuracy", "size_bytes", "latency_ms", "sparsity", "params", "nonzero_params", "macs"]
 # Okabe and Ito's palette: categories stay apart for the common colour-vision deficiencies.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"]
-# Settings recorded beside the measurements, not measurements of the model.
-BOOKKEEPING = {"latency_batch_size", "latency_threads", "eval_batch_size"}
 _BYTE_UNITS = [("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0)]
-
-
-def numeric_metrics(table: pd.DataFrame) -> list[str]:
-    """Columns of ``table`` with at least one finite number, the usual ones first."""
-    found = []
-    for column in table.columns:
-        if column in PROVENANCE_COLUMNS or column in BOOKKEEPING:
-            continue
-        values = pd.to_numeric(table[column], errors="coerce")
-        if values.notna().any() and table[column].map(lambda v: not isinstance(v, bool)).all():
-            found.append(str(column))
-    return [m for m in PREFERRED if m in found] + [m for m in found if m not in PREFERRED]
 
 
 def varying_parameter(comparison: pd.DataFrame) -> str | None:
@@ -77,7 +62,9 @@ def metric_chart(
         }
     )
     title = f"{metric} ({unit})" if unit else metric
-    y_axis = alt.Axis(format=".0%") if kind == "fraction" else alt.Axis(format="~s")
+    # "~%": as many decimals as the ticks need (0.1%, 0.2%, ... for sparsities of a few
+    # thousandths), where ".0%" rounded every tick to "0%".
+    y_axis = alt.Axis(format="~%") if kind == "fraction" else alt.Axis(format="~s")
     tooltip = [alt.Tooltip("model:N"), alt.Tooltip("text:N", title=metric)]
     if x is not None:
         data["x"] = [str(json_value(v)) for v in x]
@@ -189,15 +176,13 @@ class SelectionDetails(RegistryView):
     """
 
     _esm = bundle("details")
-    selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    # What the browser draws for the selection (details_state), Python -> browser.
     details = traitlets.Dict().tag(sync=True)
 
     def __init__(self, registry: ModelRegistry, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.registry = registry
-        self._selection_link = link_selection(self, registry)
+        super().__init__(registry, **kwargs)
         self.observe(self._refresh, names="selected")
-        registry.observe(self._refresh, names="revision")
+        self.observe_registry(self._refresh, "revision")
         self._refresh()
 
     def _refresh(self, _change: Any = None) -> None:

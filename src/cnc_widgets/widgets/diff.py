@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import traitlets
 
+from ..comparison import Comparison
 from ..registry import ModelRegistry
 from ._bundle import bundle
 from ._previews import EMBED_LIMIT, previews
-from ._sync import json_value, link_selection
+from ._sync import json_value
 from ._view import RegistryView, Summary
 from ._wire import pack, smallest_int
 
@@ -148,6 +149,38 @@ def class_summary(registry: ModelRegistry, names: Sequence[str]) -> dict[str, An
     }
 
 
+class _NotCached(Exception):
+    """Raised instead of computing a measure (see :class:`_CachedOnly`)."""
+
+
+class _CachedOnly:
+    """The registry as a comparison's result source that answers from its cache only:
+    a measure that was never computed raises :class:`_NotCached` instead of running."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self._registry = registry
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._registry, name)
+
+    def cached_measure(self, a: str, b: str, measure: str, params: dict, compute: Any) -> Any:
+        def refuse() -> Any:
+            raise _NotCached(measure)
+
+        return self._registry.cached_measure(a, b, measure, params, refuse)
+
+
+def cached_adversarial(registry: ModelRegistry, a: str, b: str) -> dict[str, Any] | None:
+    """The adversarial overlap of ``b`` with ``a`` and its description, if it was computed
+    before (in this session or in the registry's store); ``None`` otherwise, never attacking."""
+    try:
+        cmp = Comparison(_CachedOnly(registry), a, b)
+        value = cmp.adversarial_overlap()
+    except (_NotCached, KeyError, ValueError):
+        return None
+    return {"value": float(value), "info": json_value(cmp.adversarial)}
+
+
 def summary_rows(registry: ModelRegistry, names: Sequence[str]) -> list[dict[str, Any]]:
     """One row per model: accuracy, then for compared models the agreement measures."""
     labels = registry.data.labels
@@ -168,7 +201,10 @@ def summary_rows(registry: ModelRegistry, names: Sequence[str]) -> list[dict[str
                 except (KeyError, ValueError) as exc:
                     row[key] = None
                     row[f"{key}_error"] = str(exc)
-            row["adversarial"] = None
+            cached = cached_adversarial(registry, names[0], name)
+            row["adversarial"] = None if cached is None else cached["value"]
+            if cached is not None:
+                row["adversarial_info"] = cached["info"]
         rows.append(json_value(row))
     return rows
 
@@ -186,6 +222,15 @@ class PredictionDiff(RegistryView):
     --------
     >>> diff = cnc.PredictionDiff(reg, a="base", b="int8")
     >>> diff.selected_instances      # ids of the rows clicked in the table
+    >>> diff.selected_instances = [5, "7"]   # ints or strings; kept as the ids' strings
+
+    Traits (besides :class:`RegistryView`'s ``selected``, ``filters``, ``filtered_out``), all
+    Python -> browser except ``selected_instances`` (both ways): ``reference`` and
+    ``compared`` (names), ``status`` (why nothing is shown, "" otherwise), ``classes``,
+    ``summary`` (one row of measures per model), ``explain`` (what each measure means),
+    ``per_class`` (:func:`class_summary`), ``table`` (:func:`instance_columns`), ``previews``
+    (the embedded instance previews) and ``embed_limit``. Previews beyond those and the
+    adversarial attack travel as custom messages (``ping``, ``rows``, ``adversarial``).
     """
 
     _esm = bundle("diff")
@@ -199,8 +244,8 @@ class PredictionDiff(RegistryView):
     table = traitlets.Dict().tag(sync=True)
     previews = traitlets.Dict().tag(sync=True)
     embed_limit = traitlets.Int(EMBED_LIMIT).tag(sync=True)
-    selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    selected_instances = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    # Any element type here: _instance_ids turns ints (numpy's too) into the ids' strings.
+    selected_instances = traitlets.List().tag(sync=True)
 
     def __init__(
         self,
@@ -209,16 +254,35 @@ class PredictionDiff(RegistryView):
         b: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.registry = registry
         self.a, self.b = a, b
         if a is not None or b is not None:
             resolve(registry, a, b)  # wrong names fail here, before anything is shown
-        super().__init__(**kwargs)
         self._shown: tuple[Any, ...] | None = None
-        self._selection_link = link_selection(self, registry)
-        registry.observe(self._refresh, names=["revision", "selected"])
+        super().__init__(registry, **kwargs)
+        self.observe_registry(self._refresh, ["revision", "selected"])
         self.on_msg(self._on_message)
         self._refresh()
+
+    @traitlets.validate("selected_instances")
+    def _instance_ids(self, proposal: dict[str, Any]) -> list[str]:
+        """Ids as the data holds them (strings): ``[5]`` and ``["5"]`` name the same row."""
+        wanted = []
+        for value in proposal["value"]:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, int, np.integer)):
+                raise traitlets.TraitError(
+                    f"selected_instances holds instance ids (int or str), got {value!r}"
+                )
+            wanted.append(str(int(value)) if not isinstance(value, str) else value)
+        data = self.registry.data
+        if data is not None and wanted:
+            known = set(data.ids)
+            unknown = [v for v in wanted if v not in known]
+            if unknown:
+                raise traitlets.TraitError(
+                    f"no instance with id {unknown[:5]} in the evaluation data; ids are "
+                    f"{data.ids[:3]}... (reg.data.ids)"
+                )
+        return wanted
 
     def summary_table(self) -> Summary:
         """The summary measures of each compared model against the reference."""

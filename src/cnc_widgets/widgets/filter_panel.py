@@ -14,9 +14,9 @@ import traitlets
 from ..formatting import metric_kind
 from ..registry import ModelRegistry
 from ._bundle import bundle
-from ._sync import json_value, link_filters, link_selection
+from ._metrics import numeric_metrics
+from ._sync import json_value
 from ._view import RegistryView
-from .details import numeric_metrics
 
 
 def filter_table(registry: ModelRegistry) -> dict[str, Any]:
@@ -46,21 +46,18 @@ class FilterPanel(RegistryView):
     >>> reg.filters
     {'accuracy': (0.9, 1.0)}
     >>> reg.metrics(filtered=True)  # doctest: +SKIP
+
+    Traits: ``table`` (names, each metric's values and how to print them; Python -> browser),
+    and :class:`RegistryView`'s ``filters`` (written by brushing), ``filtered_out``, ``selected``.
     """
 
     _esm = bundle("filter_panel")
     table = traitlets.Dict().tag(sync=True)
-    filters = traitlets.Dict().tag(sync=True)
-    filtered_out = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
     def __init__(self, registry: ModelRegistry, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.registry = registry
+        super().__init__(registry, **kwargs)
         self._refresh()
-        self._selection_link = link_selection(self, registry)
-        self._filter_link = link_filters(self, registry)
-        registry.observe(self._refresh, names="revision")
+        self.observe_registry(self._refresh, "revision")
 
     def _refresh(self, _change: Any = None) -> None:
         self.table = filter_table(self.registry)

@@ -17,8 +17,9 @@ import traitlets
 from ..metrics.layers import module_weights
 from ..registry import ModelRegistry
 from ._bundle import bundle
-from ._sync import json_value, link_filters, link_selection
+from ._sync import json_value
 from ._view import RegistryView
+from ._wire import pack
 
 MAX_COMPARED = 4
 MODES = ("sparsity", "weight_change", "activation_change", "cka")
@@ -34,9 +35,9 @@ VALUE_COLUMNS = [
 ]
 
 
-def _floats(values: Any) -> bytes:
-    """A float column as little-endian float32 bytes (NaN for missing): one binary buffer."""
-    return np.asarray(values, dtype="<f4").tobytes()
+def _floats(values: Any) -> dict[str, Any]:
+    """A float column as packed float32 (NaN for missing): one binary buffer (``_wire``)."""
+    return pack(np.asarray(values, dtype=np.float64), "float32")
 
 
 def _param_count(tensors: dict[str, Any]) -> int:
@@ -181,6 +182,12 @@ class ActivationHeatmap(RegistryView):
     Examples
     --------
     >>> cnc.ActivationHeatmap(reg, "base", ["pruned", "int8"])  # doctest: +SKIP
+
+    Traits (besides :class:`RegistryView`'s ``selected``, ``filters``, ``filtered_out``):
+    ``models`` (reference first), ``layers`` (:func:`layer_payload`), ``cka``
+    (:func:`cka_payload`), ``message`` and ``busy`` are Python -> browser; ``mode`` is set from
+    either side. ``_detail_request`` ({module, model}, browser -> Python) asks for one module's
+    numbers and histograms, answered in ``_detail``.
     """
 
     _esm = bundle("heatmap")
@@ -188,12 +195,10 @@ class ActivationHeatmap(RegistryView):
     layers = traitlets.Dict().tag(sync=True)
     cka = traitlets.Dict().tag(sync=True)
     mode = traitlets.Enum(MODES, default_value="sparsity").tag(sync=True)
-    detail_request = traitlets.Dict().tag(sync=True)
-    detail = traitlets.Dict().tag(sync=True)
+    _detail_request = traitlets.Dict().tag(sync=True)
+    _detail = traitlets.Dict().tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
-    filters = traitlets.Dict().tag(sync=True)
-    filtered_out = traitlets.List(traitlets.Unicode()).tag(sync=True)
     # False until the view is first drawn when lazy: a dashboard that is never displayed
     # (or a script) does not run the models for a view nobody sees.
     active = traitlets.Bool(True).tag(sync=True)
@@ -207,8 +212,7 @@ class ActivationHeatmap(RegistryView):
         lazy: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(active=not lazy, **kwargs)
-        self.registry = registry
+        super().__init__(registry, active=not lazy, **kwargs)
         if b is not None and a is None:
             raise ValueError(
                 "give the reference model a as well as b, or neither to follow reg.selected"
@@ -223,11 +227,9 @@ class ActivationHeatmap(RegistryView):
             if name is not None:
                 registry.record(name)  # a clear KeyError for an unknown name
         self._pinned = [a, *compared] if a is not None else None
-        self._selection_link = link_selection(self, registry)
-        self._filter_link = link_filters(self, registry)
         self.observe(self._on_selected, names="selected")
-        self.observe(self._on_detail_request, names="detail_request")
-        registry.observe(self._on_revision, names="revision")
+        self.observe(self._on_detail_request, names="_detail_request")
+        self.observe_registry(self._on_revision, "revision")
         self.observe(self._on_revision, names="active")
         self._update()
 
@@ -250,7 +252,7 @@ class ActivationHeatmap(RegistryView):
             self.message = "The layers are compared when the view is shown."
             return
         if len(models) < 2:
-            self.models, self.layers, self.cka, self.detail = models, {}, {}, {}
+            self.models, self.layers, self.cka, self._detail = models, {}, {}, {}
             self.message = (
                 "Select a reference and one to four compressed models (reg.selected = "
                 "['base', 'pruned'], or click them in another view), or pass "
@@ -268,14 +270,14 @@ class ActivationHeatmap(RegistryView):
             cka = cka_payload(self.registry, models[0], models[1:])
         finally:
             self.busy = False
-        self.models, self.layers, self.cka, self.detail = models, layers, cka, {}
+        self.models, self.layers, self.cka, self._detail = models, layers, cka, {}
         self.message = ""
 
     def _on_detail_request(self, change: Any) -> None:
         request = change["new"] or {}
         module, name = request.get("module"), request.get("model")
         if not module or name not in self.models[1:]:
-            self.detail = {}
+            self._detail = {}
             return
         reference = self.models[0]
         detail: dict[str, Any] = {"module": module, "model": name, "reference": reference}
@@ -290,7 +292,7 @@ class ActivationHeatmap(RegistryView):
             detail["spec"] = cmp.histogram_chart(module).to_dict()
         except Exception as exc:
             detail["error"] = f"{type(exc).__name__}: {exc}"
-        self.detail = detail
+        self._detail = detail
 
 
 def show_heatmap(

@@ -10,7 +10,7 @@ import traitlets
 from ..formatting import METRIC_HELP, metric_kind
 from ..registry import PROVENANCE_COLUMNS, ModelRegistry
 from ._bundle import bundle
-from ._sync import json_value, link_filters, link_selection
+from ._sync import json_value
 from ._view import RegistryView, Summary, model_table
 
 
@@ -90,6 +90,10 @@ class ProvenanceGraph(RegistryView):
     --------
     >>> graph = ProvenanceGraph(reg, color_by="accuracy")
     >>> graph  # doctest: +SKIP
+
+    Traits (besides :class:`RegistryView`'s ``selected``, ``filters``, ``filtered_out``):
+    ``nodes`` and ``metric_info`` are Python -> browser; ``color_by``, ``color_domains``,
+    ``size_by``, ``columns`` and ``pareto`` are set from either side.
     """
 
     _esm = bundle("provenance")
@@ -104,9 +108,8 @@ class ProvenanceGraph(RegistryView):
     pareto = traitlets.Dict(
         {"x": "size_bytes", "y": "accuracy", "x_better": "lower", "y_better": "higher"}
     ).tag(sync=True)
+    # Per metric: kind, format, unit, range and description (Python -> browser).
     metric_info = traitlets.Dict().tag(sync=True)
-    filters = traitlets.Dict().tag(sync=True)
-    filtered_out = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
     def __init__(
         self,
@@ -116,14 +119,11 @@ class ProvenanceGraph(RegistryView):
         color_domain: str | tuple[float, float] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(color_by=color_by, **kwargs)
+        super().__init__(registry, color_by=color_by, **kwargs)
         if color_domain is not None:
             self.color_domains = {**self.color_domains, color_by: _domain(color_domain)}
-        self.registry = registry
         self._refresh()
-        self._selection_link = link_selection(self, registry)
-        self._filter_link = link_filters(self, registry)
-        registry.observe(self._refresh, names="revision")
+        self.observe_registry(self._refresh, "revision")
 
     def _refresh(self, _change: Any = None) -> None:
         nodes = provenance_nodes(self.registry)

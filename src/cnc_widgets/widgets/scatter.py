@@ -9,9 +9,10 @@ import pandas as pd
 import traitlets
 
 from ..formatting import METRIC_HELP, metric_kind
-from ..registry import PROVENANCE_COLUMNS, ModelRegistry
+from ..registry import ModelRegistry
 from ._bundle import bundle
-from ._sync import json_value, link_filters, link_selection
+from ._metrics import numeric_metrics
+from ._sync import json_value
 from ._view import RegistryView, Summary, model_table
 from ._wire import pack
 
@@ -23,19 +24,6 @@ def default_log(metric: str) -> bool:
     """Whether ``metric`` gets a log axis by default (bytes, latency, MACs, counts)."""
     name = metric.lower()
     return any(word in name for word in _LOG_WORDS) and "sparsity" not in name
-
-
-def numeric_metrics(table: pd.DataFrame) -> list[str]:
-    """Columns of ``reg.metrics()`` holding at least one finite number, in table order."""
-    names = []
-    for column in table.columns:
-        if column in PROVENANCE_COLUMNS:
-            continue
-        values = pd.to_numeric(table[column], errors="coerce")
-        if table[column].dtype == bool or not np.isfinite(values.to_numpy(dtype=float)).any():
-            continue
-        names.append(str(column))
-    return names
 
 
 def scatter_state(registry: ModelRegistry) -> dict[str, Any]:
@@ -82,6 +70,14 @@ class EfficiencyScatter(RegistryView):
     --------
     >>> scatter = cnc.EfficiencyScatter(reg, x="latency_ms", y="accuracy", color="sparsity")
     >>> scatter.x = "macs"      # the view follows
+
+    Traits (besides :class:`RegistryView`'s ``selected``, ``filters``, ``filtered_out``):
+    ``models`` (name, parent, operation, params per model), ``metrics`` (the numeric metrics,
+    :func:`._metrics.numeric_metrics`), ``values`` (a models x metrics float64 matrix, binary),
+    ``metric_info`` (kind, format, unit, description per metric) are Python -> browser;
+    ``x``, ``y``, ``color``, ``size`` (metric names, "" for none), ``log_x``, ``log_y``,
+    ``x_better``, ``y_better`` ("lower" | "higher"), ``trajectories`` (lines to parents) and
+    ``color_domains`` (metric -> "data" | "unit" | "zero" | [low, high]) are set from either side.
     """
 
     _esm = bundle("scatter")
@@ -99,9 +95,6 @@ class EfficiencyScatter(RegistryView):
     trajectories = traitlets.Bool(False).tag(sync=True)
     metric_info = traitlets.Dict().tag(sync=True)
     color_domains = traitlets.Dict().tag(sync=True)
-    filters = traitlets.Dict().tag(sync=True)
-    filtered_out = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    selected = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
     def __init__(
         self,
@@ -121,12 +114,10 @@ class EfficiencyScatter(RegistryView):
                 )
         kwargs.setdefault("log_x", default_log(x))
         kwargs.setdefault("log_y", default_log(y))
-        super().__init__(x=x, y=y, color=color or "", size=size or "", **state, **kwargs)
-        self.registry = registry
-        self._selection_link = link_selection(self, registry)
-        # reg.filters (metric -> [low, high]) dims the models outside it.
-        self._filter_link = link_filters(self, registry)
-        registry.observe(self._refresh, names="revision")
+        super().__init__(
+            registry, x=x, y=y, color=color or "", size=size or "", **state, **kwargs
+        )
+        self.observe_registry(self._refresh, "revision")
 
     @traitlets.observe("x", "y")
     def _axis_changed(self, change: dict[str, Any]) -> None:
