@@ -94,3 +94,16 @@ def test_causal_lm_refuses_labels_and_non_token_inputs():
         reg.set_data(batch(), np.zeros(10), task="causal_lm")
     with pytest.raises(ValueError, match="unknown task"):
         reg.set_data(batch(), task="translation")
+
+
+def test_views_take_the_quality_axis_from_the_task():
+    reg = cnc.ModelRegistry()
+    reg.set_data(batch(), task="causal_lm", batch_size=5)
+    reg.add("a", tiny_llama(0))
+    reg.evaluate(progress=False)
+    scatter = cnc.EfficiencyScatter(reg)
+    assert (scatter.x, scatter.y, scatter.y_better) == ("size_bytes", "perplexity", "lower")
+    graph = cnc.show_provenance(reg)
+    assert graph.color_by == "perplexity" and graph.pareto["y_better"] == "lower"
+    plain = cnc.ModelRegistry()
+    assert cnc.EfficiencyScatter(plain).y == "accuracy"

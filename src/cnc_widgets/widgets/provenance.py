@@ -115,10 +115,13 @@ class ProvenanceGraph(RegistryView):
         self,
         registry: ModelRegistry,
         *,
-        color_by: str = "accuracy",
+        color_by: str | None = None,
         color_domain: str | tuple[float, float] | None = None,
         **kwargs: Any,
     ) -> None:
+        # Coloured by the task's quality (accuracy, perplexity, f1) unless told otherwise.
+        color_by = color_by or registry.task.quality
+        kwargs.setdefault("pareto", registry.task.default_axes())
         super().__init__(registry, color_by=color_by, **kwargs)
         if color_domain is not None:
             self.color_domains = {**self.color_domains, color_by: _domain(color_domain)}
@@ -161,7 +164,7 @@ def _domain(value: str | tuple[float, float]) -> str | list[float]:
 
 
 def show_provenance(
-    registry: ModelRegistry, *, color_by: str = "accuracy", **kwargs: Any
+    registry: ModelRegistry, *, color_by: str | None = None, **kwargs: Any
 ) -> ProvenanceGraph:
     """Show the provenance graph of ``registry`` (keywords as :class:`ProvenanceGraph`).
 

@@ -60,7 +60,8 @@ def scatter_state(registry: ModelRegistry) -> dict[str, Any]:
 
 
 class EfficiencyScatter(RegistryView):
-    """Models as points of two metrics (default: size against accuracy), frontier marked.
+    """Models as points of two metrics (default: size against the task's quality), frontier
+    marked.
 
     Click a point to select it, shift-click to add, drag a box to select many; the
     selection is the registry's. Pickers choose the axes, colour and size; the
@@ -100,11 +101,17 @@ class EfficiencyScatter(RegistryView):
         self,
         registry: ModelRegistry,
         x: str = "size_bytes",
-        y: str = "accuracy",
+        y: str | None = None,
         color: str | None = None,
         size: str | None = None,
         **kwargs: Any,
     ) -> None:
+        # The quality axis and its direction come from the task: accuracy (higher is
+        # better) for a classifier, perplexity (lower) for a language model, f1 for QA.
+        axes = registry.task.default_axes()
+        if y is None:
+            y = axes["y"]
+            kwargs.setdefault("y_better", axes["y_better"])
         state = scatter_state(registry)
         for axis, metric in (("x", x), ("y", y), ("color", color), ("size", size)):
             if metric and state["metrics"] and metric not in state["metrics"]:
