@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import encoder_layers, low_rank, precision, pruning, structured
+from . import encoder_layers, fastpath, low_rank, precision, pruning, structured
 from . import torchao as torchao_ops
 from .tensor_subclass import is_tensor_subclass
 
@@ -248,7 +248,9 @@ def apply_operation(
 def _keep_cast(child: nn.Module) -> nn.Module:
     # Modules an operation adds to a half / bfloat16 model (low_rank's factors) need the
     # same input casts as the ones they replaced.
-    return precision.add_cast_hooks(child) if precision.is_cast(child) else child
+    child = precision.add_cast_hooks(child) if precision.is_cast(child) else child
+    # Quantized or factorised encoder layers cannot run torch's fused encoder kernel.
+    return fastpath.keep_slow_path(child)
 
 
 def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
