@@ -5,8 +5,11 @@ What each number means (design.md section 4):
 - ``params``: elements of all parameters, plus the packed int8 weights and biases of
   dynamically quantized Linears (which hold no ``nn.Parameter``). A tensor-subclass weight
   (torchao) counts the elements of the weight it stands for; its zeros are read dequantized.
-- ``nonzero_params``, ``sparsity``: nonzero elements among those; ``sparsity = 1 -
-  nonzero_params / params`` over all of them (norm and bias parameters included).
+- ``nonzero_params``: nonzero elements among those.
+- ``sparsity``: the fraction of zeros among the weights: the multi-dimensional weight
+  tensors (of Linear, Conv, Embedding, attention projections, int8 and torchao weights
+  included), as Compress and Compare counts it; biases and norm parameters (1-D) are not
+  weights. ``param_sparsity = 1 - nonzero_params / params`` over every parameter.
 - ``size_bytes``: length of ``torch.save(model.state_dict())``, the file one would ship
   (buffers included, int8 weights one byte each, pickle overhead included). A weight held
   as a tensor subclass (torchao's quantized tensors) is saved as what it stores: int8
@@ -71,6 +74,7 @@ __all__ = [
     "peak_memory_bytes",
     "size_bytes",
     "sparse_size_bytes",
+    "weight_counts",
 ]
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
@@ -121,6 +125,23 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
     for t in _weights(model):
         total += t.numel()
         nonzero += _nonzero(t)
+    return total, nonzero
+
+
+def weight_counts(model: nn.Module) -> tuple[int, int]:
+    """``(weights, nonzero_weights)``: elements of the multi-dimensional weight tensors.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> weight_counts(nn.Linear(4, 3))
+    (12, 12)
+    """
+    total = nonzero = 0
+    for t in _weights(model):
+        if t.dim() >= 2:
+            total += t.numel()
+            nonzero += _nonzero(t)
     return total, nonzero
 
 
@@ -524,7 +545,7 @@ def efficiency(
     Returns
     -------
     dict
-        params, nonzero_params, sparsity, size_bytes, sparse_size_bytes, macs,
+        params, nonzero_params, sparsity, param_sparsity, size_bytes, sparse_size_bytes, macs,
         effective_macs, latency_ms, latency_batch_size, latency_threads, peak_memory_bytes.
 
     Examples
@@ -537,13 +558,15 @@ def efficiency(
     # Moved once here (device, dtype), so the timed runs below do not pay for it.
     example_input = prepare_inputs(model, example_input)
     params, nonzero = parameter_counts(model)
+    weights, nonzero_weights = weight_counts(model)
     size = size_bytes(model)
     with evaluating(model, inference=False):  # the MAC hooks read (subclass) weights
         total_macs, effective = macs(model, example_input)
     stats: dict[str, Any] = {
         "params": params,
         "nonzero_params": nonzero,
-        "sparsity": 1.0 - nonzero / params if params else 0.0,
+        "sparsity": 1.0 - nonzero_weights / weights if weights else 0.0,
+        "param_sparsity": 1.0 - nonzero / params if params else 0.0,
         "size_bytes": size,
         "sparse_size_bytes": sparse_size_bytes(model, size),
         "macs": total_macs,
