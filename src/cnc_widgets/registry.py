@@ -587,7 +587,7 @@ class ModelRegistry(traitlets.HasTraits):
             embedding=embedding,
             fingerprint="",
         )
-        data.fingerprint = f"{data_fingerprint(inputs, data.labels)}|emb={embedding}"
+        data.fingerprint = f"{data_fingerprint(data.inputs, data.labels)}|emb={embedding}"
         self._data = data
         if self._store is not None:
             self._store.put_data(data)
