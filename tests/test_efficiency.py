@@ -23,6 +23,7 @@ KEYS = {
     "params",
     "nonzero_params",
     "sparsity",
+    "param_sparsity",
     "size_bytes",
     "sparse_size_bytes",
     "macs",
@@ -58,8 +59,42 @@ def test_known_zeros_give_known_sparsity_and_effective_macs():
         layer.bias.fill_(0.5)
     s = efficiency(layer, torch.randn(2, 4), latency=False, memory=False)
     assert s["nonzero_params"] == 9
-    assert s["sparsity"] == pytest.approx(6 / 15)
+    # sparsity counts weights only (Compress and Compare's definition, #25); the bias is not
+    # a weight. param_sparsity keeps every parameter.
+    assert s["sparsity"] == pytest.approx(6 / 12)
+    assert s["param_sparsity"] == pytest.approx(6 / 15)
     assert s["macs"] == 24 and s["effective_macs"] == 12
+
+
+class _Mixed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(
+            [nn.Embedding(10, 8), nn.LayerNorm(8), nn.Linear(8, 8), nn.Conv1d(4, 4, 3, padding=1)]
+        )
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        embed, norm, linear, conv = self.parts
+        h = linear(norm(embed(ids)))  # (B, 4, 8)
+        return conv(h).mean(-1)
+
+
+def test_sparsity_counts_the_multidimensional_weights():
+    torch.manual_seed(0)
+    mixed = _Mixed()
+    model = mixed.parts
+    with torch.no_grad():
+        model[0].weight[:3] = 0.0  # 24 of 80
+        model[1].bias.zero_()  # 8, not weights
+        model[2].weight[:, :4] = 0.0  # 32 of 64
+        model[2].bias[:2] = 0.0  # 2, not weights
+        model[3].weight[0] = 0.0  # 12 of 48
+    s = efficiency(mixed, torch.zeros(1, 4, dtype=torch.long), latency=False, memory=False)
+    weights = [p for p in model.parameters() if p.dim() >= 2]
+    assert sum(p.numel() for p in weights) == 80 + 64 + 48
+    assert s["sparsity"] == pytest.approx((24 + 32 + 12) / (80 + 64 + 48))
+    total = sum(p.numel() for p in model.parameters())
+    assert s["param_sparsity"] == pytest.approx((24 + 8 + 32 + 2 + 12) / total)
 
 
 def test_size_bytes_is_the_serialized_state_dict():

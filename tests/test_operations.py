@@ -106,6 +106,9 @@ def test_operations_catalogue():
         "scope": "global",
         "include_norms": False,
         "modules": None,
+        "biases": False,
+        "include": None,
+        "exclude": None,
     }
     assert ops["low_rank"]["params"] == {"rank": None, "energy": None}
     assert ops["restore"]["needs"] == ["source"]
@@ -130,7 +133,11 @@ def test_prune_global_is_permanent_and_exact(digits_cnn, cnn_input, cnn_stats):
 
 
 def test_prune_tensor_scope_norms_and_module_filter(digits_cnn):
-    child = apply_operation(digits_cnn, "prune", amount=0.25, scope="tensor", include_norms=True)
+    # Every tensor, biases and the head included, only on request (the default leaves them).
+    child = apply_operation(
+        digits_cnn, "prune", amount=0.25, scope="tensor", include_norms=True, biases=True,
+        include=".*",
+    )
     for p in child.parameters():
         assert abs(int((p == 0).sum()) - 0.25 * p.numel()) <= 1
     only_conv = apply_operation(digits_cnn, "prune", amount=0.5, modules=["Conv2d"])
@@ -284,12 +291,14 @@ def test_operation_record_is_json():
         ("prune", {"amount": 0.5, "scope": "layer"}, "scope must be 'global' or 'tensor'"),
         ("prune", {"amount": 0.5, "include_norms": "yes"}, "include_norms"),
         ("prune", {"amount": 0.5, "modules": [3]}, "modules must be"),
+        ("prune", {"amount": 0.5, "biases": "no"}, "biases must be True or False"),
+        ("prune", {"amount": 0.5, "exclude": "["}, "exclude must be module names or regular"),
         ("prune", {}, r"missing required parameter\(s\) \['amount'\]"),
         (
             "prune",
             {"amont": 0.5},
             r"unknown parameter\(s\) \['amont'\]; accepted parameters are "
-            r"\['amount', 'include_norms', 'modules', 'scope'\]",
+            r"\['amount', 'biases', 'exclude', 'include', 'include_norms', 'modules', 'scope'\]",
         ),
         ("half", {"dtype": "float16"}, r"unknown parameter\(s\) \['dtype'\]"),
         ("prune_structured", {"amount": 1.0}, r"amount must be a number in \[0, 1\)"),

@@ -46,7 +46,8 @@ METRIC_HELP = {
     "(batch size and threads: latency_batch_size, latency_threads)",
     "params": "parameter elements, packed int8 weights included",
     "nonzero_params": "nonzero parameter elements",
-    "sparsity": "1 - nonzero_params / params",
+    "sparsity": "fraction of zeros among the weights (multi-dimensional weight tensors)",
+    "param_sparsity": "1 - nonzero_params / params (every parameter, biases and norms too)",
     "macs": "multiply-accumulates of one forward pass per instance (zeros not discounted)",
     "effective_macs": "macs minus the work a sparse kernel would skip for zero weights",
     "peak_memory_bytes": "most bytes the CPU allocator held at once during one forward pass, "

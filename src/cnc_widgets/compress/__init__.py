@@ -11,7 +11,7 @@ Example
 -------
 >>> from torch import nn
 >>> from cnc_widgets.compress import apply_operation
->>> child = apply_operation(nn.Sequential(nn.Linear(8, 2)), "prune", amount=0.5)
+>>> child = apply_operation(nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2)), "prune", amount=0.5)
 """
 
 from .catalogue import apply_operation, operation_record, operations, restore

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import encoder_layers, low_rank, precision, pruning, structured
+from . import encoder_layers, fastpath, low_rank, precision, pruning, structured
 from . import torchao as torchao_ops
 from .tensor_subclass import is_tensor_subclass
 
@@ -86,8 +86,19 @@ class _Operation:
 _BUILTINS: dict[str, _Operation] = {
     "prune": _Operation(
         pruning.prune,
-        "L1-magnitude unstructured pruning, made permanent (zeros in the plain weights).",
-        {"amount": _REQUIRED, "scope": "global", "include_norms": False, "modules": None},
+        "L1-magnitude unstructured pruning of weights, made permanent (zeros in the plain "
+        "weights); biases, the output head and embeddings are left out unless biases=True / "
+        "include= names them.",
+        {
+            "amount": _REQUIRED,
+            "scope": "global",
+            "include_norms": False,
+            "modules": None,
+            "biases": False,
+            "include": None,
+            "exclude": None,
+        },
+        needs=("report",),
     ),
     "prune_structured": _Operation(
         structured.prune_structured,
@@ -196,7 +207,9 @@ def apply_operation(
         (``drop_layers``: parent module name -> child name, ``None`` when removed),
         ``pruned`` and ``skipped`` (``prune_structured``: output widths before and after
         per module, and the modules left alone with the reason), ``factorised``
-        (``low_rank``: the rank per replaced Linear). The registry keeps it in the
+        (``low_rank``: the rank per replaced Linear), ``layer_sparsity`` and ``left_out``
+        (``prune``: each pruned tensor's fraction of zeros; the head and embeddings it left
+        alone). The registry keeps it in the
         child's ``info`` so the comparison can pair renamed modules.
     **params
         The operation's parameters; unknown names and bad values raise ``ValueError``.
@@ -248,7 +261,9 @@ def apply_operation(
 def _keep_cast(child: nn.Module) -> nn.Module:
     # Modules an operation adds to a half / bfloat16 model (low_rank's factors) need the
     # same input casts as the ones they replaced.
-    return precision.add_cast_hooks(child) if precision.is_cast(child) else child
+    child = precision.add_cast_hooks(child) if precision.is_cast(child) else child
+    # Quantized or factorised encoder layers cannot run torch's fused encoder kernel.
+    return fastpath.keep_slow_path(child)
 
 
 def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:

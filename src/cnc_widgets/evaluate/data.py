@@ -59,6 +59,34 @@ class EvalData:
         return self.inputs[start:stop]
 
 
+def _tensor(value: Any, where: str) -> Any:
+    """A NumPy array as a tensor (sharing its memory when it can); anything else as given."""
+    if not isinstance(value, np.ndarray):
+        return value
+    if value.dtype == object or value.dtype.kind in "USV":
+        raise ValueError(
+            f"{where} is a NumPy array of {value.dtype}; pass numbers (token ids, pixels, "
+            "features), e.g. tokenize text first"
+        )
+    if not value.flags.writeable:
+        value = value.copy()  # torch warns on (and could write through) read-only memory
+    return torch.from_numpy(np.ascontiguousarray(value))
+
+
+def as_tensors(inputs: Any) -> Any:
+    """``inputs`` with NumPy arrays (or a dict of them) converted to tensors, once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_tensors({"input_ids": np.zeros((2, 3), dtype=np.int64)})["input_ids"].dtype
+    torch.int64
+    """
+    if isinstance(inputs, Mapping):
+        return {k: _tensor(v, f"inputs[{k!r}]") for k, v in inputs.items()}
+    return _tensor(inputs, "inputs")
+
+
 def rows_of(inputs: Any) -> int:
     """The number of rows of a tensor or a dict of tensors (checked to agree)."""
     if isinstance(inputs, torch.Tensor):
@@ -73,14 +101,14 @@ def rows_of(inputs: Any) -> int:
             if not isinstance(value, torch.Tensor):
                 raise ValueError(
                     f"inputs[{key!r}] is a {type(value).__name__}; every value must be a "
-                    "torch.Tensor (tokenize with return_tensors='pt')"
+                    "torch.Tensor or NumPy array (tokenize with return_tensors='pt')"
                 )
             counts[key] = value.shape[0] if value.dim() else 0
         if len(set(counts.values())) != 1:
             raise ValueError(f"inputs tensors have different numbers of rows: {counts}")
         return next(iter(counts.values()))
     raise ValueError(
-        f"inputs must be a torch.Tensor (N, ...) or a dict of Tensors with N rows, "
+        f"inputs must be a torch.Tensor or NumPy array (N, ...), or a dict of them with N rows, "
         f"got {type(inputs).__name__}"
     )
 
@@ -149,8 +177,10 @@ def make_data(
     """Validate everything :meth:`ModelRegistry.set_data` takes and build an :class:`EvalData`.
 
     ``labels`` were already checked by the task (:meth:`Task.labels`), and
-    ``task_options`` by :meth:`Task.options`.
+    ``task_options`` by :meth:`Task.options`. NumPy inputs (an array, or a dict of
+    arrays) become tensors here, once.
     """
+    inputs = as_tensors(inputs)
     n = rows_of(inputs)
     if n == 0:
         raise ValueError("inputs has no rows; pass at least one instance")

@@ -5,8 +5,11 @@ What each number means (design.md section 4):
 - ``params``: elements of all parameters, plus the packed int8 weights and biases of
   dynamically quantized Linears (which hold no ``nn.Parameter``). A tensor-subclass weight
   (torchao) counts the elements of the weight it stands for; its zeros are read dequantized.
-- ``nonzero_params``, ``sparsity``: nonzero elements among those; ``sparsity = 1 -
-  nonzero_params / params`` over all of them (norm and bias parameters included).
+- ``nonzero_params``: nonzero elements among those.
+- ``sparsity``: the fraction of zeros among the weights: the multi-dimensional weight
+  tensors (of Linear, Conv, Embedding, attention projections, int8 and torchao weights
+  included), as Compress and Compare counts it; biases and norm parameters (1-D) are not
+  weights. ``param_sparsity = 1 - nonzero_params / params`` over every parameter.
 - ``size_bytes``: length of ``torch.save(model.state_dict())``, the file one would ship
   (buffers included, int8 weights one byte each, pickle overhead included). A weight held
   as a tensor subclass (torchao's quantized tensors) is saved as what it stores: int8
@@ -18,7 +21,12 @@ What each number means (design.md section 4):
   ``torch.utils.flop_counter.FlopCounterMode`` / 2, zeros not discounted. The counter does
   not see int8 dynamic Linear kernels nor CPU fused attention; those are added from shapes
   (``batch x in x out`` per quantized Linear, the standard attention count otherwise). The
-  int8 matmuls of torchao's kernels (``_int_mm``, ``_weight_int8pack_mm``) count like ``mm``.
+  int8 matmuls of torchao's kernels (``_int_mm``, ``_weight_int8pack_mm``) count like ``mm``;
+  a model with torchao weights is counted on a copy with those weights dequantized (torch's
+  attention would otherwise hand them to aten ops torchao does not implement).
+  ``nn.MultiheadAttention``'s fused kernel counts as its unfused path would (in-projection,
+  attention, out-projection), and ``nn.TransformerEncoder`` runs the padded batch while
+  counting, so the count does not depend on which path torch chose.
 - ``effective_macs``: ``macs`` minus, for every Linear / Conv (float or int8), its MACs times
   its weight's fraction of zeros: the work a sparse kernel would skip.
 - ``latency_ms``: median wall time of ``repeats`` forward passes after ``warmup`` passes,
@@ -41,6 +49,7 @@ Example
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 import os
@@ -65,6 +74,7 @@ __all__ = [
     "peak_memory_bytes",
     "size_bytes",
     "sparse_size_bytes",
+    "weight_counts",
 ]
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
@@ -115,6 +125,23 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
     for t in _weights(model):
         total += t.numel()
         nonzero += _nonzero(t)
+    return total, nonzero
+
+
+def weight_counts(model: nn.Module) -> tuple[int, int]:
+    """``(weights, nonzero_weights)``: elements of the multi-dimensional weight tensors.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> weight_counts(nn.Linear(4, 3))
+    (12, 12)
+    """
+    total = nonzero = 0
+    for t in _weights(model):
+        if t.dim() >= 2:
+            total += t.numel()
+            nonzero += _nonzero(t)
     return total, nonzero
 
 
@@ -271,11 +298,75 @@ def _weight_pack_mm_flops(x_shape: Any, w_shape: Any, *args: Any, **kwargs: Any)
     return mm_flop(x_shape, tuple(reversed(w_shape)))
 
 
+def _padded(t: torch.Tensor) -> tuple[int, int]:
+    """``(batch, length)`` of a batch-first sequence; a nested tensor (padding removed by
+    nn.TransformerEncoder's fast path) counts as the padded batch the slow path would run."""
+    if t.is_nested:
+        lengths = t._nested_tensor_size()[:, 0]
+        return int(lengths.numel()), int(lengths.max()) if lengths.numel() else 0
+    return int(t.shape[0]), int(t.shape[1])
+
+
+def _attention_macs(batch: int, q_len: int, k_len: int, embed: int) -> int:
+    # Q K^T and the weighted sum of V: each batch x heads x q_len x k_len x head_dim.
+    return 2 * batch * q_len * k_len * embed
+
+
+def _native_mha_flops(q: Any, k: Any, v: Any, embed: int, heads: int, *args: Any, **kw: Any) -> int:
+    # nn.MultiheadAttention's fused CPU path (self-attention, batch first): the packed
+    # in-projection, attention, the out-projection; counted as its slow path would be.
+    batch, length = _padded(q)
+    tokens = batch * length
+    return 2 * (tokens * 4 * embed * embed + _attention_macs(batch, length, length, embed))
+
+
+# The counter would hand shapes, which a nested tensor has not; this reads the tensors.
+_native_mha_flops._get_raw = True  # type: ignore[attr-defined]
+
+
 def _quantized_mm_mapping() -> dict[Any, Any]:
     ops = {"_int_mm": _int_mm_flops, "_weight_int8pack_mm": _weight_pack_mm_flops}
     return {
         getattr(torch.ops.aten, op): fn for op, fn in ops.items() if hasattr(torch.ops.aten, op)
     }
+
+
+def _plain_twin(model: nn.Module) -> nn.Module:
+    """``model`` itself, or, when it holds tensor-subclass weights (torchao), a copy with
+    those dequantized to plain tensors (every other tensor shared, not copied).
+
+    Under the FLOP counter's dispatch mode a subclass weight can reach aten ops its class
+    does not implement (``F.multi_head_attention_forward`` transposes ``out_proj.weight``:
+    ``Int8Tensor ... aten.t``). The int8 kernels count like ``mm`` anyway, and the zeros
+    of a subclass weight are read dequantized, so the twin gives the same two counts.
+    """
+    memo: dict[int, Any] = {}
+    found = False
+    for t in [*model.parameters(), *model.buffers()]:
+        if is_tensor_subclass(t):
+            found = True
+            memo[id(t)] = nn.Parameter(dequantized(t.detach()), requires_grad=False)
+        else:
+            memo[id(t)] = t
+    return copy.deepcopy(model, memo) if found else model
+
+
+@contextlib.contextmanager
+def _dense_encoders(model: nn.Module) -> Iterator[None]:
+    """nn.TransformerEncoder modules pass the padded batch on (no nested tensor, whose
+    operations the FLOP counter cannot size) while counting; restored afterwards."""
+    encoders = [
+        (m, m.__dict__["use_nested_tensor"])
+        for m in model.modules()
+        if isinstance(m, nn.TransformerEncoder) and "use_nested_tensor" in m.__dict__
+    ]
+    for m, _ in encoders:
+        m.use_nested_tensor = False
+    try:
+        yield
+    finally:
+        for m, value in encoders:
+            m.use_nested_tensor = value
 
 
 def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
@@ -292,6 +383,7 @@ def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
     (24, 24)
     """
     example_input = prepare_inputs(model, example_input)
+    model = _plain_twin(model)
     per_module: list[tuple[nn.Module, int]] = []
 
     def record(module: nn.Module, args: tuple, output: Any) -> None:
@@ -303,6 +395,8 @@ def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
     if cpu_sdpa is not None:
         mapping[cpu_sdpa] = _cpu_sdpa_flops
     mapping.update(_quantized_mm_mapping())
+    # So is nn.MultiheadAttention's fused path (the hooks below keep encoder layers off theirs).
+    mapping[torch.ops.aten._native_multi_head_attention] = _native_mha_flops
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
     recurrent = {"flops_seen": 0, "macs": 0, "skipped": 0.0}
     started: list[int] = []
@@ -325,7 +419,7 @@ def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
             hooks.append(m.register_forward_pre_hook(enter))
             hooks.append(m.register_forward_hook(leave))
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad(), _dense_encoders(model), counter:
             _call(model, example_input)
     finally:
         for h in hooks:
@@ -451,7 +545,7 @@ def efficiency(
     Returns
     -------
     dict
-        params, nonzero_params, sparsity, size_bytes, sparse_size_bytes, macs,
+        params, nonzero_params, sparsity, param_sparsity, size_bytes, sparse_size_bytes, macs,
         effective_macs, latency_ms, latency_batch_size, latency_threads, peak_memory_bytes.
 
     Examples
@@ -464,13 +558,15 @@ def efficiency(
     # Moved once here (device, dtype), so the timed runs below do not pay for it.
     example_input = prepare_inputs(model, example_input)
     params, nonzero = parameter_counts(model)
+    weights, nonzero_weights = weight_counts(model)
     size = size_bytes(model)
     with evaluating(model, inference=False):  # the MAC hooks read (subclass) weights
         total_macs, effective = macs(model, example_input)
     stats: dict[str, Any] = {
         "params": params,
         "nonzero_params": nonzero,
-        "sparsity": 1.0 - nonzero / params if params else 0.0,
+        "sparsity": 1.0 - nonzero_weights / weights if weights else 0.0,
+        "param_sparsity": 1.0 - nonzero / params if params else 0.0,
         "size_bytes": size,
         "sparse_size_bytes": sparse_size_bytes(model, size),
         "macs": total_macs,

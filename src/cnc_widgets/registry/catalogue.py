@@ -358,8 +358,8 @@ class Catalogue:
         except Exception as exc:
             raise ValueError(
                 f"{operation} of {parent!r} made a model that fails on the evaluation data "
-                f"({type(exc).__name__}: {str(exc)[:300]}); it was not added. Compress a "
-                "different parent (e.g. the float32 one) or use another operation"
+                f"({type(exc).__name__}: {str(exc)[:300]}); it was not added. The error names "
+                "what failed: try other parameters or another operation"
             ) from exc
 
     def _free_name(self, base: str, child: nn.Module, parent: str, record: dict[str, Any]) -> str:

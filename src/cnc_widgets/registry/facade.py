@@ -21,7 +21,7 @@ from torch import nn
 
 from ..comparability import comparability as _comparability
 from ..comparison import Comparison
-from ..evaluate.data import EvalData, make_data, rows_of
+from ..evaluate.data import EvalData, as_tensors, make_data, rows_of
 from ..evaluate.fingerprint import data_fingerprint
 from ..filters import check_filters, outside
 from ..formats import cnc_json
@@ -215,6 +215,7 @@ class ModelRegistry(Catalogue, ResultCache, Scheduling, traitlets.HasTraits):
             The task's own options (a tokenizer, references, ...); see the task's module.
         """
         the_task = get_task(task)
+        inputs = as_tensors(inputs)
         n = rows_of(inputs)
         if n == 0:
             raise ValueError("inputs has no rows; pass at least one instance")
@@ -232,7 +233,7 @@ class ModelRegistry(Catalogue, ResultCache, Scheduling, traitlets.HasTraits):
             task=the_task.name,
             task_options=options,
         )
-        data.fingerprint = f"{data_fingerprint(inputs, data.labels)}|emb={embedding}"
+        data.fingerprint = f"{data_fingerprint(data.inputs, data.labels)}|emb={embedding}"
         if the_task.name != "classification":
             spec = json.dumps(data.stored_options(), sort_keys=True, default=str)
             digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
