@@ -27,13 +27,12 @@ from .comparability import comparability as _comparability
 from .comparison import Comparison, DetachedSource, MissingMeasure, summary_task
 from .compress import apply_operation, operation_record, operations
 from .compress.catalogue import plain_params
-from .evaluate.activations import evaluating
 from .evaluate.behaviour import callable_digest
 from .evaluate.data import EvalData, make_data
 from .evaluate.fanout import as_executor, fan_out
 from .evaluate.fingerprint import data_fingerprint, model_fingerprint
 from .evaluate.inference import EvalResult
-from .evaluate.model_io import call_model, extract_logits, prepare_inputs
+from .evaluate.model_io import call_model, eval_mode, extract_logits, prepare_inputs
 from .evaluate.runner import EvaluationError, evaluate_one, finish_record
 from .filters import check_filters, outside
 from .formats import cnc_json
@@ -300,7 +299,7 @@ class ModelRegistry(traitlets.HasTraits):
             example = self._data.batch(0, min(len(self._data), self._data.batch_size))
         known = operations()[record.operation]["params"]
         params = {k: v for k, v in record.params.items() if k in known}
-        with _modes_kept(parent):
+        with eval_mode(parent, inference=None):
             child = apply_operation(
                 parent, record.operation, source=source, example_input=example, **params
             )
@@ -431,7 +430,7 @@ class ModelRegistry(traitlets.HasTraits):
         # parent left in train mode gives a child with its BatchNorm statistics; a callable
         # gets the copy as it is (it may fine-tune).
         report: dict[str, Any] = {}
-        keep = _modes_kept(source) if builtin is not None else contextlib.nullcontext()
+        keep = contextlib.nullcontext() if builtin is None else eval_mode(source, inference=None)
         with keep:
             child = apply_operation(
                 source,
@@ -483,7 +482,7 @@ class ModelRegistry(traitlets.HasTraits):
             return
         batch = self._data.batch(0, min(2, len(self._data)))
         try:
-            with evaluating(child):
+            with eval_mode(child):
                 extract_logits(call_model(child, prepare_inputs(child, batch)))
         except Exception as exc:
             raise ValueError(
@@ -1000,18 +999,6 @@ class ModelRegistry(traitlets.HasTraits):
 
 
 OPERATION_DIGEST = "operation_digest"
-
-
-@contextlib.contextmanager
-def _modes_kept(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode inside, every module's own mode restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _copy_modes(parent: nn.Module, child: nn.Module) -> None:

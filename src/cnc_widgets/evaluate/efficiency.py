@@ -54,8 +54,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, mm_flop, sdpa_flop_count
 
 from ..compress.tensor_subclass import dequantized, is_tensor_subclass, stored_tensors
-from .activations import evaluating
-from .model_io import prepare_inputs
+from .model_io import eval_mode, prepare_inputs
 
 __all__ = [
     "efficiency",
@@ -465,7 +464,7 @@ def efficiency(
     example_input = prepare_inputs(model, example_input)
     params, nonzero = parameter_counts(model)
     size = size_bytes(model)
-    with evaluating(model, inference=False):  # the MAC hooks read (subclass) weights
+    with eval_mode(model, inference=False):  # the MAC hooks read (subclass) weights
         total_macs, effective = macs(model, example_input)
     stats: dict[str, Any] = {
         "params": params,
@@ -480,7 +479,7 @@ def efficiency(
         "latency_threads": None,
         "peak_memory_bytes": None,
     }
-    with evaluating(model):
+    with eval_mode(model):
         if latency:
             stats["latency_ms"], stats["latency_threads"] = latency_ms(
                 model, example_input, warmup=warmup, repeats=repeats, threads=threads

@@ -27,23 +27,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .activations import (
-    EvaluationError,
+from .errors import EvaluationError, NonFinite
+from .model_io import (
     Inputs,
-    NonFinite,
-    RunningStats,
     call_model,
     describe,
-    evaluating,
-    first_tensor,
-    float_dtype,
-    leaf_modules,
+    eval_mode,
+    extract_logits,
     model_device,
+    model_dtype,
     n_rows,
-    reduce_output,
     slice_rows,
 )
-from .model_io import extract_logits
+from .modules import first_tensor, leaf_modules, reduce_output
+from .stats import RunningStats
 
 __all__ = [
     "EvalResult",
@@ -204,7 +201,7 @@ def evaluate_model(
         where numba is missing (CPU outputs are otherwise reduced by one compiled pass,
         which costs about as much as the copy) and the process may use more CPU cores
         than ``torch.get_num_threads()`` (a worker competing with torch's own threads
-        slows both). See :class:`.activations.RunningStats`.
+        slows both). See :class:`.stats.RunningStats`.
 
     Returns
     -------
@@ -235,7 +232,7 @@ def evaluate_model(
     n = n_rows(inputs)
     if n == 0:
         raise ValueError("inputs hold no rows")
-    dtype, device = float_dtype(model), model_device(model)
+    dtype, device = model_dtype(model), model_device(model)
     emb_name, emb_kind = resolve_embedding(model, embedding)
     emb_module = model.get_submodule(emb_name)
     if activations is True:
@@ -268,7 +265,7 @@ def evaluate_model(
     logits_buf = emb_buf = None
     bar = tqdm(total=n, desc=name, unit="inst", disable=not progress, leave=False)
     try:
-        with evaluating(model):
+        with eval_mode(model):
             for b, start in enumerate(range(0, n, batch_size)):
                 stop = min(start + batch_size, n)
                 batch = slice_rows(inputs, start, stop, dtype, device)
