@@ -335,10 +335,11 @@ def test_one_process_at_a_time_compiles_or_loads_the_kernels(monkeypatch):
 def test_processes_compiling_at_once_into_an_empty_cache_agree(tmp_path):
     code = (
         "import numpy as np\n"
+        "from cnc_widgets.evaluate.histogram import Bins\n"
         "from cnc_widgets.evaluate.kernels import bin_sample, moments\n"
         "x = np.linspace(-3, 5, 10001, dtype=np.float32)\n"
-        "h = np.zeros(10, np.int64)\n"
-        "bin_sample(x, 1, np.zeros(0, np.int64), np.float32(1), np.float32(4), h)\n"
+        "h, b = np.zeros(10, np.int64), Bins(-3.0, 5.0, 8)\n"
+        "bin_sample(x, 1, np.zeros(0, np.int64), b.scale32, b.offset32, b.edges32, h)\n"
         "print(moments(x, 0.5), h.tolist())\n"
     )
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}

@@ -79,7 +79,9 @@ class EvalResult:
         random sample of up to ``hist_sample`` element positions per instance (all
         instances contribute; the same positions are used in every row).
     act_hist_edges
-        ``(M, bins + 1)`` float64, the inner bin edges; bins are ``[e_k, e_k+1)``.
+        ``(M, bins + 1)`` float64, the inner bin edges; bins are ``[e_k, e_k+1)``,
+        underflow ``x < e_0``, overflow ``x >= e_bins``, every count exact (the index
+        is ``np.searchsorted(edges, x, side="right")``, see :mod:`.histogram`).
     """
 
     name: str

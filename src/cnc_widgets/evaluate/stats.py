@@ -86,8 +86,9 @@ class RunningStats:
     where numba is missing) are reduced by torch operations to 0-dim tensors; the
     scalars of a whole batch are read back, and its samples binned with one bincount,
     at :meth:`flush` (called by :meth:`begin_batch` and :meth:`close`). Their sums
-    are float32, so the two paths agree to float32 rounding; over the same ranges
-    their histograms agree bin for bin (the same float32 bin arithmetic).
+    are float32, so the two paths agree to float32 rounding; their histograms are
+    exact on both (the counts ``np.histogram`` gives over the reported edges, see
+    :mod:`.histogram`), so over the same ranges they agree bin for bin.
 
     With ``background=True`` the hook only copies the output (a later in-place
     operation such as ``ReLU(inplace=True)`` or ``out += x`` must not change what is
