@@ -103,7 +103,7 @@ def torch_counts(x: np.ndarray, bins: Bins) -> np.ndarray:
     width = bins.edges.size + 1
     lower, upper = bins.tables(t.device)
     scale, offset = float(bins.scale32), float(bins.offset32)
-    idx = torch_bins(t, scale, offset, lower, upper, width - 1.0, bins.steps)
+    idx = torch_bins(t, scale, offset, lower, upper, width - 1.0, bins.slack, bins.steps)
     return torch.bincount(idx, minlength=width).numpy()
 
 
@@ -173,7 +173,8 @@ def test_narrow_bins_need_more_than_one_correction_step():
     x = on_and_beside_every_edge(bins.edges, 2)
     t = torch.from_numpy(x)
     lower, upper = bins.tables(t.device)
-    one = torch_bins(t, float(bins.scale32), float(bins.offset32), lower, upper, 65.0, 1)
+    scale, offset = float(bins.scale32), float(bins.offset32)
+    one = torch_bins(t, scale, offset, lower, upper, 65.0, bins.slack, 1)
     assert (one.numpy() != np.searchsorted(bins.edges, x, side="right")).any()
 
 

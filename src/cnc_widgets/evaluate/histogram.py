@@ -7,7 +7,8 @@ for every value, the index ``np.searchsorted(edges, x, side="right")``.
 
 Binning millions of elements needs arithmetic, not a search: ``x * scale + offset`` in
 float32. Its two roundings move a value within about 1e-7 (relative) of an edge into the
-neighbouring bin, so the bin found that way is checked against :attr:`Bins.edges32`, the
+neighbouring bin, so the bin found that way, where it lands that close to an edge, is
+checked against :attr:`Bins.edges32`, the
 smallest float32 at or above each edge (for a float32 ``x``, ``x >= e_k`` exactly when
 ``x >= edges32[k]``), and moved by one until it agrees. The compiled path
 (:func:`.kernels.bin_sample`) and :func:`torch_bins` do the same, so both give the counts
@@ -18,7 +19,8 @@ Example
 >>> import numpy as np, torch
 >>> bins = Bins(0.0, 1.0, 10)
 >>> x = torch.tensor([-0.5, 0.0, 0.3, 0.7, 1.0], dtype=torch.float32)
->>> idx = torch_bins(x, bins.scale32, bins.offset32, *bins.tables(x.device), 11, bins.steps)
+>>> lower, upper = bins.tables(x.device)
+>>> idx = torch_bins(x, bins.scale32, bins.offset32, lower, upper, 11, bins.slack, bins.steps)
 >>> idx.tolist() == np.searchsorted(bins.edges, x.numpy(), side="right").tolist()
 True
 """
@@ -47,12 +49,15 @@ class Bins:
         offset32)`` is the bin index, or one of its neighbours near an edge.
     edges32
         ``(bins + 1,)`` float32, the smallest float32 at or above each edge.
+    slack
+        How far (in bins) ``x * scale32 + offset32`` can be from the exact position of
+        ``x`` among the edges, for any ``x`` whose bin it can get wrong: tiny unless bins
+        are only a few float32 steps wide (a narrow range far from zero).
     steps
-        How far (in bins) the float32 arithmetic can be off, at most: 1 unless bins are
-        only a few float32 steps wide (a narrow range far from zero).
+        ``1 + int(slack)``: how many bins the arithmetic can be off by, at most.
     """
 
-    __slots__ = ("_tables", "edges", "edges32", "offset32", "scale32", "steps")
+    __slots__ = ("_tables", "edges", "edges32", "offset32", "scale32", "slack", "steps")
 
     def __init__(self, lo: float, hi: float, bins: int) -> None:
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
@@ -70,10 +75,12 @@ class Bins:
         near[below] = np.nextafter(near[below], np.float32(np.inf))
         self.edges32 = near
         # Each of the four roundings (scale, offset, product, sum) errs by at most
-        # _ULP * its magnitude, all below `reach` bins for any value the clamp does not
-        # settle; further out the clamp to [0, bins + 1] is right whatever the error.
+        # _ULP * its magnitude, in all below 5 * _ULP * reach bins for |x * scale| <=
+        # reach; further out the error grows more slowly than the distance to the
+        # overflow (underflow) bin, which leaves at most 7 * _ULP * reach bins wrong.
         reach = (abs(lo) + abs(hi)) * scale + bins + 4
-        self.steps = 1 + int(8 * _ULP * reach)
+        self.slack = 8 * _ULP * reach
+        self.steps = 1 + int(self.slack)
         self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,24 +102,34 @@ def torch_bins(
     lower: torch.Tensor,
     upper: torch.Tensor,
     top: float,
+    slack: float,
     steps: int,
     base: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Histogram indices (int64, plus ``base``) of float32 ``x``, as
     :func:`.kernels.bin_sample` bins them.
 
-    ``clamp(x * scale + offset, 0, top)`` in float32, truncated, then moved by one
-    towards the bin whose ``[lower, upper)`` holds ``x``, ``steps`` times (see
-    :attr:`Bins.steps`). Several modules at once: ``scale``, ``offset`` and ``base``
-    (each element's module index times ``bins + 2``) per element, ``lower`` and
-    ``upper`` the modules' tables one after another.
+    ``clamp(x * scale + offset, 0, top)`` in float32, truncated. Only where that lands
+    within ``slack`` of a whole number (:attr:`Bins.slack`) can the bin be wrong: those
+    elements alone are moved by one towards the bin whose ``[lower, upper)`` holds
+    ``x``, ``steps`` times (checking every element costs two gathers each, several
+    times the arithmetic). Selecting them reads a count back from the device.
+    Several modules at once: ``scale``, ``offset`` and ``base`` (each element's module
+    index times ``bins + 2``) per element, ``lower`` and ``upper`` the modules' tables
+    one after another, ``slack`` and ``steps`` their largest.
     """
-    idx = x.mul(scale).add_(offset).clamp_(0.0, top).to(torch.int64)
+    v = x.mul(scale).add_(offset)
+    idx = v.clamp(0.0, top).to(torch.int64)
     if base is not None:
         idx.add_(base)
-    for _ in range(steps):
-        idx += (x >= upper[idx]).to(torch.int64)
-        idx -= (x < lower[idx]).to(torch.int64)
+    near = v.sub_(v.round()).abs_() <= slack
+    sel = near.nonzero().squeeze(1)
+    if sel.numel():
+        xs, k = x.index_select(0, sel), idx.index_select(0, sel)
+        for _ in range(steps):
+            k += (xs >= upper.index_select(0, k)).to(torch.int64)
+            k -= (xs < lower.index_select(0, k)).to(torch.int64)
+        idx.index_copy_(0, sel, k)
     return idx
 
 

@@ -283,9 +283,8 @@ class RunningStats:
             for r in pending:
                 b = r.acc.bins
                 lower, upper = b.tables(r.sample.device)
-                idx = torch_bins(
-                    r.sample, float(b.scale32), float(b.offset32), lower, upper, top, b.steps
-                )
+                scale, offset = float(b.scale32), float(b.offset32)
+                idx = torch_bins(r.sample, scale, offset, lower, upper, top, b.slack, b.steps)
                 r.acc.hist.add_(torch.bincount(idx, minlength=width))
             return
         accs = [r.acc for r in pending]
@@ -301,12 +300,12 @@ class RunningStats:
             tables = [a.bins.tables(device) for a in accs]
             lower = torch.cat([t[0] for t in tables])
             upper = torch.cat([t[1] for t in tables])
-            steps = max(a.bins.steps for a in accs)
-            layout = (*per_element, lower, upper, steps)
+            slack, steps = max(a.bins.slack for a in accs), max(a.bins.steps for a in accs)
+            layout = (*per_element, lower, upper, slack, steps)
             self.layouts = {key: layout}  # one batch shape at a time (the last may differ)
-        scale, shift, base, lower, upper, steps = layout
+        scale, shift, base, lower, upper, slack, steps = layout
         samples = torch.cat([r.sample for r in pending])
-        idx = torch_bins(samples, scale, shift, lower, upper, top, steps, base)
+        idx = torch_bins(samples, scale, shift, lower, upper, top, slack, steps, base)
         counts = torch.bincount(idx, minlength=width * len(accs)).view(len(accs), width)
         for acc, row in zip(accs, counts, strict=True):
             acc.hist.add_(row)
