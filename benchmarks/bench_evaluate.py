@@ -31,9 +31,9 @@ from collections.abc import Callable
 import torch
 
 from cnc_widgets import examples
-from cnc_widgets.evaluate import activations
-from cnc_widgets.evaluate.activations import call_model, n_rows, slice_rows
+from cnc_widgets.evaluate import stats
 from cnc_widgets.evaluate.inference import evaluate_model
+from cnc_widgets.evaluate.model_io import call_model, n_rows, slice_rows
 
 
 def plain_loop(model: torch.nn.Module, inputs, batch_size: int) -> None:
@@ -54,11 +54,11 @@ def torch_reductions(fn: Callable[[], object]) -> Callable[[], object]:
     """``fn`` with RunningStats on torch operations (as without numba)."""
 
     def run() -> object:
-        saved, activations._KERNELS = activations._KERNELS, None
+        saved, stats._KERNELS = stats._KERNELS, None
         try:
             return fn()
         finally:
-            activations._KERNELS = saved
+            stats._KERNELS = saved
 
     return run
 

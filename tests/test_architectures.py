@@ -13,7 +13,8 @@ from torch import nn
 
 import cnc_widgets as cnc
 from cnc_widgets.compress import apply_operation
-from cnc_widgets.evaluate.activations import batch_layout, iter_activations, per_instance
+from cnc_widgets.evaluate.modules import batch_layout, per_instance
+from cnc_widgets.evaluate.streaming import iter_activations
 from cnc_widgets.metrics.cka import linear_cka
 from cnc_widgets.provenance import ModelRecord, module_correspondence, rename_module
 

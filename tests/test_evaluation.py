@@ -11,13 +11,16 @@ import torch
 from torch import nn
 
 from cnc_widgets import examples
-from cnc_widgets.evaluate.activations import iter_activations, leaf_modules, paired_activation_stats
 from cnc_widgets.evaluate.inference import (
     EvaluationError,
     evaluate_model,
     extract_logits,
     merge_results,
 )
+from cnc_widgets.evaluate.modules import leaf_modules
+from cnc_widgets.evaluate.streaming import iter_activations
+
+from .reference_activations import paired_activation_stats
 
 N_DIGITS = 100
 
@@ -468,10 +471,10 @@ def test_histograms_binned_together_equal_one_at_a_time(monkeypatch):
     """Values on and beside bin edges land in the same bins whether one module's
     sample is binned alone or all of a batch's samples are binned together (the torch
     path, which serves accelerators; test_kernels compares the compiled one with it)."""
-    from cnc_widgets.evaluate import activations
-    from cnc_widgets.evaluate.activations import RunningStats
+    from cnc_widgets.evaluate import stats
+    from cnc_widgets.evaluate.stats import RunningStats
 
-    monkeypatch.setattr(activations, "_KERNELS", None)
+    monkeypatch.setattr(stats, "_KERNELS", None)
 
     ranges = {"a": (-1.0, 1.0), "b": (0.0, 3.0), "c": (-0.3, 0.7)}
     gen = torch.Generator().manual_seed(0)

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import cnc_widgets as cnc
-from cnc_widgets.evaluate.activations import paired_activation_stats
 from cnc_widgets.metrics.layers import cka_between, layer_table, layers_and_cka
 from cnc_widgets.widgets._wire import unpack
+
+from .reference_activations import paired_activation_stats
 
 N = 160  # instances: enough for two batches and for CKA, quick on a shared machine
 

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from cnc_widgets import examples
-from cnc_widgets.evaluate import activations, kernels
-from cnc_widgets.evaluate.activations import RunningStats
+from cnc_widgets.evaluate import kernels, stats
+from cnc_widgets.evaluate.histogram import Bins, torch_bins
 from cnc_widgets.evaluate.inference import EvaluationError, evaluate_model
 from cnc_widgets.evaluate.kernels import bin_sample, moments, reduce_and_bin
+from cnc_widgets.evaluate.stats import RunningStats
 
 STAT_FIELDS = ["act_count", "act_zero_frac", "act_min", "act_max"]
 
@@ -26,7 +27,7 @@ STAT_FIELDS = ["act_count", "act_zero_frac", "act_min", "act_max"]
 @pytest.fixture
 def torch_path(monkeypatch):
     """RunningStats as on a machine without numba: torch reductions on the CPU."""
-    monkeypatch.setattr(activations, "_KERNELS", None)
+    monkeypatch.setattr(stats, "_KERNELS", None)
 
 
 def direct(x: np.ndarray, shift: float) -> tuple[float, float, float, float, int]:
@@ -81,42 +82,117 @@ def test_moments_bring_non_finite_values_to_an_end(bad, where):
     assert other == (4999.0 if where == "lo" else -5000.0)
 
 
-def torch_bins(x: torch.Tensor, scale: float, offset: float, width: int) -> np.ndarray:
-    """The torch path's binning (RunningStats._add_histograms)."""
-    bins = x.mul(torch.tensor(scale, dtype=torch.float32)).add_(offset)
-    bins = bins.clamp_(0.0, width - 1.0).to(torch.int64)
-    return torch.bincount(bins, minlength=width).numpy()
+def numpy_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``[underflow, bins..., overflow]`` by NumPy over the reported edges: np.histogram of
+    the values in ``[e_0, e_bins)`` (bins ``[e_k, e_k+1)``), and the values outside."""
+    x = np.asarray(x, np.float64)
+    inner = x[(x >= edges[0]) & (x < edges[-1])]
+    under, over = np.sum(x < edges[0]), np.sum(x >= edges[-1])
+    return np.concatenate([[under], np.histogram(inner, edges)[0], [over]])
 
 
-@pytest.mark.parametrize(("lo", "hi"), [(-1.0, 1.0), (0.0, 3.0), (-0.3, 0.7), (1e3, 1e3 + 0.01)])
-def test_bin_sample_matches_torch_on_and_beside_every_edge(lo, hi):
-    bins = 64
-    edges = torch.linspace(lo, hi, bins + 1)
-    near = torch.cat([edges, edges.nextafter(edges + 1), edges.nextafter(edges - 1)])
-    x = torch.cat([near, torch.rand(1000, generator=torch.Generator().manual_seed(1)) * 2 - 0.5])
-    scale = bins / (hi - lo)
-    offset = float(np.float32(1.0 - lo * scale))
-    hist = np.zeros(bins + 2, np.int64)
-    bin_sample(x.numpy(), 1, np.zeros(0, np.int64), np.float32(scale), np.float32(offset), hist)
-    np.testing.assert_array_equal(hist, torch_bins(x, scale, offset, bins + 2))
+def compiled_counts(x: np.ndarray, bins: Bins, positions=None, rows: int = 1) -> np.ndarray:
+    hist = np.zeros(bins.edges.size + 1, np.int64)
+    positions = np.zeros(0, np.int64) if positions is None else positions
+    bin_sample(x, rows, positions, bins.scale32, bins.offset32, bins.edges32, hist)
+    return hist
+
+
+def torch_counts(x: np.ndarray, bins: Bins) -> np.ndarray:
+    t = torch.from_numpy(x)
+    width = bins.edges.size + 1
+    lower, upper = bins.tables(t.device)
+    scale, offset = float(bins.scale32), float(bins.offset32)
+    idx = torch_bins(t, scale, offset, lower, upper, width - 1.0, bins.slack, bins.steps)
+    return torch.bincount(idx, minlength=width).numpy()
+
+
+# Ranges whose edges are float32 values (x on an edge is in the bin above it) and ranges
+# whose edges fall between float32 values; narrow ranges far from zero, where the float32
+# arithmetic is off by one bin or (bins narrower than a float32 step) by many.
+RANGES = [
+    (-1.0, 1.0),
+    (0.0, 3.0),
+    (-0.3, 0.7),
+    (-5.0, -4.9),
+    (1e3, 1e3 + 0.01),
+    (300.0, 300.0 + 2e-4),
+]
+
+
+def on_and_beside_every_edge(edges: np.ndarray, seed: int) -> np.ndarray:
+    """Each edge as float32 (exactly on it where it is one), one and two float32 steps
+    either side, the smallest float32 at or above it, and uniform values around them."""
+    e32 = edges.astype(np.float32)
+    up, down = np.nextafter(e32, np.float32(np.inf)), np.nextafter(e32, np.float32(-np.inf))
+    near = [e32, up, down, np.nextafter(up, np.float32(np.inf)), np.nextafter(down, -np.inf)]
+    span = edges[-1] - edges[0]
+    noise = np.random.default_rng(seed).uniform(edges[0] - span / 4, edges[-1] + span / 4, 3000)
+    return np.concatenate([*near, noise.astype(np.float32)]).astype(np.float32)
+
+
+@pytest.mark.parametrize(("lo", "hi"), RANGES)
+def test_both_binnings_count_as_numpy_on_and_beside_every_edge(lo, hi):
+    bins = Bins(lo, hi, 64)
+    x = on_and_beside_every_edge(bins.edges, 1)
+    want = numpy_counts(x, bins.edges)
+    assert want[1:-1].sum() > 0 and want[0] > 0 and want[-1] > 0
+    np.testing.assert_array_equal(compiled_counts(x, bins), want)
+    np.testing.assert_array_equal(torch_counts(x, bins), want)
+
+
+@pytest.mark.parametrize("path", ["compiled", "torch"])
+@pytest.mark.parametrize(("lo", "hi"), RANGES)
+def test_running_stats_histograms_are_numpys_over_the_reported_edges(lo, hi, path, request):
+    """End to end, both paths, several outputs per batch binned together (torch)."""
+    if path == "torch":
+        request.getfixturevalue("torch_path")
+    ranges = {"a": (lo, hi), "b": (-1.0, 1.0)}
+    running = RunningStats(hist_sample=None, hist_ranges=ranges)
+    seen: dict[str, list[np.ndarray]] = {"a": [], "b": []}
+    for batch in range(3):
+        for name, (a, b) in ranges.items():
+            x = on_and_beside_every_edge(np.linspace(a, b, 65), 10 * batch + len(name))
+            x = x[: x.size // 5 * 5]
+            running.collect(name, torch.from_numpy(x).reshape(5, -1))
+            seen[name].append(x)
+        running.flush()
+    running.close()
+    got = running.arrays()
+    np.testing.assert_array_equal(got["act_hist_edges"][0], np.linspace(lo, hi, 65))
+    for i, name in enumerate(got["modules"]):
+        want = numpy_counts(np.concatenate(seen[name]), got["act_hist_edges"][i])
+        np.testing.assert_array_equal(got["act_hist"][i], want)
+
+
+def test_narrow_bins_need_more_than_one_correction_step():
+    """The range where one step of the torch correction would not do: the bound says so."""
+    assert Bins(-1.0, 1.0, 64).steps == 1 and Bins(-5.0, -4.9, 64).steps == 1
+    bins = Bins(300.0, 300.0 + 2e-4, 64)
+    assert bins.steps > 1
+    x = on_and_beside_every_edge(bins.edges, 2)
+    t = torch.from_numpy(x)
+    lower, upper = bins.tables(t.device)
+    scale, offset = float(bins.scale32), float(bins.offset32)
+    one = torch_bins(t, scale, offset, lower, upper, 65.0, bins.slack, 1)
+    assert (one.numpy() != np.searchsorted(bins.edges, x, side="right")).any()
 
 
 def test_bin_sample_counts_the_sampled_positions_of_every_row():
     rows, per_row = 5, 300
     x = torch.randn(rows, per_row, generator=torch.Generator().manual_seed(2))
     positions = torch.tensor([0, 3, 150, 299])
-    hist = np.zeros(18, np.int64)
-    bin_sample(
-        x.reshape(-1).numpy(), rows, positions.numpy(), np.float32(4.0), np.float32(9.0), hist
-    )
-    np.testing.assert_array_equal(hist, torch_bins(x[:, positions].reshape(-1), 4.0, 9.0, 18))
+    bins = Bins(-2.25, 2.0, 16)
+    hist = compiled_counts(x.reshape(-1).numpy(), bins, positions.numpy(), rows)
+    np.testing.assert_array_equal(hist, numpy_counts(x[:, positions].numpy(), bins.edges))
     assert hist.sum() == rows * len(positions)
 
 
 def test_reduce_and_bin_is_moments_then_bin_sample_and_skips_non_finite_outputs():
     x = torch.randn(6, 500, generator=torch.Generator().manual_seed(5)).reshape(-1).numpy()
     positions = np.array([1, 2, 250, 499])
-    args = (6, positions, np.float32(8.0), np.float32(20.0))
+    bins = Bins(-2.5, 2.5, 40)
+    args = (6, positions, bins.scale32, bins.offset32, bins.edges32)
     alone, together = np.zeros(42, np.int64), np.zeros(42, np.int64)
     bin_sample(x, *args, alone)
     assert reduce_and_bin(x, 0.25, *args, together) == moments(x, 0.25)
@@ -156,7 +232,7 @@ def models():
 def test_compiled_and_torch_paths_give_the_same_statistics(models, arch, monkeypatch):
     nets, x = models
     compiled = evaluate_model(nets[arch], x, batch_size=64, progress=False)
-    monkeypatch.setattr(activations, "_KERNELS", None)
+    monkeypatch.setattr(stats, "_KERNELS", None)
     # Ranges come from the first batch's mean and std (float32 sums on the torch path):
     # fixed, the histograms must agree bin for bin.
     reference = evaluate_model(
@@ -223,8 +299,9 @@ def test_running_stats_add_up_batches_on_either_path(path, request):
     np.testing.assert_allclose(got["act_mean"][0], whole.mean().item(), rtol=1e-6)
     np.testing.assert_allclose(got["act_std"][0], whole.std(correction=0).item(), rtol=1e-6)
     assert got["act_min"][0] == whole.min().item() and got["act_max"][0] == whole.max().item()
-    counts, _ = np.histogram(whole.numpy().ravel(), np.linspace(-6.0, 8.0, 65))
-    assert np.abs(got["act_hist"][0][1:-1] - counts).sum() <= 4  # float32 bins vs float64
+    np.testing.assert_array_equal(got["act_hist_edges"][0], np.linspace(-6.0, 8.0, 65))
+    counts = numpy_counts(whole.float().numpy().ravel(), got["act_hist_edges"][0])
+    np.testing.assert_array_equal(got["act_hist"][0], counts)  # exact, not float32-close
 
 
 def test_one_process_at_a_time_compiles_or_loads_the_kernels(monkeypatch):
@@ -259,10 +336,11 @@ def test_one_process_at_a_time_compiles_or_loads_the_kernels(monkeypatch):
 def test_processes_compiling_at_once_into_an_empty_cache_agree(tmp_path):
     code = (
         "import numpy as np\n"
+        "from cnc_widgets.evaluate.histogram import Bins\n"
         "from cnc_widgets.evaluate.kernels import bin_sample, moments\n"
         "x = np.linspace(-3, 5, 10001, dtype=np.float32)\n"
-        "h = np.zeros(10, np.int64)\n"
-        "bin_sample(x, 1, np.zeros(0, np.int64), np.float32(1), np.float32(4), h)\n"
+        "h, b = np.zeros(10, np.int64), Bins(-3.0, 5.0, 8)\n"
+        "bin_sample(x, 1, np.zeros(0, np.int64), b.scale32, b.offset32, b.edges32, h)\n"
         "print(moments(x, 0.5), h.tolist())\n"
     )
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}

@@ -10,10 +10,13 @@ from cnc_widgets.evaluate.efficiency import efficiency
 from cnc_widgets.evaluate.inference import evaluate_model
 from cnc_widgets.evaluate.inference import extract_logits as extract_from_inference
 from cnc_widgets.evaluate.model_io import (
+    call_model,
+    eval_mode,
     extract_logits,
     model_device,
     model_dtype,
     prepare_inputs,
+    slice_rows,
 )
 
 
@@ -123,3 +126,45 @@ def test_attacks_follow_the_model_dtype_directly_and_by_transfer(digits, digits_
     )
     assert moved.source == "transfer from b"
     assert (moved.flipped == base.flipped).mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    ("inference", "grad", "in_inference"),
+    [(True, False, True), (False, False, False), (None, True, False)],
+)
+def test_eval_mode_restores_every_submodules_own_flag(inference, grad, in_inference):
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.Sequential(nn.Dropout()))
+    model.train()
+    model[1].eval()  # a frozen BatchNorm inside a model in training
+    before = [m.training for m in model.modules()]
+    with pytest.raises(RuntimeError, match="inside"), eval_mode(model, inference=inference):
+        assert not any(m.training for m in model.modules())
+        assert torch.is_grad_enabled() == grad
+        assert torch.is_inference_mode_enabled() == in_inference
+        raise RuntimeError("inside")
+    assert [m.training for m in model.modules()] == before == [True, True, False, True, True]
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+def test_call_model_passes_mappings_as_keywords_and_anything_else_as_is():
+    from collections import UserDict
+
+    class Two(nn.Module):
+        def forward(self, x, y=None):
+            return (x, y)
+
+    x, y = torch.zeros(1), torch.ones(1)
+    assert call_model(Two(), UserDict(x=x, y=y)) == (x, y)  # a BatchEncoding is a UserDict
+    assert call_model(Two(), {"x": x}) == (x, None)
+    pair = (x, y)
+    assert call_model(Two(), pair)[0] is pair
+
+
+def test_slice_rows_moves_to_the_models_device_the_cpu_included():
+    model = nn.Linear(4, 2, device="meta")
+    batch = {"x": torch.rand(6, 4, dtype=torch.float64), "ids": torch.arange(6)}
+    out = slice_rows(batch, 2, 5, model_dtype(model), model_device(model))
+    assert out["x"].device.type == "meta" and out["x"].dtype == torch.float32
+    assert out["ids"].shape == (3,) and out["ids"].device.type == "meta"
+    cpu = slice_rows(batch["x"], 0, 3, None, model_device(nn.Linear(4, 2)))
+    assert cpu.dtype == torch.float64 and cpu.data_ptr() == batch["x"].data_ptr()  # no copy

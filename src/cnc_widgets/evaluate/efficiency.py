@@ -63,8 +63,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, mm_flop, sdpa_flop_count
 
 from ..compress.tensor_subclass import dequantized, is_tensor_subclass, stored_tensors
-from .activations import evaluating
-from .model_io import prepare_inputs
+from .model_io import eval_mode, prepare_inputs
+from .modules import dense_encoders
 
 __all__ = [
     "efficiency",
@@ -351,24 +351,6 @@ def _plain_twin(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo) if found else model
 
 
-@contextlib.contextmanager
-def _dense_encoders(model: nn.Module) -> Iterator[None]:
-    """nn.TransformerEncoder modules pass the padded batch on (no nested tensor, whose
-    operations the FLOP counter cannot size) while counting; restored afterwards."""
-    encoders = [
-        (m, m.__dict__["use_nested_tensor"])
-        for m in model.modules()
-        if isinstance(m, nn.TransformerEncoder) and "use_nested_tensor" in m.__dict__
-    ]
-    for m, _ in encoders:
-        m.use_nested_tensor = False
-    try:
-        yield
-    finally:
-        for m, value in encoders:
-            m.use_nested_tensor = value
-
-
 def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
     """``(macs, effective_macs)`` of one forward pass on ``example_input``.
 
@@ -419,7 +401,7 @@ def macs(model: nn.Module, example_input: Inputs) -> tuple[int, int]:
             hooks.append(m.register_forward_pre_hook(enter))
             hooks.append(m.register_forward_hook(leave))
     try:
-        with torch.no_grad(), _dense_encoders(model), counter:
+        with torch.no_grad(), dense_encoders(model), counter:
             _call(model, example_input)
     finally:
         for h in hooks:
@@ -560,7 +542,7 @@ def efficiency(
     params, nonzero = parameter_counts(model)
     weights, nonzero_weights = weight_counts(model)
     size = size_bytes(model)
-    with evaluating(model, inference=False):  # the MAC hooks read (subclass) weights
+    with eval_mode(model, inference=False):  # the MAC hooks read (subclass) weights
         total_macs, effective = macs(model, example_input)
     stats: dict[str, Any] = {
         "params": params,
@@ -576,7 +558,7 @@ def efficiency(
         "latency_threads": None,
         "peak_memory_bytes": None,
     }
-    with evaluating(model):
+    with eval_mode(model):
         if latency:
             stats["latency_ms"], stats["latency_threads"] = latency_ms(
                 model, example_input, warmup=warmup, repeats=repeats, threads=threads

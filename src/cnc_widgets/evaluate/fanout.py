@@ -40,10 +40,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .activations import EvaluationError, Inputs, n_rows
 from .data import EvalData
+from .errors import EvaluationError
 from .heap import roomy_heap
 from .inference import EvalResult, evaluate_model, merge_results
+from .model_io import Inputs, n_rows
 from .runner import data_task, measure_cost
 
 __all__ = [

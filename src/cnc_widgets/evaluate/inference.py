@@ -27,23 +27,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .activations import (
-    EvaluationError,
+from .errors import EvaluationError, NonFinite
+from .model_io import (
     Inputs,
-    NonFinite,
-    RunningStats,
     call_model,
     describe,
-    evaluating,
-    first_tensor,
-    float_dtype,
-    leaf_modules,
+    eval_mode,
+    extract_logits,
     model_device,
+    model_dtype,
     n_rows,
-    reduce_output,
     slice_rows,
 )
-from .model_io import extract_logits
+from .modules import dense_encoders, first_tensor, leaf_modules, reduce_output
+from .stats import RunningStats
 
 __all__ = [
     "EvalResult",
@@ -83,7 +80,9 @@ class EvalResult:
         random sample of up to ``hist_sample`` element positions per instance (all
         instances contribute; the same positions are used in every row).
     act_hist_edges
-        ``(M, bins + 1)`` float64, the inner bin edges; bins are ``[e_k, e_k+1)``.
+        ``(M, bins + 1)`` float64, the inner bin edges; bins are ``[e_k, e_k+1)``,
+        underflow ``x < e_0``, overflow ``x >= e_bins``, every count exact (the index
+        is ``np.searchsorted(edges, x, side="right")``, see :mod:`.histogram`).
     """
 
     name: str
@@ -211,7 +210,7 @@ def evaluate_model(
         where numba is missing (CPU outputs are otherwise reduced by one compiled pass,
         which costs about as much as the copy) and the process may use more CPU cores
         than ``torch.get_num_threads()`` (a worker competing with torch's own threads
-        slows both). See :class:`.activations.RunningStats`.
+        slows both). See :class:`.stats.RunningStats`.
     task
         A :class:`cnc_widgets.tasks.Task` (default: classification): how the model is run
         on a batch and which per-instance arrays its output becomes.
@@ -245,7 +244,7 @@ def evaluate_model(
     n = n_rows(inputs)
     if n == 0:
         raise ValueError("inputs hold no rows")
-    dtype, device = float_dtype(model), model_device(model)
+    dtype, device = model_dtype(model), model_device(model)
     emb_name, emb_kind = resolve_embedding(model, embedding)
     emb_module = model.get_submodule(emb_name)
     if activations is True:
@@ -283,7 +282,7 @@ def evaluate_model(
     emb_buf = None
     bar = tqdm(total=n, desc=name, unit="inst", disable=not progress, leave=False)
     try:
-        with evaluating(model):
+        with eval_mode(model), dense_encoders(model):
             for b, start in enumerate(range(0, n, batch_size)):
                 stop = min(start + batch_size, n)
                 batch = slice_rows(inputs, start, stop, dtype, device)

@@ -7,7 +7,8 @@ which cost as much again as the forward pass of a small CNN. :func:`moments` doe
 one pass: min, max and the nonzero count on the float32 bit patterns (integer lanes
 vectorise eight wide; a float min/max reduction would not), sums in float64 over the
 same blocks while they are in L1. :func:`bin_sample` bins the sample straight into the
-module's histogram with the same float32 arithmetic as the torch path.
+module's histogram as the torch path does (:mod:`.histogram`): float32 arithmetic, then a
+check against the edges, so every count is exact.
 
 Both release the GIL, so a worker thread reducing outputs runs beside the forward pass.
 They are compiled for one signature each when this module is imported, and cached on disk
@@ -15,7 +16,7 @@ next to this file (a few seconds once per installation, then about a second per
 process); one process at a time compiles or loads them (a file lock), because numba's
 cache can pair one process's index with another's code when they write it at once (numba
 issue 10128: segfaults). Importing this module imports numba, so
-:class:`~cnc_widgets.evaluate.activations.RunningStats` imports it on first use, and uses
+:class:`~cnc_widgets.evaluate.stats.RunningStats` imports it on first use, and uses
 torch operations where numba cannot be imported; outputs on an accelerator always do.
 
 Example
@@ -112,27 +113,38 @@ def bin_sample(
     positions: np.ndarray,
     scale: np.float32,
     offset: np.float32,
+    edges: np.ndarray,
     hist: np.ndarray,
 ) -> None:
     """Add the sampled elements of ``x`` (``rows`` equal rows, ``positions`` in each
-    row; empty: every element) to ``hist``: bin ``int(clamp(x * scale + offset, 0,
-    len(hist) - 1))``, all in float32. A NaN (never passed: :func:`moments` reports it
-    first) would land in bin 0 rather than index out of bounds."""
+    row; empty: every element) to ``hist``, ``len(edges) + 1`` counts: index ``k``
+    counts ``edges[k - 1] <= x < edges[k]``, index 0 ``x < edges[0]``, the last
+    ``x >= edges[-1]`` (``searchsorted(edges, x, side="right")``).
+
+    ``int(clamp(x * scale + offset, 0, len(edges)))`` in float32 finds the bin or a
+    neighbour (two roundings); the loops move it to the bin whose edges hold ``x``.
+    ``edges`` are :attr:`.histogram.Bins.edges32`. A NaN (never passed: :func:`moments`
+    reports it first) would land in bin 0 rather than index out of bounds.
+    """
     zero = np.float32(0.0)
-    top = np.float32(hist.size - 1)
-    if positions.size == 0:
-        for i in range(x.size):
-            v = x[i] * scale + offset
-            v = top if v > top else (v if v >= zero else zero)
-            hist[np.int64(v)] += 1
-        return
-    per_row = x.size // rows
+    top = np.float32(edges.size)
+    every = positions.size == 0
+    if every:
+        rows, per_row, count = 1, x.size, x.size
+    else:
+        per_row, count = x.size // rows, positions.size
     for r in range(rows):
         base = r * per_row
-        for j in range(positions.size):
-            v = x[base + positions[j]] * scale + offset
-            v = top if v > top else (v if v >= zero else zero)
-            hist[np.int64(v)] += 1
+        for j in range(count):
+            v = x[base + j] if every else x[base + positions[j]]
+            b = v * scale + offset
+            b = top if b > top else (b if b >= zero else zero)
+            k = np.int64(b)
+            while k > 0 and v < edges[k - 1]:
+                k -= 1
+            while k < edges.size and v >= edges[k]:
+                k += 1
+            hist[k] += 1
 
 
 def reduce_and_bin(
@@ -142,13 +154,14 @@ def reduce_and_bin(
     positions: np.ndarray,
     scale: np.float32,
     offset: np.float32,
+    edges: np.ndarray,
     hist: np.ndarray,
 ) -> tuple[float, float, float, float, int]:
     """:func:`moments`, then :func:`bin_sample` unless ``x`` holds NaN or inf: one call
     per output once its module's range is known."""
     out = moments(x, shift)
     if np.isfinite(out[0]) and np.isfinite(out[1]):
-        bin_sample(x, rows, positions, scale, offset, hist)
+        bin_sample(x, rows, positions, scale, offset, edges, hist)
     return out
 
 
@@ -159,13 +172,13 @@ with _one_process_at_a_time():
         cache=True,
         fastmath={"reassoc", "contract"},
     )(moments)
-    # No fastmath: x * scale and + offset must round twice in float32, as torch's
-    # sample.mul(scale).add_(offset) does, so edges fall in the same bins on every path.
-    bin_sample = numba.njit("void(f4[::1], i8, i8[::1], f4, f4, i8[::1])", nogil=True, cache=True)(
-        bin_sample
-    )
+    # No fastmath: the comparisons with the edges must be exact (no NaN/inf assumptions,
+    # no reassociation), as in torch's.
+    bin_sample = numba.njit(
+        "void(f4[::1], i8, i8[::1], f4, f4, f4[::1], i8[::1])", nogil=True, cache=True
+    )(bin_sample)
     reduce_and_bin = numba.njit(
-        "Tuple((f8, f8, f8, f8, i8))(f4[::1], f8, i8, i8[::1], f4, f4, i8[::1])",
+        "Tuple((f8, f8, f8, f8, i8))(f4[::1], f8, i8, i8[::1], f4, f4, f4[::1], i8[::1])",
         nogil=True,
         cache=True,
     )(reduce_and_bin)

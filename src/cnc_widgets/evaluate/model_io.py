@@ -1,8 +1,9 @@
 """What goes into a model and what comes out: inputs on its device and dtype, logits out.
 
 Every part of the library that runs a model (evaluation, efficiency, layer statistics,
-attacks) calls :func:`prepare_inputs` before and :func:`extract_logits` after, so a model
-that one of them accepts, all of them accept.
+attacks) calls :func:`prepare_inputs` (or, batch by batch, :func:`slice_rows`) before,
+:func:`call_model` to run it, :func:`extract_logits` after, and holds the model in
+:func:`eval_mode` meanwhile, so a model that one of them accepts, all of them accept.
 
 Example
 -------
@@ -18,14 +19,26 @@ torch.Size([2, 2])
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["call_model", "extract_logits", "model_device", "model_dtype", "prepare_inputs"]
+__all__ = [
+    "Inputs",
+    "call_model",
+    "describe",
+    "eval_mode",
+    "extract_logits",
+    "model_device",
+    "model_dtype",
+    "n_rows",
+    "prepare_inputs",
+    "slice_rows",
+]
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
 
@@ -43,7 +56,11 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (the CPU when it has neither)."""
+    """Device of the model's first parameter or buffer (the CPU when it has neither).
+
+    Always a device, the CPU included, so a batch left on an accelerator meets a CPU
+    model on the CPU.
+    """
     t = next(itertools.chain(model.parameters(), model.buffers()), None)
     return torch.device("cpu") if t is None else t.device
 
@@ -78,9 +95,102 @@ def prepare_inputs(model: nn.Module, inputs: Inputs) -> Inputs:
     return move(inputs)
 
 
+def n_rows(inputs: Inputs) -> int:
+    """Number of instances in a tensor or a mapping of equally long tensors."""
+    if isinstance(inputs, torch.Tensor):
+        if inputs.dim() == 0:
+            raise ValueError("inputs must have a leading instance dimension, got a scalar")
+        return int(inputs.shape[0])
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise TypeError("inputs must be a Tensor (N, ...) or a non-empty dict of Tensors")
+    sizes = {k: int(v.shape[0]) for k, v in inputs.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"all input tensors must have the same number of rows, got {sizes}")
+    return next(iter(sizes.values()))
+
+
+def describe(batch: Inputs) -> str:
+    """Shapes and dtypes of a batch, for error messages."""
+    if isinstance(batch, torch.Tensor):
+        return f"Tensor{tuple(batch.shape)} {batch.dtype}"
+    return "{" + ", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in batch.items()) + "}"
+
+
+def slice_rows(
+    inputs: Inputs,
+    start: int,
+    stop: int,
+    float_dtype: torch.dtype | None,
+    device: torch.device | None = None,
+) -> Inputs:
+    """Rows ``start:stop``; floating tensors cast to ``float_dtype`` (a half model),
+    everything moved to ``device`` when given (:func:`model_device`; a tensor already
+    there is not copied). :func:`prepare_inputs` for one slice of a dataset, with the
+    model's dtype and device looked up once for all batches."""
+
+    def cut(t: torch.Tensor) -> torch.Tensor:
+        t = t[start:stop]
+        if float_dtype is not None and t.is_floating_point() and t.dtype != float_dtype:
+            t = t.to(float_dtype)
+        if device is not None:
+            t = t.to(device, non_blocking=True)
+        return t
+
+    if isinstance(inputs, torch.Tensor):
+        return cut(inputs)
+    return {k: cut(v) for k, v in inputs.items()}
+
+
 def call_model(model: nn.Module, batch: Inputs) -> Any:
-    """``model(batch)`` for a tensor, ``model(**batch)`` for a mapping."""
+    """``model(**batch)`` for a mapping (a dict, a tokenizer's ``BatchEncoding``),
+    ``model(batch)`` for anything else."""
     return model(**batch) if isinstance(batch, Mapping) else model(batch)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, *, inference: bool | None = True) -> Iterator[None]:
+    """``model`` in eval mode inside; every submodule's own ``training`` flag afterwards.
+
+    ``model.train(previous)`` would not do: a model in train mode may hold a frozen
+    submodule in eval mode (a BatchNorm kept on its running statistics), and a nested
+    block may be in train mode inside an eval model.
+
+    Parameters
+    ----------
+    model
+        Any module; its train/eval flags are read on the way in and put back on the way
+        out, whatever happens inside.
+    inference
+        ``True``: ``torch.inference_mode`` as well; ``False``: ``torch.no_grad``, for
+        passes that read weights held as tensor subclasses (torchao's), whose
+        ``detach`` fails in inference mode; ``None``: gradients as they are (attacks,
+        compression operations that trace or calibrate).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()).train()
+    >>> model[1].eval()  # doctest: +ELLIPSIS
+    Dropout(...)
+    >>> with eval_mode(model):
+    ...     model.training
+    False
+    >>> model.training, model[1].training
+    (True, False)
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    grad = (
+        contextlib.nullcontext()
+        if inference is None
+        else torch.inference_mode() if inference else torch.no_grad()
+    )
+    try:
+        with grad:
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _first_tensor(values: Any) -> torch.Tensor | None:

@@ -14,11 +14,11 @@ import numpy as np
 from torch import nn
 
 from ..tasks import Task, get_task
-from .activations import evaluating
 from .data import EvalData
 from .efficiency import efficiency
 from .inference import EvalResult, EvaluationError, evaluate_model
 from .latency import time_models
+from .model_io import eval_mode
 
 __all__ = ["EvaluationError", "evaluate_one", "measure_cost", "measure_latency"]
 
@@ -40,7 +40,7 @@ def measure_latency(models: dict[str, nn.Module], example: Any) -> dict[str, dic
     thread; see :mod:`.latency`), every model in eval mode for the passes."""
     with contextlib.ExitStack() as stack:
         for model in models.values():
-            stack.enter_context(evaluating(model))
+            stack.enter_context(eval_mode(model))
         return time_models(models, example, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS)
 
 

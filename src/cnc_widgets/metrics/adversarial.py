@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..compress.tensor_subclass import is_tensor_subclass
-from ..evaluate.model_io import call_model, extract_logits, prepare_inputs
+from ..evaluate.model_io import call_model, eval_mode, extract_logits, prepare_inputs
 from .agreement import jaccard
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
@@ -128,16 +128,12 @@ def has_gradients(model: nn.Module) -> bool:
 
 @contextlib.contextmanager
 def _eval_modes(*models: nn.Module | None) -> Iterator[None]:
-    """Eval mode for the attack; every module's own mode is restored afterwards."""
-    modes = [(m, m.training) for model in models if model is not None for m in model.modules()]
-    for model in models:
-        if model is not None:
-            model.eval()
-    try:
+    """Eval mode for the attack (gradients kept); every module's own mode restored after."""
+    with contextlib.ExitStack() as stack:
+        for model in models:
+            if model is not None:
+                stack.enter_context(eval_mode(model, inference=None))
         yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _embedding_output(model: nn.Module, module: nn.Module, batch: Inputs) -> torch.Tensor:

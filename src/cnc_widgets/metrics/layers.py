@@ -23,7 +23,8 @@ from torch import nn
 
 from ..compress.low_rank import LowRankLinear
 from ..compress.tensor_subclass import dequantized
-from ..evaluate.activations import EvaluationError, iter_activations
+from ..evaluate.errors import EvaluationError
+from ..evaluate.streaming import iter_activations
 from ..provenance import ModuleCorrespondence
 from .cka import CKAMatrix, LinearCKA, cka_memory_estimate
 

@@ -19,10 +19,9 @@ from torch import nn
 
 from ..compress import apply_operation, operation_record, operations
 from ..compress.catalogue import plain_params
-from ..evaluate.activations import evaluating
 from ..evaluate.behaviour import callable_digest
 from ..evaluate.fingerprint import model_fingerprint
-from ..evaluate.model_io import call_model, extract_logits, prepare_inputs
+from ..evaluate.model_io import call_model, eval_mode, prepare_inputs
 from ..evaluate.sizes import size_report
 from ..provenance import ModelRecord, check_parent, jsonable_params
 from .naming import default_name
@@ -167,7 +166,7 @@ class Catalogue:
             example = self._data.batch(0, min(len(self._data), self._data.batch_size))
         known = operations()[record.operation]["params"]
         params = {k: v for k, v in record.params.items() if k in known}
-        with _modes_kept(parent):
+        with eval_mode(parent, inference=None):
             child = apply_operation(
                 parent, record.operation, source=source, example_input=example, **params
             )
@@ -299,7 +298,7 @@ class Catalogue:
         # parent left in train mode gives a child with its BatchNorm statistics; a callable
         # gets the copy as it is (it may fine-tune).
         report: dict[str, Any] = {}
-        keep = _modes_kept(source) if builtin is not None else contextlib.nullcontext()
+        keep = contextlib.nullcontext() if builtin is None else eval_mode(source, inference=None)
         with keep:
             child = apply_operation(
                 source,
@@ -353,8 +352,9 @@ class Catalogue:
             return
         batch = self._data.batch(0, min(2, len(self._data)))
         try:
-            with evaluating(child):
-                extract_logits(call_model(child, prepare_inputs(child, batch)))
+            with eval_mode(child):
+                task = self.task  # the task's own forward (logits, tokens, generation)
+                task.batch_outputs(task.run(child, prepare_inputs(child, batch), call_model), batch)
         except Exception as exc:
             raise ValueError(
                 f"{operation} of {parent!r} made a model that fails on the evaluation data "
@@ -391,18 +391,6 @@ class Catalogue:
             for r in self._records.values()
         ]
         return pd.DataFrame(rows, columns=["name", *PROVENANCE_COLUMNS]).set_index("name")
-
-
-@contextlib.contextmanager
-def _modes_kept(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode inside, every module's own mode restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _copy_modes(parent: nn.Module, child: nn.Module) -> None:

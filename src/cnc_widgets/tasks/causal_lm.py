@@ -114,7 +114,7 @@ class CausalLM(Task):
         return token_outputs(_logits(output), ids, mask)
 
     def finish(self, name: str, arrays: Mapping[str, np.ndarray], data: Any) -> dict:
-        from ..evaluate.activations import EvaluationError
+        from ..evaluate.errors import EvaluationError
 
         scored = arrays["token_scored"]
         count = int(scored.sum())

@@ -49,7 +49,7 @@ class Classification(Task):
         return {"logits": extract_logits(output)}
 
     def finish(self, name: str, arrays: Mapping[str, np.ndarray], data: Any) -> dict:
-        from ..evaluate.activations import EvaluationError
+        from ..evaluate.errors import EvaluationError
 
         logits = arrays["logits"]
         width, top = logits.shape[1], int(data.labels.max())
