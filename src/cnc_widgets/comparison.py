@@ -339,6 +339,9 @@ class Comparison:
             if surrogate is not None:
                 spec["surrogate"] = self.registry.record(surrogate).fingerprint
 
+            crafter = surrogate or name
+            crafted_key = (self.registry.record(crafter).fingerprint, repr(sorted(params.items())))
+
             def compute_one() -> dict[str, Any]:
                 result = attack_model(
                     model,
@@ -346,7 +349,9 @@ class Comparison:
                     attack,
                     surrogate=None if surrogate is None else self.registry.model(surrogate),
                     surrogate_name=surrogate,
+                    crafted=_CRAFTED.get(crafted_key),
                 )
+                _CRAFTED.put(crafted_key, result.crafted)
                 return {
                     "flipped": np.flatnonzero(result.flipped).tolist(),
                     "correct": int(result.correct.sum()),
@@ -563,6 +568,29 @@ class Comparison:
             row["adversarial_eps"] = self.adversarial["eps"]
             row["adversarial_source_b"] = self.adversarial["source_b"]
         return row
+
+
+class _Crafted:
+    """The adversarial batches last crafted per (crafter weights, attack): a transfer attack
+    from a model that was attacked directly (or from which another model was attacked)
+    reuses them, so ``compare_many`` over n variants crafts once per crafter. In memory
+    only (MiniLM's embedding-space batches are ~20 MB), the few most recent."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self._items: dict[Any, list[Any]] = {}
+        self._keep = keep
+
+    def get(self, key: Any) -> list[Any] | None:
+        return self._items.get(key)
+
+    def put(self, key: Any, batches: list[Any]) -> None:
+        self._items.pop(key, None)
+        self._items[key] = batches
+        while len(self._items) > self._keep:
+            self._items.pop(next(iter(self._items)))
+
+
+_CRAFTED = _Crafted()
 
 
 def _digest(value: Any) -> Any:

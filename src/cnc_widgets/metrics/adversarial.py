@@ -72,6 +72,9 @@ class AttackResult:
     flipped: np.ndarray  # bool (N,): correct and the adversarial prediction differs from the label
     source: str  # "direct" or "transfer from NAME"
     info: dict[str, Any] = field(default_factory=dict)
+    # The adversarial batches crafted (on the model, or on the surrogate), for reuse by a
+    # transfer attack from the same crafter; not part of the cached outcome.
+    crafted: list[Any] = field(default_factory=list, repr=False)
 
 
 def find_word_embeddings(model: nn.Module) -> str:
@@ -237,25 +240,32 @@ def attack_model(
     *,
     surrogate: nn.Module | None = None,
     surrogate_name: str | None = None,
+    crafted: list[Any] | None = None,
 ) -> AttackResult:
     """Attack ``model`` on every batch; craft on ``surrogate`` (transfer) when given.
 
+    ``crafted``: the adversarial batches the same crafter already made for these batches
+    and this attack (``AttackResult.crafted`` of its own attack, or of another transfer
+    from it): crafting is deterministic, so they are reused instead of crafted again.
     Both models run in eval mode and get their own train/eval modes back afterwards.
     """
     crafter = surrogate if surrogate is not None else model
-    correct, flipped = [], []
+    correct, flipped, made = [], [], []
     with _eval_modes(model, surrogate):
-        for batch, labels in batches:
+        for i, (batch, labels) in enumerate(batches):
             labels = labels.cpu()
             with torch.no_grad():
                 clean = _forward(model, prepare_inputs(model, batch)).argmax(1).cpu()
-            adversarial = craft(crafter, batch, labels, attack)
+            adversarial = crafted[i] if crafted else craft(crafter, batch, labels, attack)
+            made.append(adversarial)
             adv = predict_adversarial(model, batch, adversarial)
             ok = clean == labels
             correct.append(ok.numpy())
             flipped.append((ok & (adv != labels)).numpy())
     source = "direct" if surrogate is None else f"transfer from {surrogate_name or 'surrogate'}"
-    return AttackResult(np.concatenate(correct), np.concatenate(flipped), source, attack.describe())
+    return AttackResult(
+        np.concatenate(correct), np.concatenate(flipped), source, attack.describe(), made
+    )
 
 
 def adversarial_overlap(flipped_a: np.ndarray, flipped_b: np.ndarray) -> float:
