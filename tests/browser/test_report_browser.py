@@ -114,9 +114,7 @@ def _open(browser, report):
 
     page.route("**/*", route)
     page.goto(report.as_uri())
-    page.wait_for_function(
-        "() => document.documentElement.getAttribute('data-cnc-report')", timeout=60_000
-    )
+    page.wait_for_function("() => document.documentElement.getAttribute('data-cnc-report')")
     return page, requests, errors
 
 
@@ -125,9 +123,9 @@ def test_report_renders_offline_and_links_selection(browser, report, tmp_path):
     try:
         assert page.get_attribute("html", "data-cnc-report") == "rendered"
         for cls in AVAILABLE:
-            page.wait_for_selector(f".{cls}", timeout=30_000)
+            page.wait_for_selector(f".{cls}")
         for cls in (c for c in AVAILABLE if c in MODEL_VIEWS):
-            page.wait_for_selector(f".{cls} [data-model]", timeout=30_000)
+            page.wait_for_selector(f".{cls} [data-model]")
         # The summaries stood in until the views rendered, then made way.
         assert page.locator(".cnc-report-summary").count() == 0
         graphs = page.locator(".cnc-provenance")
