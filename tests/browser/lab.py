@@ -97,7 +97,7 @@ def wait_attribute_change(page, selector: str, name: str, before: str | None) ->
     page.wait_for_function(
         """([s, n, b]) => { const e = document.querySelector(s);
                             return !!e && e.getAttribute(n) !== b; }""",
-        [selector, name, before],
+        arg=[selector, name, before],
     )
     return page.get_attribute(selector, name)
 
