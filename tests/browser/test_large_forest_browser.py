@@ -122,7 +122,7 @@ def test_large_forest(lab, browser, tmp_path):
         page.mouse.down()
         page.mouse.move(x1, y1, steps=8)
         page.mouse.up()
-        wait_kernel(page, "sorted(reg.selected)", repr(inside))
+        wait_kernel(page, "sorted(reg.selected)", inside)
         selected = page.eval_on_selector_all(
             '.cnc-provenance [aria-selected="true"]',
             "els => els.map(e => e.getAttribute('data-model')).sort()",
