@@ -191,10 +191,10 @@ def test_columns_by_operation(page):
     assert column_x("int8") == column_x("p50-int8")
     assert column_x("p30") == column_x("p50") == column_x("p70-tensor")
     assert len({column_x("int8"), column_x("p30"), column_x("base"), column_x("p50-half")}) == 4
-    wait_kernel(page, "graph.columns", "operation")
+    wait_kernel(page, "graph.columns", "'operation'")
     page.locator(".cnc-provenance").screenshot(path=str(SHOTS / "provenance-by-operation.png"))
     page.select_option('.cnc-provenance select[aria-label="Columns"]', "depth")
-    wait_kernel(page, "graph.columns", "depth")
+    wait_kernel(page, "graph.columns", "'depth'")
 
 
 def test_size_by_second_metric(page):
