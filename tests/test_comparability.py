@@ -84,4 +84,7 @@ def test_details_state(reg):
     widget = cnc.SelectionDetails(reg)
     reg.selected = ["p30", "p50", "p70"]
     assert widget.details["mode"] == "many" and len(widget.charts()) == len(many["charts"])
+    # Returned to users, they display with the bundled vega (no CDN), still altair charts.
+    for chart in widget.charts():
+        assert "application/vnd.jupyter.widget-view+json" in chart._repr_mimebundle_()[0]
     reg.selected = []

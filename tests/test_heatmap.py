@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import pickle
 
 import altair as alt
 import numpy as np
@@ -184,3 +186,43 @@ def test_lazy_view_runs_models_once_shown_and_joins_the_dashboard(reg):
     assert heat.layers["compared"] == ["int8"] and heat.message == ""
     board = cnc.dashboard(reg)
     assert isinstance(board.heatmap, cnc.ActivationHeatmap) and not board.heatmap.active
+
+
+def test_histogram_chart_displays_with_the_bundled_vega(reg):
+    # altair's renderer would load vega-embed from a CDN: the chart shows as the library's
+    # chart widget instead, which carries the same spec and the bundled vega in its module.
+    chart = reg.compare("base", "p50").histogram_chart("features.1", bins=16)
+    data, _ = chart._repr_mimebundle_(include=None, exclude=None)
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert not any(k.startswith("application/vnd.vegalite") for k in data)
+    assert "cdn.jsdelivr" not in json.dumps({k: v for k, v in data.items() if k != "text/plain"})
+    from cnc_widgets.widgets.chart import VegaChart
+
+    view = VegaChart(chart)
+    assert view.spec == chart.to_dict() and view.chart is chart
+    assert "vega" in view._esm and "cdn.jsdelivr.net/npm/vega" not in view._esm
+    # Still altair: restyled copies and round trips keep both the class and the display.
+    wider = chart.properties(title="restyled")
+    assert isinstance(wider, alt.VConcatChart)
+    assert "application/vnd.jupyter.widget-view+json" in wider._repr_mimebundle_()[0]
+    again = pickle.loads(pickle.dumps(chart))
+    assert again.to_dict() == chart.to_dict() and isinstance(again, alt.VConcatChart)
+
+
+def test_lazy_view_computes_while_a_report_is_executed(reg, monkeypatch):
+    # export_report(execute=True) runs the kernel with this variable: no frontend draws the
+    # dashboard there, so its layers view computes what the report shows.
+    monkeypatch.setenv("CNC_WIDGETS_EXPORT", "1")
+    heat = cnc.ActivationHeatmap(reg, "base", ["p50", "int8"], lazy=True)
+    assert heat.active and heat.layers["compared"] == ["p50", "int8"]
+    expected = reg.compare("base", "int8").layers["weight_rel_change"].to_numpy(np.float32)
+    got = _column(heat.layers["by_model"]["int8"], "weight_rel_change")[: len(expected)]
+    assert np.allclose(got, expected, equal_nan=True)
+    # The costly CKA matrix only for the first compared model, and the panel says so.
+    assert list(heat.cka) == ["p50"]
+    assert "CKA matrix of p50 only (not int8)" in heat.message
+    assert "Module histograms" in heat.message
+    board = cnc.dashboard(reg)
+    reg.selected = ["base", "p50"]
+    assert board.heatmap.layers["compared"] == ["p50"] and list(board.heatmap.cka) == ["p50"]
+    reg.selected = []

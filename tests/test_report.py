@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 
 import nbformat
 import pytest
@@ -120,3 +121,16 @@ def test_cli_prints_the_size(reg, tmp_path):
 def test_missing_notebook_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no notebook at"):
         cnc.export_report(tmp_path / "nope.ipynb", tmp_path / "x.html")
+
+
+def test_export_without_state_or_execute_says_so(reg, tmp_path):
+    path = _notebook_with(cnc.show_provenance(reg), tmp_path)
+    nb = nbformat.read(path, as_version=4)
+    del nb.metadata["widgets"]  # saved without widget state, as JupyterLab does by default
+    nbformat.write(nb, path)
+    with pytest.warns(UserWarning, match=r"static summaries.*execute=True.*save the widget state"):
+        cnc.export_report(path, tmp_path / "bare.html")
+    # With the state saved, nothing to warn about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cnc.export_report(_notebook_with(cnc.show_provenance(reg), tmp_path), tmp_path / "s.html")

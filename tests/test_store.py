@@ -9,14 +9,16 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import cnc_widgets as cnc
-from cnc_widgets.store import StoreError
+from cnc_widgets.store import Store, StoreError
 
 
 class Counter:
@@ -258,3 +260,86 @@ def test_keep_weights_saves_safetensors(tmp_path, digits, digits_cnn):
     assert again.model("int8") is not None  # replayed from the loaded base
     with pytest.raises(ValueError, match="do not fit the given skeleton"):
         cnc.ModelRegistry(store=tmp_path / "s").load("base", examples.DigitsCNN(channels=8))
+
+
+def test_store_is_safe_from_many_threads_at_once(tmp_path):
+    # ipykernel 7 can handle widget messages on another thread than the one that opened the
+    # store: reads and writes from several threads at once must all succeed and stay intact.
+    store = Store(tmp_path / "s")
+    rng = np.random.default_rng(0)
+    shared = {f"shared|{i}": rng.normal(size=(64, 10)) for i in range(4)}
+    for key, logits in shared.items():
+        store.put_result(key, {"metrics": {"mean": float(logits.mean())}, "logits": logits})
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(15):
+                own = np.full((32, 5), t * 100 + i, dtype=np.float32)
+                store.put_result(f"t{t}|{i}", {"metrics": {"i": i}, "logits": own})
+                # every thread also rewrites one shared key with the same content
+                key = f"shared|{i % 4}"
+                store.put_result(
+                    key, {"metrics": {"mean": float(shared[key].mean())}, "logits": shared[key]}
+                )
+                got = store.get_result(key)
+                np.testing.assert_array_equal(got["logits"], shared[key])
+                assert store.get_metrics(f"t{t}|{i}") == {"i": i}
+                assert store.verify_result(key)
+                store.put_static(f"m{t}", {"step": i})
+                store.statics()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a damaged entry would warn before being recomputed
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors[0]
+    for t in range(6):
+        for i in range(15):
+            np.testing.assert_array_equal(
+                store.get_result(f"t{t}|{i}")["logits"], np.full((32, 5), t * 100 + i)
+            )
+        assert store.statics()[f"m{t}"] == {"step": 14}
+    for key, logits in shared.items():
+        np.testing.assert_array_equal(store.get_result(key)["logits"], logits)
+    store.close()
+    reopened = Store(tmp_path / "s")
+    assert reopened.get_metrics("t5|14") == {"i": 14}
+
+
+def test_registry_with_store_answers_from_another_thread(tmp_path, digits, models):
+    # the dashboard's observers run on the thread that handles the widget message; a
+    # reopened registry reads its metrics and results from the store there
+    base, child = models
+    reg = build(tmp_path / "s", digits, base)
+    reg.add("child", child, parent="base")
+    reg.evaluate(progress=False)
+    expected = reg.metrics()
+    knn = reg.compare("base", "child").knn_agreement(5)
+    again = cnc.ModelRegistry(store=tmp_path / "s")
+    out: dict = {}
+
+    def handle_click() -> None:
+        try:
+            out["metrics"] = again.metrics()
+            cmp = again.compare("base", "child")
+            out["agreement"] = cmp.agreement
+            out["knn"] = cmp.knn_agreement(5)
+        except BaseException as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=handle_click)
+    thread.start()
+    thread.join()
+    assert "error" not in out, out["error"]
+    assert out["metrics"].loc["child", "accuracy"] == expected.loc["child", "accuracy"]
+    preds = [reg.result(n)["logits"].argmax(1) for n in ("base", "child")]
+    assert out["agreement"] == float(np.mean(preds[0] == preds[1]))
+    assert out["knn"] == knn

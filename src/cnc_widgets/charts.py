@@ -3,15 +3,68 @@
 Plain functions from tables to ``altair`` charts. The views send ``chart.to_dict()`` to
 the browser, where vega-embed (bundled into the widget, no CDN) draws it; users get the
 same chart object from :meth:`Comparison.histogram_chart` and can restyle it.
+
+altair's own renderer fetches vega-embed from a CDN ("Error loading script" offline and in
+exported reports), so a chart returned to users is made :func:`offline`: still the same
+altair class (``to_dict``, ``properties``, ``save`` all work), but displayed by the views'
+chart widget, which draws it with the bundled vega.
 """
 
 from __future__ import annotations
+
+from functools import cache
+from importlib import import_module
+from typing import Any, TypeVar
 
 import altair as alt
 import numpy as np
 import pandas as pd
 
-__all__ = ["histogram_chart"]
+__all__ = ["histogram_chart", "offline"]
+
+# Where the widget that draws a chart offline lives. The core never imports the views; a
+# chart being displayed means a notebook is there, so the views are loaded only then, by
+# name, as the package's __init__ loads them.
+OFFLINE_VIEW = ("cnc_widgets.widgets.chart", "VegaChart")
+C = TypeVar("C", bound=alt.TopLevelMixin)
+
+
+class OfflineDisplay:
+    """Mixin for altair chart classes: display through the bundled vega, not a CDN."""
+
+    def _repr_mimebundle_(self, *args: Any, **kwargs: Any) -> Any:
+        module, name = OFFLINE_VIEW
+        view = getattr(import_module(module), name)(self)
+        return view._repr_mimebundle_(**kwargs)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # The class is made on the fly: pickle the plain altair chart, and mark it again.
+        plain = self.copy(deep=False)  # type: ignore[attr-defined]
+        object.__setattr__(plain, "__class__", type(self).__bases__[1])
+        return offline, (plain,)
+
+
+@cache
+def _offline_class(cls: type) -> type:
+    return type(cls.__name__, (OfflineDisplay, cls), {"__module__": cls.__module__})
+
+
+def offline(chart: C) -> C:
+    """``chart``, displayed in notebooks and reports by the library's bundled vega.
+
+    It stays an instance of its altair class, and so do its copies (``.properties()``,
+    ``.interactive()``...): only how it displays changes.
+
+    Examples
+    --------
+    >>> chart = offline(alt.Chart(frame).mark_bar().encode(x="a", y="b"))
+    >>> chart  # drawn with no network  # doctest: +SKIP
+    """
+    if not isinstance(chart, OfflineDisplay):
+        # altair's __setattr__ files attributes as chart properties: go around it.
+        object.__setattr__(chart, "__class__", _offline_class(type(chart)))
+    return chart
+
 
 # Colour-blind-safe pair (Okabe-Ito blue and vermillion): reference, compared model.
 PAIR_COLOURS = ["#0072B2", "#D55E00"]
@@ -93,9 +146,10 @@ def histogram_chart(
     Returns
     -------
     altair.VConcatChart
-        Weights above, activations below (the activation panel is left out when neither
-        model recorded activations for the module). Counts use a symlog axis, so the spike
-        at zero of a pruned model and the spread of the rest are both readable.
+        Displayed offline (see :func:`offline`). Weights above, activations below (the
+        activation panel is left out when neither model recorded activations for the
+        module). Counts use a symlog axis, so the spike at zero of a pruned model and the
+        spread of the rest are both readable.
 
     Examples
     --------
@@ -111,11 +165,11 @@ def histogram_chart(
     )
     frame, outside = _activations_frame(histograms["activations"], names)
     if frame.empty:
-        return weights
+        return offline(weights)
     note = ", ".join(f"{k}: {v}" for k, v in outside.items() if v)
     title = alt.TitleParams(
         f"activations{label}, all instances",
         subtitle=[f"outside the bins: {note}"] if note else [],
     )
     acts = _panel(frame, names, "", "sampled outputs (symlog)").properties(title=title)
-    return alt.vconcat(weights, acts).resolve_scale(color="shared")
+    return offline(alt.vconcat(weights, acts).resolve_scale(color="shared"))

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 
 from .widgets._bundle import STATIC
+from .widgets._view import EXPORT_ENV
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -63,7 +65,11 @@ def report_assets() -> dict[str, str]:
 
 
 def execute_notebook(notebook, cwd: Path, timeout: int = 1200) -> None:
-    """Run every cell in a fresh kernel, in ``cwd``, keeping the widget state."""
+    """Run every cell in a fresh kernel, in ``cwd``, keeping the widget state.
+
+    The kernel inherits ``EXPORT_ENV``: views that compute only once drawn (the dashboard's
+    layers) compute while the cells run, as no frontend will draw them.
+    """
     import nbclient
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -74,7 +80,15 @@ def execute_notebook(notebook, cwd: Path, timeout: int = 1200) -> None:
         resources={"metadata": {"path": str(cwd)}},
         store_widget_state=True,
     )
-    client.execute()
+    before = os.environ.get(EXPORT_ENV)
+    os.environ[EXPORT_ENV] = "1"
+    try:
+        client.execute()
+    finally:
+        if before is None:
+            os.environ.pop(EXPORT_ENV, None)
+        else:
+            os.environ[EXPORT_ENV] = before
 
 
 def notebook_to_html(notebook) -> str:
@@ -108,7 +122,8 @@ def export_report(
         The file to write.
     execute
         Run the notebook first in a fresh kernel (in the notebook's folder) and keep its
-        widget state; without it, a notebook saved without widget state shows the summaries.
+        widget state; without it, a notebook saved without widget state shows only the
+        summaries, and a warning says so.
 
     Returns
     -------
@@ -128,11 +143,29 @@ def export_report(
     nb = nbformat.read(source, as_version=4)
     if execute:
         execute_notebook(nb, source.resolve().parent)
+    elif shows_widgets(nb) and not has_widget_state(nb):
+        warnings.warn(
+            f"{source} shows widgets but saved no widget state: the report shows only their "
+            "static summaries, without views or charts. Pass execute=True to export_report, "
+            "or save the widget state in JupyterLab (Settings > Save Widget State "
+            "Automatically) and save the notebook again",
+            UserWarning,
+            stacklevel=2,
+        )
     nb.metadata.setdefault("title", source.stem)
     out = Path(html)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(notebook_to_html(nb), encoding="utf-8")
     return out
+
+
+def shows_widgets(notebook) -> bool:
+    """Whether any output of a notebook node displays a widget."""
+    return any(
+        "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+    )
 
 
 def has_widget_state(notebook) -> bool:

@@ -11,6 +11,10 @@ temporary name, fsynced and renamed into place before their index row commits.
 A process killed at any moment leaves the store as it was before the write or
 after it. Arrays are loaded with ``allow_pickle=False`` and checked against the
 SHA-256 recorded in the index; a file that fails is dropped and recomputed.
+
+A store is safe from any thread: widget messages can be handled on another thread
+than the one that opened it (ipykernel 7), so one connection serves all threads and
+every statement runs under one lock.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 import warnings
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,6 +47,23 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 VERSION = "1"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(method: F) -> F:
+    """Run ``method`` under the store's lock.
+
+    An array file and its index row change together: without the lock, a reader on one
+    thread could check a file that a writer on another is replacing, find the old
+    checksum wrong and delete the new entry.
+    """
+
+    @wraps(method)
+    def run(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 class StoreError(RuntimeError):
@@ -55,30 +79,43 @@ class Store:
             raise StoreError(f"store path {self.path} is a file; pass a folder path")
         (self.path / "arrays").mkdir(parents=True, exist_ok=True)
         self.db_path = self.path / "registry.sqlite"
+        # One connection shared by every thread, serialised by this lock: a transaction
+        # never interleaves with another thread's statements, and no thread needs its own
+        # connection to be opened and closed.
+        self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.db_path, isolation_level=None)
+            self._db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
-            self._db.execute("PRAGMA integrity_check").fetchone()
+            self._one("PRAGMA integrity_check")
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"{self.db_path} is not a readable SQLite database ({exc}); move the folder "
                 "aside and open a new store, or restore it from a backup"
             ) from None
-        row = self._db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+        row = self._one("SELECT value FROM meta WHERE key='version'")
         if row is None:
             self._write("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (VERSION,))
         elif row[0] != VERSION:
             raise StoreError(f"{self.path} is store version {row[0]}; this library reads {VERSION}")
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def _write(self, sql: str, args: tuple = ()) -> None:
-        with self._db:
+        with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(sql, args)
+
+    def _one(self, sql: str, args: tuple = ()) -> tuple | None:
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def _all(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     # -- provenance and static metrics --------------------------------------------
 
@@ -90,7 +127,7 @@ class Store:
         )
 
     def records(self) -> list[ModelRecord]:
-        rows = self._db.execute("SELECT record FROM models ORDER BY position").fetchall()
+        rows = self._all("SELECT record FROM models ORDER BY position")
         return [ModelRecord.from_dict(json.loads(r[0])) for r in rows]
 
     def put_static(self, name: str, metrics: dict[str, Any]) -> None:
@@ -99,11 +136,12 @@ class Store:
         )
 
     def statics(self) -> dict[str, dict[str, Any]]:
-        rows = self._db.execute("SELECT name, metrics FROM statics").fetchall()
+        rows = self._all("SELECT name, metrics FROM statics")
         return {name: json.loads(m) for name, m in rows}
 
     # -- evaluation data --------------------------------------------------------------
 
+    @_locked
     def put_data(self, data: EvalData) -> None:
         """Remember labels, classes, instances and ids (not the inputs) of the current data."""
         arrays = {"labels": data.labels}
@@ -126,8 +164,9 @@ class Store:
             (json.dumps({**meta, "file": file, "sha256": digest}),),
         )
 
+    @_locked
     def get_data(self) -> EvalData | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key='data'").fetchone()
+        row = self._one("SELECT value FROM meta WHERE key='data'")
         if row is None:
             return None
         meta = json.loads(row[0])
@@ -151,6 +190,7 @@ class Store:
 
     # -- results ------------------------------------------------------------------------
 
+    @_locked
     def put_result(self, key: str, result: dict[str, Any]) -> None:
         """Store the arrays of ``result`` and its metrics under ``key``, atomically."""
         arrays = {k: v for k, v in result.items() if isinstance(v, np.ndarray)}
@@ -162,11 +202,10 @@ class Store:
             (key, key.split("|", 1)[0], json.dumps(payload, default=_json_default), file, digest),
         )
 
+    @_locked
     def get_result(self, key: str) -> dict[str, Any] | None:
         """The result stored under ``key``, or None (also when its file is damaged)."""
-        row = self._db.execute(
-            "SELECT metrics, file, sha256 FROM results WHERE key=?", (key,)
-        ).fetchone()
+        row = self._one("SELECT metrics, file, sha256 FROM results WHERE key=?", (key,))
         if row is None:
             return None
         payload, file, digest = json.loads(row[0]), row[1], row[2]
@@ -181,15 +220,16 @@ class Store:
 
     def get_metrics(self, key: str) -> dict[str, Any] | None:
         """Only the metrics stored under ``key`` (no array file is read)."""
-        row = self._db.execute("SELECT metrics FROM results WHERE key=?", (key,)).fetchone()
+        row = self._one("SELECT metrics FROM results WHERE key=?", (key,))
         return None if row is None else json.loads(row[0])["metrics"]
 
+    @_locked
     def verify_result(self, key: str) -> bool:
         """True when ``key`` is stored and its array file passes its checksum.
 
         A damaged entry is deleted, so the caller recomputes it.
         """
-        row = self._db.execute("SELECT file, sha256 FROM results WHERE key=?", (key,)).fetchone()
+        row = self._one("SELECT file, sha256 FROM results WHERE key=?", (key,))
         if row is None:
             return False
         file, digest = row
@@ -207,10 +247,9 @@ class Store:
         path.unlink(missing_ok=True)
         return False
 
+    @_locked
     def drop_results(self, fingerprint: str) -> None:
-        rows = self._db.execute(
-            "SELECT file FROM results WHERE fingerprint=?", (fingerprint,)
-        ).fetchall()
+        rows = self._all("SELECT file FROM results WHERE fingerprint=?", (fingerprint,))
         self._write("DELETE FROM results WHERE fingerprint=?", (fingerprint,))
         for (file,) in rows:
             if file:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from .lab import WAIT_MS
+
 CHROMIUM = os.environ.get("CNC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -55,6 +57,8 @@ def browser(tmp_path_factory):
             args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 900},
         )
+        # Every wait for a selector or a condition: generous, for a shared CI machine.
+        context.set_default_timeout(WAIT_MS)
         yield context
         context.close()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .lab import cell_errors, kernel_eval, open_and_run, write_notebook
+from .lab import cell_errors, kernel_eval, open_and_run, settle, wait_kernel, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -45,10 +45,10 @@ def page(lab, browser):
     write_notebook(lab["root"] / "explore.ipynb", CELLS)
     page = browser.new_page()
     open_and_run(page, lab, "explore.ipynb")
-    page.wait_for_selector(".cnc-provenance [data-model]", timeout=60_000)
-    page.wait_for_selector(".cnc-filter-panel .cnc-filter", timeout=60_000)
-    page.wait_for_selector(".cnc-details", timeout=60_000)
-    page.wait_for_selector(".cnc-scatter [data-model]", timeout=60_000)
+    page.wait_for_selector(".cnc-provenance [data-model]")
+    page.wait_for_selector(".cnc-filter-panel .cnc-filter")
+    page.wait_for_selector(".cnc-details")
+    page.wait_for_selector(".cnc-scatter [data-model]")
     assert cell_errors(page) == []
     yield page
     page.close()
@@ -56,14 +56,6 @@ def page(lab, browser):
 
 def kernel(page, expression: str, code: str = ""):
     return ast.literal_eval(kernel_eval(page, expression, code))
-
-
-def wait_kernel(page, expression: str, want) -> None:
-    for _ in range(100):
-        if kernel(page, expression) == want:
-            return
-        page.wait_for_timeout(100)
-    assert kernel(page, expression) == want
 
 
 def dimmed(page, view: str) -> list[str]:
@@ -83,10 +75,7 @@ def test_brushing_dims_exactly_the_models_outside(page):
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] - 2, box["y"] + 20, steps=6)
     page.mouse.up()
-    for _ in range(100):
-        if "accuracy" in kernel(page, "dict(reg.filters)"):
-            break
-        page.wait_for_timeout(100)
+    wait_kernel(page, "'accuracy' in reg.filters", "True")
     low, high = kernel(page, "reg.filters['accuracy']")
     assert low < high
     # Independent of the registry's own rule: straight from the metrics table.
@@ -156,7 +145,7 @@ def test_details_three_amounts_and_a_warning(page):
         "() => document.querySelector('.cnc-details .cnc-title').textContent.endsWith('3 models')"
     )
     chart = page.locator('.cnc-details .cnc-chart[data-metric="accuracy"]')
-    chart.locator("svg").wait_for(timeout=30_000)
+    chart.locator("svg").wait_for()
     bars = chart.locator(".mark-rect path")
     assert bars.count() == 3
     axis_text = chart.locator("text").evaluate_all("els => els.map(e => e.textContent)")
@@ -202,10 +191,10 @@ def test_columns_by_operation(page):
     assert column_x("int8") == column_x("p50-int8")
     assert column_x("p30") == column_x("p50") == column_x("p70-tensor")
     assert len({column_x("int8"), column_x("p30"), column_x("base"), column_x("p50-half")}) == 4
-    wait_kernel(page, "graph.columns", "operation")
+    wait_kernel(page, "graph.columns", "'operation'")
     page.locator(".cnc-provenance").screenshot(path=str(SHOTS / "provenance-by-operation.png"))
     page.select_option('.cnc-provenance select[aria-label="Columns"]', "depth")
-    wait_kernel(page, "graph.columns", "depth")
+    wait_kernel(page, "graph.columns", "'depth'")
 
 
 def test_size_by_second_metric(page):
@@ -266,8 +255,8 @@ def test_dark_theme_screenshots(page):
         "() => window.jupyterapp.commands.execute('apputils:change-theme', "
         "{theme: 'JupyterLab Dark'})"
     )
-    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
-    page.wait_for_timeout(800)
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
+    settle(page)
     click_models(page, ["p30", "p50", "p70"])
     page.wait_for_function(
         "() => document.querySelector('.cnc-details .cnc-title').textContent.endsWith('3 models')"
@@ -298,5 +287,5 @@ def test_dark_theme_screenshots(page):
         "() => window.jupyterapp.commands.execute('apputils:change-theme', "
         "{theme: 'JupyterLab Light'})"
     )
-    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'", timeout=30_000)
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'")
     kernel_eval(page, "1", code="reg.filters = {}; reg.selected = []")

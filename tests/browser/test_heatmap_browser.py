@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .lab import cell_errors, kernel_eval, open_and_run, write_notebook
+from .lab import cell_errors, kernel_eval, open_and_run, settle, write_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -155,7 +155,7 @@ def test_module_detail_shows_two_histograms(page):
         "[data-layer='encoder.encoder.layer.0.output.LayerNorm'] [data-cell-model='pruned_ln']"
     ).click()
     chart = view.locator(".cnc-hm-chart svg")
-    chart.first.wait_for(timeout=120_000)
+    chart.first.wait_for()
     text = view.locator(".cnc-hm-side").inner_text()
     assert "encoder.encoder.layer.0.output.LayerNorm" in text
     assert "pruned_ln compared with fp32" in text
@@ -207,10 +207,10 @@ def test_selection_in_another_view_changes_columns(page):
     graph = page.locator(".cnc-provenance")
     graph.locator('[data-model="fp32"]').click()
     graph.locator('[data-model="int8"]').click(modifiers=["Shift"])
-    follow.locator(".cnc-hm-head [data-model='int8']").wait_for(timeout=120_000)
+    follow.locator(".cnc-hm-head [data-model='int8']").wait_for()
     assert kernel_eval(page, "follow.models") == "['fp32', 'int8']"
     graph.locator('[data-model="pruned"]').click(modifiers=["Shift"])
-    follow.locator(".cnc-hm-head [data-model='pruned']").wait_for(timeout=120_000)
+    follow.locator(".cnc-hm-head [data-model='pruned']").wait_for()
     headers = follow.locator(".cnc-hm-head [data-model]").evaluate_all(
         "els => els.map(e => e.getAttribute('data-model'))"
     )
@@ -227,10 +227,8 @@ def test_dark_theme_screenshot(page):
         "() => window.jupyterapp.commands.execute('apputils:change-theme',"
         " {theme: 'JupyterLab Dark'})"
     )
-    page.wait_for_function(
-        "() => document.body.getAttribute('data-jp-theme-light') === 'false'", timeout=60_000
-    )
-    page.wait_for_timeout(500)
+    page.wait_for_function("() => document.body.getAttribute('data-jp-theme-light') === 'false'")
+    settle(page)
     background = view.evaluate("el => getComputedStyle(el).backgroundColor")
     assert background != "rgb(255, 255, 255)"
     _shot(page, view, "heatmap_cka_mode_dark.png")

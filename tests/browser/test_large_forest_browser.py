@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import ast
 import os
 from pathlib import Path
 
 import pytest
 
-from .lab import cell_errors, kernel_eval, open_and_run, write_notebook
+from .lab import (
+    cell_errors,
+    open_and_run,
+    wait_attribute_change,
+    wait_kernel,
+    write_notebook,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -36,8 +41,11 @@ reg = cnc.ModelRegistry.from_cnc_json(path)
 ]
 
 
+VIEWPORT = ".cnc-provenance .cnc-viewport"
+
+
 def transform(page) -> str:
-    return page.get_attribute(".cnc-provenance .cnc-viewport", "transform")
+    return page.get_attribute(VIEWPORT, "transform")
 
 
 def visible_marks(page) -> int:
@@ -49,7 +57,7 @@ def test_large_forest(lab, browser, tmp_path):
     page = browser.new_page()
     try:
         open_and_run(page, lab, "forest.ipynb")
-        page.wait_for_selector(".cnc-provenance [data-model]", timeout=60_000)
+        page.wait_for_selector(".cnc-provenance [data-model]")
         assert cell_errors(page) == []
         assert visible_marks(page) == 200
         out = Path(os.environ.get("CNC_SCREENSHOTS", tmp_path))
@@ -70,8 +78,7 @@ def test_large_forest(lab, browser, tmp_path):
         page.keyboard.down("Control")
         page.mouse.wheel(0, -400)
         page.keyboard.up("Control")
-        page.wait_for_timeout(100)
-        zoomed = transform(page)
+        zoomed = wait_attribute_change(page, VIEWPORT, "transform", before)
         if float(zoomed.split("scale(")[1].rstrip(")")) >= 0.6:
             assert "cnc-zoomed-out" not in view.get_attribute("class")
         assert zoomed != before and float(zoomed.split("scale(")[1].rstrip(")")) > float(
@@ -115,11 +122,7 @@ def test_large_forest(lab, browser, tmp_path):
         page.mouse.down()
         page.mouse.move(x1, y1, steps=8)
         page.mouse.up()
-        for _ in range(100):
-            if sorted(ast.literal_eval(kernel_eval(page, "reg.selected"))) == inside:
-                break
-            page.wait_for_timeout(100)
-        assert sorted(ast.literal_eval(kernel_eval(page, "reg.selected"))) == inside
+        wait_kernel(page, "sorted(reg.selected)", inside)
         selected = page.eval_on_selector_all(
             '.cnc-provenance [aria-selected="true"]',
             "els => els.map(e => e.getAttribute('data-model')).sort()",

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from .lab import cell_errors, kernel_eval, open_and_run, write_notebook
+from .lab import (
+    cell_errors,
+    open_and_run,
+    wait_attribute_change,
+    wait_kernel,
+    write_notebook,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -41,7 +47,7 @@ def page(lab, browser):
     write_notebook(lab["root"] / "long.ipynb", CELLS)
     page = browser.new_page()
     open_and_run(page, lab, "long.ipynb")
-    page.wait_for_selector(".cnc-provenance [data-model]", timeout=60_000)
+    page.wait_for_selector(".cnc-provenance [data-model]")
     assert cell_errors(page) == []
     yield page
     page.close()
@@ -57,8 +63,11 @@ SCROLLER = """() => {
 }"""
 
 
+VIEWPORT = ".cnc-provenance .cnc-viewport"
+
+
 def transform(page) -> str:
-    return page.get_attribute(".cnc-provenance .cnc-viewport", "transform")
+    return page.get_attribute(VIEWPORT, "transform")
 
 
 def scale_of(transform: str) -> float:
@@ -83,9 +92,8 @@ def test_plain_wheel_scrolls_the_notebook_ctrl_wheel_zooms(page):
     assert scroll_before is not None
 
     page.mouse.wheel(0, 300)
-    page.wait_for_timeout(400)
+    page.wait_for_function(f"() => ({SCROLLER})() > {scroll_before}")
     assert transform(page) == before
-    assert page.evaluate(SCROLLER) > scroll_before
     hint = page.locator(".cnc-provenance .cnc-zoom-hint")
     assert hint.is_visible() and "scrolling" in hint.inner_text()
 
@@ -96,17 +104,14 @@ def test_plain_wheel_scrolls_the_notebook_ctrl_wheel_zooms(page):
     page.keyboard.down("Control")
     page.mouse.wheel(0, -300)
     page.keyboard.up("Control")
-    page.wait_for_timeout(200)
-    zoomed = transform(page)
-    assert zoomed != before
+    zoomed = wait_attribute_change(page, VIEWPORT, "transform", before)
     assert scale_of(zoomed) > scale_of(before)
     assert page.evaluate(SCROLLER) == scroll_mid
 
     # Once clicked into, plain wheels zoom too; leaving the view gives the page its wheel back.
     page.mouse.click(box["x"] + 8, box["y"] + box["height"] - 8)
     page.mouse.wheel(0, 200)
-    page.wait_for_timeout(200)
-    assert transform(page) != zoomed
+    wait_attribute_change(page, VIEWPORT, "transform", zoomed)
     assert page.evaluate(SCROLLER) == scroll_mid
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] - 200)
     engaged = page.get_attribute(".cnc-provenance", "class")
@@ -134,14 +139,12 @@ def test_small_spread_legend_and_fixed_domain(page):
     assert close < 12
     assert "100%" in legend.inner_text()
     assert page.locator(".cnc-provenance .cnc-legend-note").is_visible()
-    for _ in range(50):
-        if kernel_eval(page, "graph.color_domains") == "{'accuracy': 'unit'}":
-            break
-        page.wait_for_timeout(100)
-    assert kernel_eval(page, "graph.color_domains") == "{'accuracy': 'unit'}"
+    wait_kernel(page, "graph.color_domains", "{'accuracy': 'unit'}")
     out = Path(os.environ.get("CNC_SCREENSHOTS", "/tmp/cnc-screens"))
     out.mkdir(parents=True, exist_ok=True)
     page.locator(".cnc-provenance").screenshot(path=str(out / "small-spread-fixed.png"))
     page.select_option(".cnc-provenance select.cnc-domain", "data")
-    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => document.querySelector('.cnc-provenance .cnc-legend-low').textContent !== '0%'"
+    )
     page.locator(".cnc-provenance").screenshot(path=str(out / "small-spread-data.png"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .lab import cell_errors, kernel_eval, open_and_run, write_notebook
+from .lab import cell_errors, kernel_eval, open_and_run, wait_kernel, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -43,7 +43,7 @@ def notebook_page(lab, browser):
     write_notebook(lab["root"] / "provenance.ipynb", CELLS)
     page = browser.new_page()
     open_and_run(page, lab, "provenance.ipynb")
-    page.wait_for_selector(".cnc-provenance [data-model]", timeout=60_000)
+    page.wait_for_selector(".cnc-provenance [data-model]")
     yield page
     page.close()
 
@@ -75,11 +75,7 @@ def test_click_selects_in_kernel_and_python_moves_highlight(notebook_page):
                  .getAttribute('aria-selected') === 'true'"""
     )
     # The click reached the kernel: the registry's trait holds the name.
-    for _ in range(50):
-        if kernel_eval(page, "reg.selected") == "['shrunk']":
-            break
-        page.wait_for_timeout(100)
-    assert kernel_eval(page, "reg.selected") == "['shrunk']"
+    wait_kernel(page, "reg.selected", "['shrunk']")
 
     kernel_eval(page, "reg.selected", code="reg.selected = ['grown']")
     page.wait_for_function(

@@ -20,7 +20,7 @@ def test_quickstart_in_lab(lab, browser, tmp_path):
     page = browser.new_page()
     try:
         open_and_run(page, lab, "01_quickstart.ipynb")
-        page.wait_for_selector(".cnc-provenance [data-model]", timeout=120_000)
+        page.wait_for_selector(".cnc-provenance [data-model]")
         assert cell_errors(page) == []
         assert page.locator(".cnc-provenance").count() == 1  # no tab left over from other tests
         names = sorted(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .lab import cell_errors, kernel_eval, open_and_run, write_notebook
+from .lab import cell_errors, kernel_eval, open_and_run, settle, wait_kernel, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -63,8 +63,8 @@ def page(lab, browser):
     write_notebook(lab["root"] / "views.ipynb", CELLS)
     page = browser.new_page()
     open_and_run(page, lab, "views.ipynb")
-    page.wait_for_selector(".cnc-scatter [data-model]", timeout=60_000)
-    page.wait_for_selector(".cnc-diff [data-instance]", timeout=60_000)
+    page.wait_for_selector(".cnc-scatter [data-model]")
+    page.wait_for_selector(".cnc-diff [data-instance]")
     yield page
     page.close()
 
@@ -75,18 +75,12 @@ def shots() -> Path:
     return out
 
 
-def wait_kernel(page, expression: str, expected: str, tries: int = 60) -> None:
-    for _ in range(tries):
-        if kernel_eval(page, expression) == expected:
-            return
-        page.wait_for_timeout(100)
-    assert kernel_eval(page, expression) == expected
-
-
 def set_theme(page, theme: str) -> None:
     page.evaluate(
         "t => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})", theme
     )
+    page.wait_for_function("t => document.body.dataset.jpThemeName === t", arg=theme)
+    settle(page)
 
 
 def big_diff(page):
@@ -154,8 +148,8 @@ def test_model_added_later_appears(page):
         "1",
         code="reg.compress('base', 'prune', amount=0.9, name='late'); reg.evaluate(progress=False)",
     )
-    page.wait_for_selector('.cnc-scatter [data-model="late"]', timeout=30_000)
-    page.wait_for_selector('.cnc-provenance [data-model="late"]', timeout=30_000)
+    page.wait_for_selector('.cnc-scatter [data-model="late"]')
+    page.wait_for_selector('.cnc-provenance [data-model="late"]')
 
 
 def test_change_matrix_cell_filters_rows(page):
@@ -211,8 +205,7 @@ def test_scroll_to_end_shows_last_instance(page):
     page.wait_for_function(
         "() => { const v = [...document.querySelectorAll('.cnc-diff')].pop();"
         " const r = v.querySelector('.cnc-row[data-instance=\"9999\"]');"
-        " return r && r.textContent.includes('(last)'); }",
-        timeout=20_000,
+        " return r && r.textContent.includes('(last)'); }"
     )
     assert XSS in last.inner_text()
     assert last.locator("img").count() == 0
@@ -263,7 +256,6 @@ def test_screenshots_light_and_dark(page):
     page.set_viewport_size({"width": 1280, "height": 2600})
     for theme, name in (("JupyterLab Light", "light"), ("JupyterLab Dark", "dark")):
         set_theme(page, theme)
-        page.wait_for_timeout(800)
         for view in ("scatter", "diff", "provenance"):
             locator = page.locator(f".cnc-{view}").first
             locator.scroll_into_view_if_needed()

@@ -25,6 +25,7 @@ widgets (GitHub, nbviewer, a report whose scripts are blocked) shows that table 
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,17 @@ import traitlets
 from ._sync import link_filters, link_selection
 
 SUMMARY_ROWS = 20
+# Set (to "1") in the kernel that export_report(execute=True) runs: no frontend will draw
+# the views, so a lazy view computes at once what the report is to show. Set it yourself
+# when you execute a notebook another way (nbconvert --execute) before exporting it.
+EXPORT_ENV = "CNC_WIDGETS_EXPORT"
+
+
+def exporting() -> bool:
+    """Whether this kernel runs a notebook for a report (see ``EXPORT_ENV``)."""
+    return os.environ.get(EXPORT_ENV, "") not in ("", "0")
+
+
 # Columns of the default summary, in this order, where the registry has them.
 _MODEL_COLUMNS = ["parent", "operation", "accuracy", "size_bytes", "sparsity", "latency_ms"]
 

@@ -14,6 +14,7 @@ import altair as alt
 import pandas as pd
 import traitlets
 
+from ..charts import offline
 from ..comparability import differences_sentence, path_steps
 from ..formatting import METRIC_HELP, format_metric, metric_kind
 from ..registry import ModelRegistry
@@ -189,6 +190,7 @@ class SelectionDetails(RegistryView):
         self.details = details_state(self.registry, list(self.selected))
 
     def charts(self) -> list[alt.Chart]:
-        """The bar charts shown for the current selection, as altair charts."""
+        """The bar charts shown for the current selection, as altair charts (offline)."""
         names = list(self.selected)[:MAX_MODELS]
-        return selection_charts(self.registry, names)[0] if len(names) > 1 else []
+        charts = selection_charts(self.registry, names)[0] if len(names) > 1 else []
+        return [offline(c) for c in charts]

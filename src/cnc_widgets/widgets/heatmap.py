@@ -18,10 +18,13 @@ from ..metrics.layers import module_weights
 from ..registry import ModelRegistry
 from ._bundle import bundle
 from ._sync import json_value
-from ._view import RegistryView
+from ._view import RegistryView, exporting
 from ._wire import pack
 
 MAX_COMPARED = 4
+# What a report computes for the layers view: the layer table of every compared model (as
+# the notebook shows), but the CKA matrix (layers x layers, the costly part) of the first.
+EXPORT_CKA = 1
 MODES = ("sparsity", "weight_change", "activation_change", "cka")
 VALUE_COLUMNS = [
     "zero_both",
@@ -177,7 +180,9 @@ class ActivationHeatmap(RegistryView):
     b
         One compared model's name or a list of up to four.
     lazy
-        Run the models only once the view is shown in a notebook (the dashboard does).
+        Run the models only once the view is shown in a notebook (the dashboard does);
+        ignored while a notebook is executed for a report (``export_report(...,
+        execute=True)``), where nothing will show it and the report needs the numbers.
 
     Examples
     --------
@@ -212,7 +217,8 @@ class ActivationHeatmap(RegistryView):
         lazy: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(registry, active=not lazy, **kwargs)
+        self._export = exporting()
+        super().__init__(registry, active=not lazy or self._export, **kwargs)
         if b is not None and a is None:
             raise ValueError(
                 "give the reference model a as well as b, or neither to follow reg.selected"
@@ -265,13 +271,24 @@ class ActivationHeatmap(RegistryView):
             return
         self.busy = True
         self.message = f"comparing the layers of {', '.join(models[1:])} with {models[0]}..."
+        with_cka = models[1 : 1 + EXPORT_CKA] if self._export else models[1:]
         try:
             layers = layer_payload(self.registry, models[0], models[1:])
-            cka = cka_payload(self.registry, models[0], models[1:])
+            cka = cka_payload(self.registry, models[0], with_cka)
         finally:
             self.busy = False
         self.models, self.layers, self.cka, self._detail = models, layers, cka, {}
-        self.message = ""
+        self.message = self._export_note(models, with_cka) if self._export else ""
+
+    @staticmethod
+    def _export_note(models: list[str], with_cka: list[str]) -> str:
+        """What a report's layers view leaves out: what needs a kernel to compute."""
+        left = [n for n in models[1:] if n not in with_cka]
+        parts = [f"Computed for the report: {', '.join(models[1:])} against {models[0]}."]
+        if left:
+            parts.append(f"CKA matrix of {', '.join(with_cka)} only (not {', '.join(left)}).")
+        parts.append("Module histograms and other selections are computed in a running notebook.")
+        return " ".join(parts)
 
     def _on_detail_request(self, change: Any) -> None:
         request = change["new"] or {}
