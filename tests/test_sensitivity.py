@@ -241,7 +241,7 @@ def test_int8_restore_takes_modules_back_in_float(digits, digits_cnn):
     assert sizes[child] == size_bytes(model)
     # The sensitivity of an int8 model restores through the same swap.
     table = reg.compare("base", "int8").sensitivity(groups="module", top=2, rows=64)
-    top = table.loc[table["recovered"].notna() & (table["by"] == "module")].iloc[0]
+    top = table.loc[table["kl_restored"].notna()].iloc[0]  # measured by a restore run
     restored = restore_group(int8, base, top["pattern"])
     x, y = digits.test_inputs[table.attrs["rows"]], digits.test_labels[table.attrs["rows"]]
     assert top["quality_restored"] == pytest.approx(accuracy_on(restored, x, y))
@@ -261,7 +261,7 @@ def test_torchao_restore_takes_modules_back_in_float(digits, digits_cnn):
         apply_operation(digits_cnn, "restore", pattern=r"^classifier\.1\.weight$", source=q)
 
 
-def tiny_llama_trained(steps: int = 150):
+def tiny_llama_trained(steps: int = 30):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -317,3 +317,6 @@ def test_causal_lm_rmsnorm_weights_rank_top():
     assert table.loc[0, "quality_restored"] == pytest.approx(float(torch.exp(loss)), rel=1e-4)
     assert table.loc[0, "recovered"] > 0.5
     assert re.search(table.loc[0, "pattern"], "model.norm.weight")
+    # The suggestion is a registry child evaluated under the task: perplexity goes down.
+    made = reg.suggest_restores("base", "pruned", target=0.9, max_runs=1)
+    assert len(made) == 1 and reg.metrics().at[made[0], "perplexity"] < ppl["pruned"]
