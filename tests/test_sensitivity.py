@@ -109,8 +109,10 @@ def test_a_layer_damaged_on_purpose_ranks_first(kind, digits, digits_cnn):
         with torch.no_grad():
             la, lr = torch.log_softmax(a(x).double(), 1), torch.log_softmax(by_hand(x).double(), 1)
         assert row["kl_restored"] == pytest.approx(float((la.exp() * (la - lr)).sum(1).mean()))
-        wa = torch.cat([p.detach().flatten().double() for p in a.get_submodule(row["group"]).parameters()])
-        wb = torch.cat([p.detach().flatten().double() for p in b.get_submodule(row["group"]).parameters()])
+        wa, wb = (
+            torch.cat([p.detach().flatten().double() for p in m.parameters()])
+            for m in (a.get_submodule(row["group"]), b.get_submodule(row["group"]))
+        )
         assert row["proxy"] == pytest.approx(float((wb - wa).norm() / wa.norm()))
 
 
