@@ -240,7 +240,7 @@ def default_rows(n: int, token_level: bool = False) -> np.ndarray:
     Examples
     --------
     >>> default_rows(1000)[:3].tolist(), len(default_rows(1000)), len(default_rows(10))
-    ([0, 3, 7], 256, 10)
+    ([0, 4, 8], 256, 10)
     """
     want = DEFAULT_ROWS["token" if token_level else "instance"]
     if n <= want:
