@@ -20,7 +20,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-__all__ = ["histogram_chart", "offline"]
+__all__ = ["histogram_chart", "offline", "sensitivity_chart"]
 
 # Where the widget that draws a chart offline lives. The core never imports the views; a
 # chart being displayed means a notebook is there, so the views are loaded only then, by
@@ -173,3 +173,51 @@ def histogram_chart(
     )
     acts = _panel(frame, names, "", "sampled outputs (symlog)").properties(title=title)
     return offline(alt.vconcat(weights, acts).resolve_scale(color="shared"))
+
+
+def sensitivity_chart(table: pd.DataFrame, names: tuple[str, str] = ("a", "b")) -> alt.Chart:
+    """Bars of ``recovered`` per measured group of :meth:`Comparison.sensitivity`.
+
+    One bar per group that got a restore run, worst (most recovered) first; 1.0 means
+    restoring that group alone brings back the reference's quality on the rows. The
+    tooltip gives the proxy, the parameters and the quality restored.
+
+    Examples
+    --------
+    >>> chart = cmp.sensitivity_chart()  # doctest: +SKIP
+    """
+    frame = table.loc[table["recovered"].notna(), ["group", "by", "params", "proxy"]].copy()
+    measured = table["recovered"].notna()
+    frame["recovered"] = table.loc[measured, "recovered"].astype(float)
+    frame["quality_restored"] = table.loc[measured, "quality_restored"].astype(float)
+    attrs = table.attrs
+    metric = attrs.get("metric", "quality")
+    subtitle = (
+        f"{metric}: {names[0]} {attrs['quality_a']:.4g}, {names[1]} {attrs['quality_b']:.4g} "
+        f"on {len(attrs.get('rows', []))} rows; {attrs.get('restore_runs', 0)} restore runs"
+        if "quality_a" in attrs
+        else ""
+    )
+    return offline(
+        alt.Chart(
+            frame,
+            title=alt.TitleParams(
+                f"quality gap closed by restoring each group from {names[0]}",
+                subtitle=[subtitle] if subtitle else [],
+            ),
+        )
+        .mark_bar(color=PAIR_COLOURS[0])
+        .encode(
+            x=alt.X("recovered:Q", title="recovered (fraction of the gap)"),
+            y=alt.Y("group:N", sort=list(frame["group"]), title=None),
+            tooltip=[
+                alt.Tooltip("group:N"),
+                alt.Tooltip("by:N", title="grouped by"),
+                alt.Tooltip("recovered:Q", format=".1%"),
+                alt.Tooltip("quality_restored:Q", format=".4g", title=f"{metric} restored"),
+                alt.Tooltip("proxy:Q", format=".3g", title="relative weight change"),
+                alt.Tooltip("params:Q", format=",", title="parameters"),
+            ],
+        )
+        .properties(width=320, height=alt.Step(18))
+    )

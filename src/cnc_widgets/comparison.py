@@ -550,6 +550,51 @@ class Comparison:
             ),
         )
 
+    # -- which modules did the damage ---------------------------------------------------
+
+    def sensitivity(
+        self,
+        groups: str | Sequence[str] = "auto",
+        metric: str | None = None,
+        rows: Any = None,
+        top: int | None = None,
+    ) -> pd.DataFrame:
+        """Which groups of b's changed weights cost the quality, worst first.
+
+        Each group is ranked by a cheap proxy (relative weight change); the ``top``
+        (default 8) are restored into a copy of b from a and measured on ``rows``
+        (default: 256 evenly spaced instances, 32 sequences of a language model), each
+        run cached like every measure. See :func:`cnc_widgets.metrics.sensitivity.
+        damage_table` for the columns and ``attrs`` (qualities of a and b on the rows,
+        the rows, the number of restore runs).
+
+        Examples
+        --------
+        >>> cmp = reg.compare("base", "pruned")
+        >>> cmp.sensitivity()[["group", "proxy", "recovered"]].head()  # doctest: +SKIP
+        """
+        from .metrics.sensitivity import damage_table
+
+        self._inputs("sensitivity()")
+        return damage_table(
+            self.registry.model(self.a),
+            self.registry.model(self.b),
+            self.data,
+            self.task,
+            groups=groups,
+            metric=metric,
+            rows=rows,
+            top=top,
+            memo=self._memo,
+            logits_a=self._ra.get("logits"),
+        )
+
+    def sensitivity_chart(self, **options: Any) -> Any:
+        """:meth:`sensitivity` (same options) as an altair bar chart of ``recovered``."""
+        from .charts import sensitivity_chart
+
+        return sensitivity_chart(self.sensitivity(**options), (self.a, self.b))
+
     # -- all at once -------------------------------------------------------------------
 
     def summary(self, *, k: int = 10, adversarial: bool = True) -> dict[str, Any]:

@@ -37,24 +37,48 @@ __all__ = ["apply_operation", "operation_record", "operations", "plain_params", 
 
 
 def restore(model: nn.Module, *, pattern: str, source: nn.Module) -> nn.Module:
-    """Copy the tensors whose state_dict name matches ``pattern`` back from ``source``.
+    """Take the tensors whose state_dict name matches ``pattern`` back from ``source``.
 
     ``pattern`` is a regular expression searched (``re.search``) in each state_dict name of
     ``model`` (parameters and persistent buffers). Every match must exist in ``source`` with
-    the same shape; values are cast to the dtype of ``model``'s tensor. Modifies ``model``.
+    the same shape; its values are copied and cast to the dtype of ``model``'s tensor (a
+    half child stays half: restoring takes a's values, not a's precision).
+
+    Quantized modules (``quantize_dynamic``'s int8 Linears, torchao tensor-subclass weights)
+    cannot take values; a quantized module is taken back whole instead, as a copy of the
+    module of that name in ``source`` (float when the source is), whenever the pattern
+    matches one of its state_dict names or of the source module's. The child keeps every
+    other module quantized, and its size follows. Modifies ``model``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from cnc_widgets.compress import apply_operation
+    >>> parent = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> child = apply_operation(parent, "quantize_dynamic")
+    >>> back = apply_operation(child, "restore", pattern="^2[.]", source=parent)
+    >>> type(back[0]).__module__.startswith("torch.ao"), type(back[2]).__name__
+    (True, 'Linear')
     """
     try:
         regex = re.compile(pattern)
     except (re.error, TypeError) as exc:
         raise ValueError(f"restore: pattern={pattern!r} is not a valid regular expression") from exc
+    have = source.state_dict()
+    swaps = _quantized_matches(model, have, regex)
+    inside = tuple(f"{q}." for q in swaps)
     target = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
-    names = [k for k in target if regex.search(k)]
-    if not names:
+    names = [k for k in target if regex.search(k) and not k.startswith(inside)]
+    if not names and not swaps:
         raise ValueError(
             f"restore: pattern={pattern!r} matches no tensor; names look like {list(target)[:5]}"
         )
-    have = source.state_dict()
     problems = []
+    for q in swaps:
+        try:
+            source.get_submodule(q)
+        except AttributeError:
+            problems.append(f"{q}: quantized module not in the parent")
     for k in names:
         if not isinstance(have.get(k), torch.Tensor):
             problems.append(f"{k}: not in the parent")
@@ -64,11 +88,38 @@ def restore(model: nn.Module, *, pattern: str, source: nn.Module) -> nn.Module:
             problems.append(f"{k}: quantized tensors cannot be copied")
     if problems:
         raise ValueError("restore: cannot copy back " + "; ".join(problems))
+    for q in swaps:
+        owner, _, attr = q.rpartition(".")
+        setattr(model.get_submodule(owner), attr, copy.deepcopy(source.get_submodule(q)))
     with torch.no_grad():
         for k in names:
             # state_dict tensors share storage with the module, so copy_ writes into the model.
             target[k].copy_(have[k].to(target[k].dtype))
     return model
+
+
+def _is_quantized_module(module: nn.Module) -> bool:
+    if type(module).__module__.startswith("torch.ao.nn.quantized"):
+        return True
+    own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+    return any(t.is_quantized or is_tensor_subclass(t) for t in own)
+
+
+def _quantized_matches(
+    model: nn.Module, source_state: Mapping[str, Any], regex: re.Pattern
+) -> list[str]:
+    """Outermost quantized modules of ``model`` (never the model itself) that ``regex``
+    touches: through their own state_dict names or those of the source's module."""
+    names = list(model.state_dict()) + list(source_state)
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(f"{q}.") for q in found):
+            continue
+        if _is_quantized_module(module) and any(
+            k.startswith(f"{name}.") and regex.search(k) for k in names
+        ):
+            found.append(name)
+    return found
 
 
 _REQUIRED = object()

@@ -353,8 +353,9 @@ class Catalogue:
         batch = self._data.batch(0, min(2, len(self._data)))
         try:
             with eval_mode(child):
-                task = self.task  # the task's own forward (logits, tokens, generation)
-                task.batch_outputs(task.run(child, prepare_inputs(child, batch), call_model), batch)
+                # The task reads the output (a language model's logits are 3-D).
+                ready, task = prepare_inputs(child, batch), self.task
+                task.batch_outputs(task.run(child, ready, call_model), ready)
         except Exception as exc:
             raise ValueError(
                 f"{operation} of {parent!r} made a model that fails on the evaluation data "

@@ -32,6 +32,7 @@ from ..store import Store
 from ..tasks import Task, get_task
 from .cache import ResultCache
 from .catalogue import PROVENANCE_COLUMNS, Catalogue
+from .restores import Restores
 from .scheduling import Scheduling
 
 # Measurements every metrics() table has, NaN until a model is evaluated (after the
@@ -47,7 +48,7 @@ EFFICIENCY_COLUMNS = [
 ]
 
 
-class ModelRegistry(Catalogue, ResultCache, Scheduling, traitlets.HasTraits):
+class ModelRegistry(Catalogue, ResultCache, Scheduling, Restores, traitlets.HasTraits):
     """Models, how each was made, and what each costs and does on one evaluation set.
 
     Parameters
