@@ -94,8 +94,10 @@ def _matches(name: str, patterns: list[re.Pattern]) -> bool:
 
 def default_exclusions(model: nn.Module) -> dict[str, str]:
     """Modules that :func:`prune` leaves out unless ``include`` names them, with the reason:
-    the output head (the last ``nn.Linear`` registered, which produces the logits) and the
-    embeddings (``nn.Embedding`` / ``nn.EmbeddingBag``).
+    the output head (the last ``nn.Linear`` or convolution registered, which produces the
+    logits: a classifier that ends in a convolution after an input projection keeps its
+    convolution, not the projection) and the embeddings (``nn.Embedding`` /
+    ``nn.EmbeddingBag``).
 
     Examples
     --------
@@ -103,8 +105,12 @@ def default_exclusions(model: nn.Module) -> dict[str, str]:
     >>> default_exclusions(nn.Sequential(nn.Embedding(9, 4), nn.Linear(4, 4), nn.Linear(4, 2)))
     {'0': 'embedding', '2': 'output head'}
     """
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    head = linears[-1] if linears else None
+    heads = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
+    ]
+    head = heads[-1] if heads else None
     return {
         n: "output head" if n == head else "embedding"
         for n, m in model.named_modules()
