@@ -41,8 +41,12 @@ import torch
 from torch import nn
 
 from ..compress.tensor_subclass import is_tensor_subclass
-from ..evaluate.activations import evaluating
 from ..evaluate.model_io import call_model, prepare_inputs
+
+try:  # the evaluate/ restructuring moves evaluating() to model_io.eval_mode()
+    from ..evaluate.model_io import eval_mode as evaluating
+except ImportError:
+    from ..evaluate.activations import evaluating
 
 __all__ = [
     "TOKEN_STATS",
