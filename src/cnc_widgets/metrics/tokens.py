@@ -398,7 +398,8 @@ def token_stats(table: pd.DataFrame) -> pd.Series:
     >>> t = pd.DataFrame({"nll_a": [1.0, 2.0, 3.0], "nll_b": [1.5, 2.0, 3.5],
     ...                   "kl": [0.1, 0.0, 0.2], "dp": [-0.1, 0.0, -0.05],
     ...                   "top_a": [1, 2, 3], "top_b": [1, 2, 4]})
-    >>> round(token_stats(t)["ln_ppl_ratio"], 4), round(token_stats(t)["same_top"], 4)
+    >>> stats = token_stats(t)
+    >>> round(float(stats["ln_ppl_ratio"]), 4), round(float(stats["same_top"]), 4)
     (0.3333, 0.6667)
     """
     missing = sorted({"nll_a", "nll_b", "kl", "dp", "top_a", "top_b"} - set(table.columns))
