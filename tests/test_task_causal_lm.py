@@ -107,3 +107,43 @@ def test_views_take_the_quality_axis_from_the_task():
     assert graph.color_by == "perplexity" and graph.pareto["y_better"] == "lower"
     plain = cnc.ModelRegistry()
     assert cnc.EfficiencyScatter(plain).y == "accuracy"
+
+
+def test_token_table_agrees_with_each_models_evaluation_also_left_padded():
+    enc = batch(n=8, t=10, seed=5)
+    # Left padding: move every row's real tokens to the right end.
+    ids, mask = enc["input_ids"].clone(), enc["attention_mask"].clone()
+    for i in range(len(ids)):
+        k = int(mask[i].sum())
+        ids[i] = torch.cat([torch.zeros(10 - k, dtype=ids.dtype), enc["input_ids"][i, :k]])
+        mask[i] = (torch.arange(10) >= 10 - k).to(mask.dtype)
+    reg = cnc.ModelRegistry()
+    reg.set_data({"input_ids": ids, "attention_mask": mask}, task="causal_lm", batch_size=3)
+    reg.add("a", tiny_llama(0))
+    reg.add("b", tiny_llama(4))
+    reg.evaluate(progress=False)
+    cmp = reg.compare("a", "b")
+    tokens = cmp.tokens
+    assert len(tokens) == reg.metrics().loc["a", "tokens"]
+    # The paired run and each model's own evaluation score the same tokens alike.
+    for name, column in (("a", "nll_a"), ("b", "nll_b")):
+        assert tokens[column].mean() == pytest.approx(reg.metrics().loc[name, "nll"], rel=1e-5)
+    stats = cmp.token_stats
+    assert stats["kl_mean"] == pytest.approx(tokens["kl"].mean())
+    assert stats["same_top"] == pytest.approx(cmp.agreement)
+    assert stats["ppl_ratio"] == pytest.approx(
+        reg.metrics().loc["b", "perplexity"] / reg.metrics().loc["a", "perplexity"], rel=1e-5
+    )
+    inst = cmp.instances
+    assert {"nll_a", "nll_b", "kl_mean", "kl_max", "same_top"} <= set(inst.columns)
+    row = tokens[tokens["instance"] == 2]
+    assert inst["kl_mean"].iloc[2] == pytest.approx(row["kl"].mean())
+    # Unpadded, row 2 scores the same: positions count from its first real token.
+    k = int(mask[2].sum())
+    single = {"input_ids": ids[2:3, 10 - k :], "attention_mask": mask[2:3, 10 - k :]}
+    with torch.no_grad():
+        z = reg.model("a")(**single).logits[0, :-1].double()
+    nll = torch.nn.functional.cross_entropy(z, single["input_ids"][0, 1:], reduction="mean")
+    assert row["nll_a"].mean() == pytest.approx(float(nll), rel=1e-5)
+    summary = reg.compare_many("a", adversarial=False, progress=False)
+    assert summary.loc["b", "mean_kl"] == pytest.approx(tokens["kl"].mean(), rel=1e-6)

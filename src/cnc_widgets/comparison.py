@@ -167,12 +167,12 @@ class Comparison:
             raise ValueError(
                 f"tokens are defined for language models; this data's task is {self.task.name!r}"
             )
-        from .metrics.tokens import paired_token_table
+        from .metrics.tokens import paired_token_stats
 
         data = self.data
 
         def compute() -> pd.DataFrame:
-            return paired_token_table(
+            return paired_token_stats(
                 self.registry.model(self.a),
                 self.registry.model(self.b),
                 self._inputs("tokens"),

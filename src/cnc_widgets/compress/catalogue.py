@@ -187,7 +187,8 @@ _BUILTINS: dict[str, _Operation] = {
     ),
     "drop_layers": _Operation(
         encoder_layers.drop_layers,
-        "Remove encoder layers by index (BERT-style encoder.layer lists).",
+        "Remove transformer layers by index (BERT encoder.layer, Llama model.layers, "
+        "GPT-2 transformer.h).",
         {"layers": _REQUIRED},
         needs=("report",),
     ),

@@ -1,4 +1,5 @@
-"""Finding and dropping the encoder layers of a transformer (BERT-style ``encoder.layer``).
+"""Finding and dropping the layers of a transformer: BERT-style ``encoder.layer``, the decoder
+layers of Llama-style (``model.layers``) and GPT-2-style (``transformer.h``) causal LMs.
 
 Example
 -------
@@ -17,15 +18,16 @@ from torch import nn
 
 __all__ = ["drop_layers", "find_encoder_layers"]
 
-_LIST_NAMES = ("layer", "layers")
+# BERT's encoder.layer, Llama's model.layers, GPT-2's transformer.h.
+_LIST_NAMES = ("layer", "layers", "h")
 
 
 def find_encoder_layers(model: nn.Module) -> tuple[str, nn.Module, str, nn.ModuleList]:
-    """Locate the list of encoder layers.
+    """Locate the list of encoder (or decoder) layers.
 
-    The first ``nn.ModuleList`` called ``layer`` or ``layers`` held by a module named
+    The first ``nn.ModuleList`` called ``layer``, ``layers`` or ``h`` held by a module named
     ``encoder`` (or whose class name contains ``Encoder``) is taken; failing that, the first
-    such list anywhere.
+    such list anywhere (``model.layers`` of a Llama, ``transformer.h`` of a GPT-2).
 
     Returns
     -------
@@ -51,7 +53,8 @@ def find_encoder_layers(model: nn.Module) -> tuple[str, nn.Module, str, nn.Modul
     if fallback is None:
         raise ValueError(
             f"{type(model).__name__} has no encoder layers (no nn.ModuleList named "
-            f"{' or '.join(_LIST_NAMES)}); drop_layers works on BERT-style transformers"
+            f"{' or '.join(_LIST_NAMES)}); drop_layers works on BERT-, Llama- and GPT-2-style "
+            "transformers"
         )
     return fallback
 
@@ -69,16 +72,18 @@ def _configs(model: nn.Module) -> list:
 def drop_layers(
     model: nn.Module, layers: Sequence[int], *, report: dict | None = None
 ) -> nn.Module:
-    """Remove the encoder layers at the given indices, in place.
+    """Remove the encoder (or decoder) layers at the given indices, in place.
 
     Parameters
     ----------
     model
-        A model holding BERT-style encoder layers (see :func:`find_encoder_layers`).
+        A model holding BERT-style encoder layers or a causal LM's decoder layers (see
+        :func:`find_encoder_layers`).
     layers
         Indices into the encoder layer list (negative indices count from the end). At least
         one layer must remain. Every ``config.num_hidden_layers`` found in the model is set
-        to the new count.
+        to the new count, and a per-layer ``config.layer_types`` list loses the
+        dropped layers' entries.
     report
         When given, ``report["module_map"]`` is set to the renaming this made: each
         removed block's dotted name maps to ``None`` and each kept block that moved
@@ -123,4 +128,8 @@ def drop_layers(
     setattr(owner, attr, nn.ModuleList(kept))
     for config in _configs(model):
         config.num_hidden_layers = len(kept)
+        # Per-layer settings (sliding or full attention in Qwen2, Gemma...) follow their layers.
+        types = getattr(config, "layer_types", None)
+        if isinstance(types, list) and len(types) == n:
+            config.layer_types = [t for i, t in enumerate(types) if i not in dropped]
     return model

@@ -2,7 +2,9 @@
 
 A Linear ``W`` (out x in) becomes ``B @ A`` with ``A`` (r x in) and ``B`` (out x r), the best
 rank-r approximation; this saves parameters only while ``r * (in + out) < in * out``, so
-layers where it would not are left as they are.
+layers where it would not are left as they are. A Linear whose weight is tied to another
+module (a language model's output head sharing the input embedding) is left too: its weight
+stays in the model either way, so factors would only add parameters.
 
 Example
 -------
@@ -22,13 +24,26 @@ __all__ = ["LowRankLinear", "low_rank"]
 
 
 class LowRankLinear(nn.Sequential):
-    """Two Linears in a row, ``in -> rank`` (no bias) then ``rank -> out``."""
+    """Two Linears in a row, ``in -> rank`` (no bias) then ``rank -> out``.
 
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True) -> None:
+    ``transposed`` is True when it replaced a transformers ``Conv1D``, whose weight is
+    stored ``(in, out)``: the product of the factors, ``(out, in)``, compares with that
+    weight transposed.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        bias: bool = True,
+        transposed: bool = False,
+    ) -> None:
         super().__init__(
             nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features, bias=bias)
         )
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.transposed = transposed
 
 
 def _rank_for(s: torch.Tensor, rank: int | None, energy: float | None) -> int:
@@ -38,14 +53,23 @@ def _rank_for(s: torch.Tensor, rank: int | None, energy: float | None) -> int:
     return int(torch.searchsorted(kept, torch.tensor(energy, dtype=kept.dtype)).item()) + 1
 
 
-def _factorise(linear: nn.Linear, rank: int | None, energy: float | None) -> nn.Module:
+def _is_conv1d(module: nn.Module) -> bool:
+    # transformers' Conv1D (GPT-2's attention and MLP) is a Linear holding its weight
+    # transposed, (in, out): y = x @ W + b.
+    return type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers")
+
+
+def _factorise(linear: nn.Module, rank: int | None, energy: float | None) -> nn.Module:
     w = linear.weight.detach()
+    w = w.T if _is_conv1d(linear) else w
     u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
     r = min(_rank_for(s, rank, energy), len(s))
     out_f, in_f = w.shape
     if r * (in_f + out_f) >= in_f * out_f:
         return linear
-    new = LowRankLinear(in_f, out_f, r, bias=linear.bias is not None).to(w.device, w.dtype)
+    new = LowRankLinear(
+        in_f, out_f, r, bias=linear.bias is not None, transposed=_is_conv1d(linear)
+    ).to(w.device, w.dtype)
     root = s[:r].sqrt()
     # Splitting sqrt(s) between both factors keeps their scales balanced.
     new[0].weight.data.copy_((root[:, None] * vh[:r]).to(w.dtype))
@@ -64,6 +88,8 @@ def low_rank(
 ) -> nn.Module:
     """Replace each ``nn.Linear`` by a :class:`LowRankLinear` where that reduces parameters.
 
+    transformers' ``Conv1D`` (GPT-2's Linears, weight stored transposed) counts as a Linear.
+
     Parameters
     ----------
     model
@@ -75,7 +101,8 @@ def low_rank(
         fraction (0, 1] of the total. Give exactly one of ``rank`` and ``energy``.
     report
         When given, ``report["factorised"]`` maps each replaced Linear's dotted name
-        to the rank it got (the module keeps its name).
+        to the rank it got (the module keeps its name), and ``report["skipped"]`` each
+        Linear left whole because its weight is tied to another module.
 
     Examples
     --------
@@ -93,9 +120,20 @@ def low_rank(
         raise ValueError(f"low_rank: energy must be a number in (0, 1], got {energy!r}")
     if isinstance(model, nn.Linear):
         return _factorise(model, rank, energy)
-    targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
-    factorised = {}
+    owners: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        for p in module.parameters(recurse=False):
+            owners.setdefault(id(p), []).append(name)
+    targets = [
+        (name, m) for name, m in model.named_modules() if type(m) is nn.Linear or _is_conv1d(m)
+    ]
+    factorised: dict[str, int] = {}
+    skipped: dict[str, str] = {}
     for name, linear in targets:
+        tied = [o for o in owners.get(id(linear.weight), []) if o != name]
+        if tied:
+            skipped[name] = f"weight tied to {tied[0]}"
+            continue
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         new = _factorise(linear, rank, energy)
@@ -104,4 +142,5 @@ def low_rank(
             factorised[name] = new.rank
     if report is not None:
         report["factorised"] = factorised
+        report["skipped"] = skipped
     return model

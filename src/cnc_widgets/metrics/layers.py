@@ -79,7 +79,9 @@ def module_weights(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
             first, second = module[0], module[1]
             w1 = first.weight().dequantize() if _is_dynamic_linear(first) else first.weight
             w2 = second.weight().dequantize() if _is_dynamic_linear(second) else second.weight
-            tensors = {"weight": w2.detach().float() @ w1.detach().float()}
+            product = w2.detach().float() @ w1.detach().float()
+            # A factorised Conv1D (GPT-2) compares with its parent's (in, out) weight.
+            tensors = {"weight": product.T if getattr(module, "transposed", False) else product}
             bias = second.bias() if _is_dynamic_linear(second) else second.bias
             if bias is not None:
                 tensors["bias"] = bias

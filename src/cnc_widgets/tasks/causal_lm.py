@@ -5,7 +5,7 @@ model's distribution at t predicts token t+1 (design.md section 4). Evaluation k
 sequence and position, the negative log-likelihood of the next token (nats), the model's
 top-1 token and whether it is the next token; never the distributions. Token KL between
 two models needs both distributions at once, so a comparison runs both models over the
-same batches (:func:`cnc_widgets.metrics.tokens.paired_token_table`) and caches the
+same batches (:func:`cnc_widgets.metrics.tokens.paired_token_stats`) and caches the
 per-token table, not the logits.
 
 ``metrics()`` gives ``perplexity`` = exp(mean nll), ``nll`` (mean nats per scored token),
@@ -101,6 +101,13 @@ class CausalLM(Task):
                 f"set_data(task='causal_lm') takes tokenizer= and no {sorted(options)}"
             )
         return {"_tokenizer": tokenizer} if tokenizer is not None else {}
+
+    def run(self, model: Any, batch: Any, call: Any) -> Any:
+        # Positions counted from the first real token, as the paired token comparison
+        # does, so left padding scores like no padding and both agree.
+        from ..metrics.tokens import with_position_ids
+
+        return call(model, with_position_ids(model, batch))
 
     def batch_outputs(self, output: Any, batch: Any) -> dict[str, torch.Tensor]:
         if not isinstance(batch, Mapping) or "input_ids" not in batch:
