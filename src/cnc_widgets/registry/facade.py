@@ -219,6 +219,7 @@ class ModelRegistry(Catalogue, ResultCache, Scheduling, traitlets.HasTraits):
         if n == 0:
             raise ValueError("inputs has no rows; pass at least one instance")
         options = the_task.options(task_options, n)
+        the_task.check_inputs(inputs, options)
         checked = the_task.labels(labels, n, options)
         data = make_data(
             inputs,
