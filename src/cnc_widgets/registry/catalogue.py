@@ -22,7 +22,7 @@ from ..compress.catalogue import plain_params
 from ..evaluate.activations import evaluating
 from ..evaluate.behaviour import callable_digest
 from ..evaluate.fingerprint import model_fingerprint
-from ..evaluate.model_io import call_model, extract_logits, prepare_inputs
+from ..evaluate.model_io import call_model, prepare_inputs
 from ..evaluate.sizes import size_report
 from ..provenance import ModelRecord, check_parent, jsonable_params
 from .naming import default_name
@@ -354,7 +354,9 @@ class Catalogue:
         batch = self._data.batch(0, min(2, len(self._data)))
         try:
             with evaluating(child):
-                extract_logits(call_model(child, prepare_inputs(child, batch)))
+                # as evaluation will run it: the task's way (a generation task generates)
+                prepared, task = prepare_inputs(child, batch), self.task
+                task.batch_outputs(task.run(child, prepared, call_model), prepared)
         except Exception as exc:
             raise ValueError(
                 f"{operation} of {parent!r} made a model that fails on the evaluation data "
