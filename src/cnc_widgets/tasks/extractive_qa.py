@@ -190,7 +190,9 @@ class ExtractiveQA(AnswerTask):
                 f"offsets have {width} tokens per row but input_ids is {tuple(ids.shape)}; "
                 "pass the offset_mapping of the same tokenization"
             )
-        found = self._context(ids, inputs.get("attention_mask")).numpy()
+        found = segment_context(
+            ids, inputs.get("attention_mask"), options["separator_ids"], options["context_sequence"]
+        ).numpy()
         truth, source = options.get("_context_mask"), "context_mask="
         if truth is None and hasattr(inputs, "sequence_ids"):
             truth = encoding_context_mask(inputs, options["context_sequence"])
@@ -209,7 +211,7 @@ class ExtractiveQA(AnswerTask):
 
     def _context(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return segment_context(
-            ids, mask, self.opts.get("separator_ids") or [], self.opts["context_sequence"]
+            ids, mask, self.opts["separator_ids"], self.opts["context_sequence"]
         )
 
     # -- evaluation ---------------------------------------------------------------------
