@@ -144,7 +144,30 @@ class Comparison:
         if getattr(self.task, "token_level", False):
             tokens = self.tokens if self._models_here() else None
             return self.task.instance_table(self._ra, self._rb, self.data, tokens)
+        if getattr(self.task, "paired_measure", None):
+            paired = self.paired if self._models_here() else None
+            return self.task.instance_table(self._ra, self._rb, self.data, paired)
         return self.task.instance_table(self._ra, self._rb, self.data)
+
+    @property
+    def paired(self) -> Any:
+        """What the task measures by running both models together, computed once and
+        cached (generation: per question the token KL of b teacher-forced along a's
+        answer, :func:`cnc_widgets.evaluate.generation.generation_kl`)."""
+        task = self.task
+        if not getattr(task, "paired_measure", None):
+            raise ValueError(f"task {task.name!r} has no measure that runs both models")
+
+        def compute() -> Any:
+            return task.paired(
+                self.registry.model(self.a),
+                self.registry.model(self.b),
+                self._ra,
+                self._inputs(task.paired_measure),
+                self.data,
+            )
+
+        return self._memo(task.paired_measure, {"v": 1}, compute)
 
     def _models_here(self) -> bool:
         try:

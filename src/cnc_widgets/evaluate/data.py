@@ -209,6 +209,9 @@ def make_data(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if embedding is not None and not isinstance(embedding, str):
         raise ValueError("embedding must be the dotted name of a module, e.g. 'encoder.pooler'")
+    if isinstance(inputs, Mapping) and not isinstance(inputs, dict):
+        # A tokenizer's BatchEncoding (a UserDict): every consumer takes a plain dict.
+        inputs = dict(inputs)
     return EvalData(
         inputs=inputs,
         labels=y,

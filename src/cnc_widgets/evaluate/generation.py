@@ -22,14 +22,22 @@ Example
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Generated", "generation_kl", "greedy_generate", "stop_tokens", "teacher_forced_logits"]
+__all__ = [
+    "Generated",
+    "generation_kl",
+    "greedy_batch",
+    "greedy_generate",
+    "stop_tokens",
+    "teacher_forced_logits",
+]
 
 
 @dataclass
@@ -104,8 +112,16 @@ def _greedy_batch(
     mask: torch.Tensor,
     max_new_tokens: int,
     stops: torch.Tensor,
+    step: Callable[[int, dict[str, Any]], Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, T) new tokens (rows that stopped are padded with their stop token) and lengths."""
+    """(N, T) new tokens (rows that stopped are padded with their stop token) and lengths.
+
+    ``step(t, kwargs)`` runs forward pass t (0: the prompt) instead of ``model(**kwargs)``:
+    the generation task runs the prompt through evaluation's hooks and the decoding steps
+    without them.
+    """
+    if step is None:
+        step = _plain_step(model)
     cache_key = _cache_kwarg(model)
     keep = (
         {"logits_to_keep": 1}
@@ -116,19 +132,23 @@ def _greedy_batch(
     positions = _positions(mask)
     # generate drops an all-ones mask so attention takes its causal fast path; do the same.
     run_mask = None if bool(mask.all()) else mask
-    lengths = torch.full((n,), max_new_tokens, dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
-    out_tokens = torch.zeros((n, max_new_tokens), dtype=torch.long)
+    # On the prompts' device: the loop mixes them with the model's next tokens (a GPU).
+    lengths = torch.full((n,), max_new_tokens, dtype=torch.long, device=ids.device)
+    done = torch.zeros(n, dtype=torch.bool, device=ids.device)
+    out_tokens = torch.zeros((n, max_new_tokens), dtype=torch.long, device=ids.device)
     step_ids, step_pos, cache = ids, positions, None
     for t in range(max_new_tokens):
         kwargs = {cache_key: cache} if cache is not None else {}
-        out = model(
-            input_ids=step_ids,
-            attention_mask=run_mask,
-            position_ids=step_pos,
-            use_cache=True,
-            **kwargs,
-            **keep,
+        out = step(
+            t,
+            {
+                "input_ids": step_ids,
+                "attention_mask": run_mask,
+                "position_ids": step_pos,
+                "use_cache": True,
+                **kwargs,
+                **keep,
+            },
         )
         cache = _returned_cache(out)
         nxt = out.logits[:, -1, :].argmax(-1)
@@ -145,6 +165,13 @@ def _greedy_batch(
         if run_mask is not None:
             run_mask = torch.cat([run_mask, run_mask.new_ones((n, 1))], dim=1)
     return out_tokens, lengths
+
+
+def _plain_step(model: nn.Module) -> Callable[[int, dict[str, Any]], Any]:
+    def forward(_t: int, kwargs: dict[str, Any]) -> Any:
+        return model(**kwargs)
+
+    return forward
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -217,6 +244,43 @@ def greedy_generate(
     if tokenizer is not None:
         texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
     return Generated(tokens, texts, np.array(stopped, dtype=bool), max_new_tokens, stops_t)
+
+
+def greedy_batch(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    max_new_tokens: int,
+    stop_token_ids: Sequence[int],
+    step: Callable[[int, dict[str, Any]], Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy answers of one batch of left-padded prompts, as fixed-width tensors.
+
+    Returns ``(tokens, lengths)``: ``(N, max_new_tokens)`` int64 token ids, -1 after each
+    answer's end (its stop token included in the answer), and ``(N,)`` answer lengths. The
+    batch runs as it is (columns of padding are not cut), on the model's device, with
+    ``step(t, kwargs)`` for forward pass t when given (see :func:`_greedy_batch`); the
+    caller sets eval and inference mode.
+
+    Example
+    -------
+    >>> tokens, lengths = greedy_batch(model, ids, mask, max_new_tokens=8,
+    ...                                stop_token_ids=[2])  # doctest: +SKIP
+    """
+    mask = _check_prompts(input_ids, attention_mask)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    device = _device(model)
+    stops = torch.tensor([int(s) for s in stop_token_ids], dtype=torch.long, device=device)
+    new, lengths = _greedy_batch(
+        model, input_ids.to(device), mask.to(device), max_new_tokens, stops, step
+    )
+    new, lengths = new.cpu(), lengths.cpu()
+    out = torch.full((len(new), max_new_tokens), -1, dtype=torch.long)
+    keep = torch.arange(new.shape[1])[None, :] < lengths[:, None]
+    out[:, : new.shape[1]] = torch.where(keep, new, torch.full_like(new, -1))
+    return out, lengths
 
 
 def teacher_forced_logits(

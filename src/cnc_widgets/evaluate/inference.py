@@ -17,8 +17,9 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from .stats import RunningStats
 __all__ = [
     "EvalResult",
     "EvaluationError",
+    "HookedCall",
     "evaluate_model",
     "extract_logits",
     "merge_results",
@@ -278,6 +280,7 @@ def evaluate_model(
         from ..tasks import get_task
 
         task = get_task("classification")
+    call = HookedCall(lambda: handles + (probe.handles if probe is not None else []))
     out_bufs: dict[str, torch.Tensor] | None = None
     emb_buf = None
     bar = tqdm(total=n, desc=name, unit="inst", disable=not progress, leave=False)
@@ -292,7 +295,7 @@ def evaluate_model(
                 except NonFinite as exc:
                     raise _non_finite(model, name, exc) from None
                 try:
-                    outputs = task.batch_outputs(task.run(model, batch, call_model), batch)
+                    outputs = task.batch_outputs(task.run(model, batch, call), batch)
                     logits = next(iter(outputs.values()))
                     emb = captured[0]
                     if probe is not None:
@@ -340,6 +343,39 @@ def evaluate_model(
         for h in handles:
             h.remove()
     return EvalResult(name, outputs_np, emb_np, emb_name, emb_kind, **stats.arrays())
+
+
+class HookedCall:
+    """How a task calls the model during :func:`evaluate_model`: ``call(model, batch)`` is
+    :func:`.activations.call_model`, with evaluation's hooks (embedding, activation
+    statistics) watching.
+
+    ``with call.quiet():`` silences those hooks, and only those (a half model's casting
+    hooks keep working), for forward passes that are not one pass over the instances:
+    generation's decoding steps, one per new token, would otherwise replace the prompt's
+    embedding and count every step in the activation statistics.
+    """
+
+    def __init__(self, handles: Any) -> None:
+        self._handles = handles
+
+    def __call__(self, model: nn.Module, batch: Inputs) -> Any:
+        return call_model(model, batch)
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        saved: dict[int, tuple[dict, dict]] = {}
+        for handle in self._handles():
+            hooks = handle.hooks_dict_ref()
+            if hooks is not None and handle.id in hooks:
+                saved.setdefault(id(hooks), (hooks, dict(hooks)))
+                del hooks[handle.id]
+        try:
+            yield
+        finally:
+            for hooks, before in saved.values():  # restored in their order
+                hooks.clear()
+                hooks.update(before)
 
 
 def _buffer(value: torch.Tensor, n: int) -> torch.Tensor:

@@ -92,7 +92,9 @@ def finish_record(
         **cost,
         "eval_batch_size": data.batch_size,
     }
-    return to_record(result, metrics, task.predictions(result.outputs))
+    record = to_record(result, metrics, task.predictions(result.outputs))
+    record.update(task.record_arrays(result.outputs))
+    return record
 
 
 def data_task(data: EvalData) -> Task:

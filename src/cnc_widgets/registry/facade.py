@@ -216,11 +216,13 @@ class ModelRegistry(Catalogue, ResultCache, Scheduling, Restores, traitlets.HasT
             The task's own options (a tokenizer, references, ...); see the task's module.
         """
         the_task = get_task(task)
-        inputs = as_tensors(inputs)
+        given, inputs = inputs, as_tensors(inputs)
         n = rows_of(inputs)
         if n == 0:
             raise ValueError("inputs has no rows; pass at least one instance")
         options = the_task.options(task_options, n)
+        # A tokenizer's BatchEncoding still knows its sequence_ids: the task may check them.
+        the_task.check_inputs(given if hasattr(given, "sequence_ids") else inputs, options)
         checked = the_task.labels(labels, n, options)
         data = make_data(
             inputs,

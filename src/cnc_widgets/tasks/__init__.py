@@ -20,10 +20,22 @@ from typing import Any
 from .base import Task
 from .causal_lm import CausalLM
 from .classification import Classification
+from .extractive_qa import ExtractiveQA
+from .generation import Generation
 
-_TASKS: dict[str, type[Task]] = {t.name: t for t in (Classification, CausalLM)}
+_TASKS: dict[str, type[Task]] = {
+    t.name: t for t in (Classification, CausalLM, Generation, ExtractiveQA)
+}
 
-__all__ = ["CausalLM", "Classification", "Task", "get_task", "task_names"]
+__all__ = [
+    "CausalLM",
+    "Classification",
+    "ExtractiveQA",
+    "Generation",
+    "Task",
+    "get_task",
+    "task_names",
+]
 
 
 def task_names() -> list[str]:

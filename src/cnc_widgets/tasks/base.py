@@ -71,6 +71,10 @@ class Task:
             )
         return {}
 
+    def check_inputs(self, inputs: Any, options: Mapping[str, Any]) -> None:
+        """Raise when ``set_data``'s inputs cannot serve this task (checked :meth:`options`
+        at hand), so the mistake shows at ``set_data`` rather than at evaluation."""
+
     # -- evaluation ---------------------------------------------------------------------
 
     def run(self, model: nn.Module, batch: Any, call: Any) -> Any:
@@ -85,6 +89,13 @@ class Task:
         """Quality metrics of one evaluated model; raise ``EvaluationError`` on a mismatch
         between the model's outputs and the data (the message says what to fix)."""
         raise NotImplementedError
+
+    def record_arrays(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Arrays derived from the outputs that the cached record keeps beside them: what
+        later needs something only evaluation has (generation: answers decoded with the
+        tokenizer, which a reopened store does not hold). No pickled objects (the store
+        loads arrays with ``allow_pickle=False``): strings as a numpy ``str`` array."""
+        return {}
 
     def metric_columns(self) -> list[str]:
         """Quality columns every ``metrics()`` table has for this task (NaN until evaluated)."""
@@ -108,7 +119,21 @@ class Task:
         raise NotImplementedError
 
     def instance_table(self, ra: Mapping, rb: Mapping, data: EvalData) -> pd.DataFrame:
-        """One row per instance: what each model did with it and how that changed."""
+        """One row per instance: what each model did with it and how that changed.
+
+        A task with a :attr:`paired_measure` takes it as a fourth argument (``None`` when
+        the models are not in the session)."""
+        raise NotImplementedError
+
+    #: The name of a measure that runs both models together (generation: the token KL of
+    #: b along a's answers), computed by :meth:`paired` and cached by the comparison;
+    #: ``None``: the instance table needs only the cached results.
+    paired_measure: ClassVar[str | None] = None
+
+    def paired(
+        self, model_a: nn.Module, model_b: nn.Module, ra: Mapping, inputs: Any, data: EvalData
+    ) -> Any:
+        """The :attr:`paired_measure` of two models (a cacheable value: a DataFrame)."""
         raise NotImplementedError
 
     def error_jaccard(self, ra: Mapping, rb: Mapping, data: EvalData) -> float:
