@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import cnc_widgets as cnc
-from cnc_widgets.comparability import differences_sentence
+from cnc_widgets.provenance.comparability import differences_sentence
 from cnc_widgets.widgets.details import details_state, varying_parameter
 
 

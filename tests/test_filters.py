@@ -9,7 +9,7 @@ import pytest
 import traitlets
 
 import cnc_widgets as cnc
-from cnc_widgets.filters import check_filters, outside
+from cnc_widgets.registry.filters import check_filters, outside
 
 
 @pytest.fixture

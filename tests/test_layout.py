@@ -10,23 +10,15 @@ import cnc_widgets
 ROOT = Path(cnc_widgets.__file__).parent
 # Lower layers first; a module may import its own layer or lower ones, never higher ones.
 LAYERS = [
-    {
-        "provenance",
-        "compress",
-        "evaluate",
-        "formats",
-        "metrics",
-        "store",
-        "formatting",
-        "filters",
-        "comparability",
-        "charts",
-        "tasks",
-    },
+    {"provenance", "compress", "evaluate", "metrics", "formatting", "tasks"},
     {"comparison"},
     {"registry"},
-    {"widgets", "examples", "demo", "__main__", "report"},
+    {"widgets", "examples", "__main__"},
 ]
+# At most this many entries at the package's top level (modules and packages, besides
+# __init__ and __main__, the built static/ folder and caches), and lines per module.
+TOP_LEVEL_LIMIT = 10
+MODULE_LINES = 500
 
 
 def _modules() -> dict[str, Path]:
@@ -128,3 +120,22 @@ def test_every_package_says_what_it_owns():
     for path in ROOT.rglob("__init__.py"):
         doc = ast.get_docstring(ast.parse(path.read_text()))
         assert doc and len(doc) > 80, f"{path} needs a docstring that says what it owns"
+
+
+def test_top_level_holds_at_most_ten_entries():
+    entries = sorted(
+        p.name
+        for p in ROOT.iterdir()
+        if p.name not in {"__init__.py", "__main__.py", "static", "__pycache__"}
+        and (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))
+    )
+    assert len(entries) <= TOP_LEVEL_LIMIT, entries
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in ROOT.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MODULE_LINES
+    }
+    assert long == {}

@@ -14,7 +14,7 @@ import nbclient
 import nbformat
 import pytest
 
-from cnc_widgets.demo import run_demo
+from cnc_widgets.examples.demo import run_demo
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -18,8 +18,8 @@ from ipywidgets.embed import embed_data
 
 import cnc_widgets as cnc
 from cnc_widgets import examples
-from cnc_widgets.report import anywidget_amd, report_assets
 from cnc_widgets.widgets._sync import registry_key
+from cnc_widgets.widgets.report import anywidget_amd, report_assets
 
 PAYLOAD = "</script><script>alert(1)</script>"
 

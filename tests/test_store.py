@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import cnc_widgets as cnc
-from cnc_widgets.store import Store, StoreError
+from cnc_widgets.registry.store import Store, StoreError
 
 
 class Counter:

@@ -38,5 +38,5 @@ def __getattr__(name: str) -> Any:
     if name in _WIDGETS:
         return getattr(import_module(".widgets", __name__), name)
     if name in _REPORT:
-        return getattr(import_module(".report", __name__), name)
+        return getattr(import_module(".widgets.report", __name__), name)
     raise AttributeError(f"module 'cnc_widgets' has no attribute {name!r}")

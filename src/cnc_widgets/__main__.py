@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         import pandas as pd
 
-        from .demo import QUICKSTART, run_demo
+        from .examples.demo import QUICKSTART, run_demo
 
         table = run_demo(args.out)
         with pd.option_context("display.width", 160, "display.max_columns", 20):
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         html = Path(args.out) / "report.html"
         print(f"report: {html} ({_size(html)}, opens offline)")
     elif args.command == "report":
-        from .report import export_report
+        from .widgets.report import export_report
 
         output = args.output or str(Path(args.notebook).with_suffix(".html"))
         html = export_report(args.notebook, output, execute=args.execute)

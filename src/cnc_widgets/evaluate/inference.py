@@ -18,7 +18,6 @@ Example
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .embedding import _DefaultEmbeddingProbe, resolve_embedding
 from .errors import EvaluationError, NonFinite
+from .faults import _check_finite, _kind, _non_finite, locate_exception
 from .model_io import (
     Inputs,
     call_model,
@@ -384,125 +385,6 @@ def _buffer(value: torch.Tensor, n: int) -> torch.Tensor:
     return torch.empty((n, *value.shape[1:]), dtype=dtype)
 
 
-def _non_finite(model: nn.Module, name: str, exc: NonFinite) -> EvaluationError:
-    """The error for a NaN/inf module output, naming the model, module and batch."""
-    b, start, stop, batch = exc.batch
-    return EvaluationError(
-        f"model {name!r}: non-finite output ({exc.value}) in module "
-        f"{exc.module!r} ({_kind(model, exc.module)}) on batch {b} "
-        f"(rows {start}:{stop}, inputs {describe(batch)})"
-    )
-
-
-def resolve_embedding(model: nn.Module, embedding: str | None) -> tuple[str, str]:
-    """``(module name, "input" | "output")`` where the embedding is read."""
-    if embedding is not None:
-        try:
-            model.get_submodule(embedding)
-        except AttributeError:
-            raise ValueError(
-                f"embedding={embedding!r} is not a module of {type(model).__name__}; "
-                f"candidates: {_candidates(model)}"
-            ) from None
-        return embedding, "output"
-    linear_types: tuple[type, ...] = (nn.Linear,)
-    try:
-        from torch.ao.nn.quantized import Linear as QuantizedLinear
-
-        linear_types += (QuantizedLinear,)  # the dynamic quantized Linear subclasses it
-    except ImportError:  # pragma: no cover - torch without torch.ao
-        pass
-    from ..compress.low_rank import LowRankLinear
-
-    # A factorised Linear is one layer: its input, not the rank-r middle, is the embedding.
-    linear_types += (LowRankLinear,)
-    last = None
-    for mname, module in model.named_modules():
-        if isinstance(module, linear_types) and not (last and mname.startswith(last + ".")):
-            last = mname
-    if last is None:
-        raise ValueError(
-            f"{type(model).__name__} has no nn.Linear to take the default embedding "
-            f"from (its input); set embedding= to the dotted name of the module whose "
-            f"output is the representation, one of {_candidates(model)}"
-        )
-    return last, "input"
-
-
-class _DefaultEmbeddingProbe:
-    """Moves the default embedding off the raw input when the last Linear reads it.
-
-    When the input of the last ``nn.Linear`` is the model's input itself (the only
-    Linear is an input projection), neighbourhoods of it compare the data with itself.
-    The first batch is run with every leaf module's output in view; if the Linear's
-    input turns out to be raw, the output of the last module run before the logits that
-    is neither the input nor the logits becomes the embedding. When there is none (a
-    linear classifier), the input stays, with a warning.
-    """
-
-    def __init__(self, model: nn.Module, linear: str) -> None:
-        self.model, self.linear = model, linear
-        self.outputs: dict[str, Any] = {}
-        self.order: list[str] = []
-        self.handles = [
-            model.get_submodule(n).register_forward_hook(self._hook(n))
-            for n in leaf_modules(model, pass_through=True)
-        ]
-
-    def _hook(self, name: str) -> Any:
-        def keep(_m: nn.Module, _args: tuple, output: Any) -> None:
-            self.outputs[name] = first_tensor(output)
-            self.order.append(name)
-
-        return keep
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-    def choose(
-        self, batch: Inputs, linear_input: Any, logits: torch.Tensor
-    ) -> tuple[str, str, torch.Tensor] | None:
-        """``(module, "output", its output)`` to use instead, or None to keep the Linear."""
-        raw = list(batch.values()) if isinstance(batch, Mapping) else [batch]
-        if not _same_as_any(linear_input, raw):
-            return None
-        for name in reversed(self.order):
-            t = self.outputs[name]
-            if (
-                isinstance(t, torch.Tensor)
-                and t.is_floating_point()
-                and t.dim() >= 2
-                and not _same_as_any(t, [logits])
-                and not _same_as_any(t, raw)
-            ):
-                return name, "output", t
-        warnings.warn(
-            f"{type(self.model).__name__}: the input of its last nn.Linear ({self.linear!r}) "
-            "is the raw model input and no other module computes a representation, so kNN "
-            "and OOD agreement compare the data with itself; pass embedding= naming a "
-            "module whose output is a learned representation",
-            UserWarning,
-            stacklevel=4,
-        )
-        return None
-
-
-def _same_as_any(t: Any, others: list[torch.Tensor]) -> bool:
-    """``t`` is one of ``others``, a view of it (Flatten) or a copy with equal values."""
-    if not isinstance(t, torch.Tensor) or t.is_quantized:
-        return False
-    for o in others:
-        if not isinstance(o, torch.Tensor) or o.is_quantized:
-            continue
-        if t.untyped_storage().data_ptr() == o.untyped_storage().data_ptr():
-            return True
-        if t.numel() == o.numel() and t.dtype == o.dtype and torch.equal(t.ravel(), o.ravel()):
-            return True
-    return False
-
-
 def merge_results(parts: Sequence[EvalResult]) -> EvalResult:
     """Combine results of disjoint shards, in order, into one result.
 
@@ -547,101 +429,3 @@ def merge_results(parts: Sequence[EvalResult]) -> EvalResult:
     )
 
 
-def locate_exception(model: nn.Module, batch: Inputs) -> str | None:
-    """Re-run a failing batch once; the innermost module that raised, if it does again."""
-    stack: list[str] = []
-
-    def leave(_m: nn.Module, _a: Any, _o: Any) -> None:
-        stack.pop()  # a hook that returned the popped name would replace the output
-
-    handles = []
-    for mname, module in model.named_modules():
-        if not mname:
-            continue
-        handles.append(
-            module.register_forward_pre_hook(lambda _m, _a, mname=mname: stack.append(mname))
-        )
-        handles.append(module.register_forward_hook(leave))
-    try:
-        with torch.inference_mode():
-            call_model(model, batch)
-    except Exception:
-        return stack[-1] if stack else None
-    finally:
-        for h in handles:
-            h.remove()
-    return None
-
-
-def locate_nonfinite(model: nn.Module, batch: Inputs) -> str | None:
-    """Re-run a batch once; the first module (in execution order) with NaN/inf output."""
-    hits: list[str] = []
-
-    def hook(name: str) -> Any:
-        def check(_m: nn.Module, _a: Any, output: Any) -> None:
-            t = first_tensor(output)
-            if (
-                not hits
-                and t is not None
-                and t.is_floating_point()
-                and not bool(torch.isfinite(t).all())
-            ):
-                hits.append(name)
-
-        return check
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
-    try:
-        with torch.inference_mode():
-            call_model(model, batch)
-    except Exception:
-        return None
-    finally:
-        for h in handles:
-            h.remove()
-    return hits[0] if hits else None
-
-
-def _check_finite(
-    model: nn.Module,
-    inputs: Inputs,
-    name: str,
-    batch_size: int,
-    cast: tuple[torch.dtype | None, torch.device | None],
-    outputs: dict[str, np.ndarray],
-    emb: np.ndarray,
-) -> None:
-    # One vectorised check after the loop keeps the per-batch path free of syncs; the
-    # module is then found by re-running only the first bad batch.
-    floating = {k: v.reshape(len(v), -1) for k, v in outputs.items() if v.dtype.kind == "f"}
-    bad = ~np.isfinite(emb).all(1)
-    for value in floating.values():
-        bad |= ~np.isfinite(value).all(1)
-    if not bad.any():
-        return
-    b = int(np.flatnonzero(bad)[0]) // batch_size
-    start, stop = b * batch_size, min((b + 1) * batch_size, len(emb))
-    batch = slice_rows(inputs, start, stop, *cast)
-    module = locate_nonfinite(model, batch)
-    where = (
-        f"first in module {module!r} ({_kind(model, module)})"
-        if module
-        else "not reproduced by any module output when the batch was re-run"
-    )
-    what = next(
-        (k for k, v in floating.items() if not np.isfinite(v[start:stop]).all()), "embeddings"
-    )
-    raise EvaluationError(
-        f"model {name!r}: non-finite {what} on batch {b} (rows {start}:{stop}, inputs "
-        f"{describe(batch)}), {where}"
-    )
-
-
-def _kind(model: nn.Module, module: str | None) -> str:
-    return type(model.get_submodule(module)).__name__ if module else "?"
-
-
-def _candidates(model: nn.Module, limit: int = 12) -> list[str]:
-    names = [n for n, _ in model.named_children()] + leaf_modules(model)
-    names = list(dict.fromkeys(names))
-    return names[-limit:] if len(names) > limit else names

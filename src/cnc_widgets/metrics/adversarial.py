@@ -277,3 +277,71 @@ def adversarial_overlap(flipped_a: np.ndarray, flipped_b: np.ndarray) -> float:
     0.5
     """
     return jaccard(flipped_a, flipped_b)
+
+
+def plan_attack(
+    inputs: Inputs,
+    *,
+    eps: float | None,
+    steps: int,
+    seed: int,
+    embedding_module: str | None = None,
+) -> Attack:
+    """The attack that fits ``inputs``: L-inf PGD on every float input (``eps`` default 5% of
+    the float data's range, inputs clipped to it), or, for token inputs (integer tensors
+    only), PGD on the word embeddings (``eps`` default 0.5 relative to their mean magnitude).
+    """
+    if is_continuous(inputs):
+        tensors = inputs.values() if isinstance(inputs, Mapping) else [inputs]
+        floats = [v for v in tensors if v.is_floating_point()]
+        lo = min(float(v.min()) for v in floats)
+        hi = max(float(v.max()) for v in floats)
+        return Attack(
+            eps=0.05 * (hi - lo) if eps is None else eps, steps=steps, clip=(lo, hi), seed=seed
+        )
+    return Attack(
+        eps=0.5 if eps is None else eps,
+        steps=steps,
+        clip=None,
+        embedding_module=embedding_module,
+        seed=seed,
+    )
+
+
+def row_batches(
+    inputs: Inputs, labels: np.ndarray, rows: np.ndarray, batch_size: int
+) -> list[tuple[Inputs, torch.Tensor]]:
+    """``(batch, labels)`` pairs over ``rows`` of the evaluation set, ``batch_size`` at a time."""
+    out = []
+    idx = torch.from_numpy(rows)
+    chosen = torch.from_numpy(labels)[idx]
+    for s in range(0, len(rows), batch_size):
+        part = idx[s : s + batch_size]
+        batch = (
+            {k: v[part] for k, v in inputs.items()} if isinstance(inputs, Mapping) else inputs[part]
+        )
+        out.append((batch, chosen[s : s + batch_size]))
+    return out
+
+
+class CraftedCache:
+    """The adversarial batches last crafted per (crafter weights, attack): a transfer attack
+    from a model that was attacked directly (or from which another model was attacked)
+    reuses them, so ``compare_many`` over n variants crafts once per crafter. In memory
+    only (MiniLM's embedding-space batches are ~20 MB), the few most recent."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self._items: dict[Any, list[Any]] = {}
+        self._keep = keep
+
+    def get(self, key: Any) -> list[Any] | None:
+        return self._items.get(key)
+
+    def put(self, key: Any, batches: list[Any]) -> None:
+        self._items.pop(key, None)
+        self._items[key] = batches
+        while len(self._items) > self._keep:
+            self._items.pop(next(iter(self._items)))
+
+
+CRAFTED = CraftedCache()

@@ -19,21 +19,20 @@ import pandas as pd
 import traitlets
 from torch import nn
 
-from ..comparability import comparability as _comparability
 from ..comparison import Comparison
 from ..evaluate.data import EvalData, as_tensors, make_data, rows_of
 from ..evaluate.fingerprint import data_fingerprint
-from ..filters import check_filters, outside
-from ..formats import cnc_json
 from ..formatting import format_table
 from ..metrics.pareto import frontier_names
-from ..provenance import ModelRecord, check_parent, topological
-from ..store import Store
+from ..provenance import ModelRecord, check_parent, cnc_json, topological
+from ..provenance.comparability import comparability as _comparability
 from ..tasks import Task, get_task
 from .cache import ResultCache
 from .catalogue import PROVENANCE_COLUMNS, Catalogue
+from .filters import check_filters, outside
 from .restores import Restores
 from .scheduling import Scheduling
+from .store import Store
 
 # Measurements every metrics() table has, NaN until a model is evaluated (after the
 # task's quality columns: accuracy for a classifier).

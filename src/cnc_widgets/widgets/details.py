@@ -14,9 +14,9 @@ import altair as alt
 import pandas as pd
 import traitlets
 
-from ..charts import offline
-from ..comparability import differences_sentence, path_steps
 from ..formatting import METRIC_HELP, format_metric, metric_kind
+from ..formatting.charts import offline
+from ..provenance.comparability import differences_sentence, path_steps
 from ..registry import ModelRegistry
 from ._bundle import bundle
 from ._metrics import numeric_metrics

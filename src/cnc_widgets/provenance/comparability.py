@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from .provenance import ModelRecord
+from .records import ModelRecord
 
 __all__ = ["comparability", "differences_sentence", "path_steps"]
 

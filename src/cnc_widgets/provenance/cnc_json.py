@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..provenance import ModelRecord, jsonable_params
+from .records import ModelRecord, jsonable_params
 
 # C&C metric names that mean the same as this library's columns, so views that
 # default to accuracy or size_bytes work on imported experiments too.

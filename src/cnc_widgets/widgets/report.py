@@ -16,8 +16,8 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
-from .widgets._bundle import STATIC
-from .widgets._view import EXPORT_ENV
+from ._bundle import STATIC
+from ._view import EXPORT_ENV
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"

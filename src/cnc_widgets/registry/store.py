@@ -33,9 +33,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .compress.tensor_subclass import is_tensor_subclass
-from .evaluate.data import EvalData
-from .provenance import ModelRecord
+from ..compress.tensor_subclass import is_tensor_subclass
+from ..evaluate.data import EvalData
+from ..provenance import ModelRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .registry import ModelRegistry
-from .report import execute_notebook, notebook_to_html
+from ..registry import ModelRegistry
+from ..widgets.report import execute_notebook, notebook_to_html
 
 QUICKSTART = "01_quickstart.ipynb"
 COLUMNS = [

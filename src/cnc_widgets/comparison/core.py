@@ -1,0 +1,397 @@
+"""Comparison of two registered models: b is compared with a, the reference.
+
+Predictions, errors and per-instance measures (what the task defines), neighbourhoods
+and OOD flags from the cached embeddings, adversarial sets; the per-module measures are
+in :mod:`.modules`. Every measure is cached through :meth:`Comparison._memo`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import metrics as m
+from ..metrics.adversarial import (
+    CRAFTED,
+    adversarial_overlap,
+    attack_model,
+    has_gradients,
+    plan_attack,
+    row_batches,
+)
+from ..tasks import get_task
+from .modules import ModuleMeasures
+from .source import ResultSource
+
+DEFAULT_KS = (10, 20, 50, 100, 200, 500)
+
+
+class Comparison(ModuleMeasures):
+    """What compression changed between model ``a`` (reference) and model ``b``.
+
+    Examples
+    --------
+    >>> cmp = reg.compare("base", "int8")
+    >>> cmp.agreement, cmp.error_jaccard
+    >>> cmp.knn_agreement(10), cmp.ood_agreement(), cmp.adversarial_overlap()
+    >>> cmp.layers[["weight_rel_change", "cka"]]
+    """
+
+    def __init__(self, registry: ResultSource, a: str, b: str) -> None:
+        self.registry, self.a, self.b = registry, a, b
+        self._ra, self._rb = registry.result(a), registry.result(b)
+        data = registry.data
+        assert data is not None
+        #: What the models do (:mod:`cnc_widgets.tasks`): it defines predictions, errors,
+        #: agreement and the per-instance table.
+        self.task = get_task(data.task, data.task_options)
+        self.task.check_pair(a, b, self._ra, self._rb)
+        # Bound to the data it was made on: measures computed later come from these
+        # results and are cached under this data's key, so new data must not sneak in.
+        self.data = data
+        self.labels = data.labels
+        width = self._ra["logits"].shape[1] if "logits" in self._ra else 0
+        self.classes = data.class_names(width)
+        self.adversarial: dict[str, Any] = {}
+        self.knn_k: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Comparison({self.a!r} -> {self.b!r}: agreement {self.agreement:.4f}, "
+            f"error_jaccard {self.error_jaccard:.4f})"
+        )
+
+    def _memo(self, measure: str, params: dict[str, Any], compute: Callable[[], Any]) -> Any:
+        current = self.registry.data
+        if current is None or current.fingerprint != self.data.fingerprint:
+            raise ValueError(
+                f"this comparison of {self.a!r} and {self.b!r} was made on other evaluation "
+                "data (set_data was called since); call reg.compare("
+                f"{self.a!r}, {self.b!r}) again for the current data"
+            )
+        return self.registry.cached_measure(self.a, self.b, measure, params, compute)
+
+    @property
+    def pred_a(self) -> np.ndarray:
+        return self.task.predictions(self._ra)
+
+    @property
+    def pred_b(self) -> np.ndarray:
+        return self.task.predictions(self._rb)
+
+    @cached_property
+    def agreement(self) -> float:
+        """Fraction of instances (tokens, answers: per task) both models predict alike."""
+        return self.task.agreement(self._ra, self._rb, self.data)
+
+    @cached_property
+    def error_jaccard(self) -> float:
+        """|E_a ∩ E_b| / |E_a ∪ E_b| of the two error sets; 1.0 when neither errs."""
+        return self.task.error_jaccard(self._ra, self._rb, self.data)
+
+    @cached_property
+    def change_matrix(self) -> pd.DataFrame:
+        """Counts of (a's prediction, b's prediction); rows are a's, columns b's."""
+        return m.change_matrix(self.pred_a, self.pred_b, len(self.classes), classes=self.classes)
+
+    @cached_property
+    def instances(self) -> pd.DataFrame:
+        """One row per instance: label, predictions, true-class confidences, KL, MSE.
+
+        ``conf_true_diff`` is b - a and ``conf_true_ratio`` is b / a; ``kl`` is
+        KL(p_a || p_b) in nats; ``mse`` the mean squared logit difference;
+        ``label_name``, ``pred_a_name`` and ``pred_b_name`` the class names. Other tasks
+        give their own columns (see :mod:`cnc_widgets.tasks`).
+        """
+        if getattr(self.task, "token_level", False):
+            tokens = self.tokens if self._models_here() else None
+            return self.task.instance_table(self._ra, self._rb, self.data, tokens)
+        if getattr(self.task, "paired_measure", None):
+            paired = self.paired if self._models_here() else None
+            return self.task.instance_table(self._ra, self._rb, self.data, paired)
+        return self.task.instance_table(self._ra, self._rb, self.data)
+
+    @property
+    def paired(self) -> Any:
+        """What the task measures by running both models together, computed once and
+        cached (generation: per question the token KL of b teacher-forced along a's
+        answer, :func:`cnc_widgets.evaluate.generation.generation_kl`)."""
+        task = self.task
+        if not getattr(task, "paired_measure", None):
+            raise ValueError(f"task {task.name!r} has no measure that runs both models")
+
+        def compute() -> Any:
+            return task.paired(
+                self.registry.model(self.a),
+                self.registry.model(self.b),
+                self._ra,
+                self._inputs(task.paired_measure),
+                self.data,
+            )
+
+        return self._memo(task.paired_measure, {"v": 1}, compute)
+
+    def _models_here(self) -> bool:
+        try:
+            self.registry.model(self.a), self.registry.model(self.b)
+        except KeyError:
+            return False
+        return self.registry.data is not None and self.registry.data.inputs is not None
+
+    @property
+    def tokens(self) -> pd.DataFrame:
+        """Language models: one row per scored token, as llama.cpp's ``--kl-divergence``.
+
+        Columns ``instance`` (row of the data), ``position`` (t, predicting token t+1),
+        ``token`` (the id of token t+1), ``text`` (its text, with a tokenizer),
+        ``nll_a``, ``nll_b`` (nats), ``kl`` (KL(p_a || p_b) over the full vocabulary, nats),
+        ``dp`` (p_b(next) - p_a(next)), ``top_a``, ``top_b``. Both models run over the same
+        batches once; the table (not the distributions) is cached.
+        """
+        if not getattr(self.task, "token_level", False):
+            raise ValueError(
+                f"tokens are defined for language models; this data's task is {self.task.name!r}"
+            )
+        from ..metrics.tokens import paired_token_stats
+
+        data = self.data
+
+        def compute() -> pd.DataFrame:
+            return paired_token_stats(
+                self.registry.model(self.a),
+                self.registry.model(self.b),
+                self._inputs("tokens"),
+                batch_size=data.batch_size,
+                tokenizer=data.task_options.get("_tokenizer"),
+            )
+
+        return self._memo("tokens", {"v": 1}, compute)
+
+    @property
+    def token_stats(self) -> pd.Series:
+        """llama.cpp ``perplexity --kl-divergence`` statistics of :attr:`tokens` (a Series:
+        kl_mean, kl_sem, kl_median, kl percentiles, same_top, dp statistics, ppl_a, ppl_b,
+        ppl_ratio, ln_ppl_ratio, logloss_corr)."""
+        from ..metrics.tokens import token_stats
+
+        return token_stats(self.tokens)
+
+    def group_accuracy(
+        self, groups: Sequence[Any] | None = None, names: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Accuracy of a and b and its change per group (default: per true class).
+
+        ``groups`` is one label per instance (an attribute, a source, a length bucket).
+        """
+        if groups is None:
+            return m.group_accuracy_change(
+                self.pred_a, self.pred_b, self.labels, names=names or self.classes
+            )
+        return m.group_accuracy_change(
+            self.pred_a, self.pred_b, self.labels, groups=groups, names=names
+        )
+
+    def _embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._ra["embeddings"], self._rb["embeddings"]
+
+    def knn_agreement(self, k: int = 10) -> float:
+        """Mean Jaccard overlap of each instance's k nearest neighbours under a and b.
+
+        ``k`` is clipped to N - 1 (as in :meth:`knn_sweep`); ``self.knn_k`` is the k used.
+        """
+        self.knn_k = min(int(k), max(len(self.labels) - 1, 1))
+        return self._memo(
+            "knn", {"k": self.knn_k}, lambda: m.knn_agreement(*self._embeddings(), self.knn_k)
+        )
+
+    def knn_sweep(self, ks: Sequence[int] = DEFAULT_KS) -> pd.Series:
+        """kNN agreement for several k (one search at the largest k), as a curve."""
+        return self._memo(
+            "knn_sweep",
+            {"ks": list(ks)},
+            lambda: m.knn_agreement_sweep(*self._embeddings(), ks=tuple(ks)),
+        )
+
+    def ood_agreement(
+        self,
+        *,
+        reference: Any = None,
+        heldout: Any = None,
+        evaluated: Any = None,
+        k: int = m.ood.DEFAULT_K,
+        percentile: float = m.ood.DEFAULT_PERCENTILE,
+        seed: int = 0,
+    ) -> float:
+        """Jaccard of the instances each model flags as out of distribution (Deep kNN).
+
+        By default the evaluation set is split at random (``seed``) into 50%
+        in-distribution reference, 25% held-out (sets the threshold at its
+        ``percentile``-th score) and 25% evaluated. Pass row indices of the evaluation
+        set as ``reference`` / ``heldout`` / ``evaluated`` to choose the splits, e.g.
+        the training rows as reference and a shifted subset as evaluated.
+        """
+
+        def split(value: Any) -> Any:
+            return None if value is None else np.asarray(value, dtype=np.int64)
+
+        params = {
+            "reference": _digest(reference),
+            "heldout": _digest(heldout),
+            "evaluated": _digest(evaluated),
+            "k": k,
+            "percentile": percentile,
+            "seed": seed,
+        }
+        return self._memo(
+            "ood",
+            params,
+            lambda: m.ood_agreement(
+                *self._embeddings(),
+                reference=split(reference),
+                heldout=split(heldout),
+                evaluated=split(evaluated),
+                k=k,
+                percentile=percentile,
+                seed=seed,
+            ),
+        )
+
+    def adversarial_overlap(
+        self,
+        *,
+        eps: float | None = None,
+        steps: int = 10,
+        max_instances: int = 256,
+        seed: int = 0,
+        embedding_module: str | None = None,
+    ) -> float:
+        """Jaccard of the instances an attack flips for a and for b.
+
+        Continuous inputs (a float tensor, or a dict with float entries) get an L-inf
+        PGD attack on every float input (``eps`` default: 5% of the float data's range,
+        inputs clipped to that range); token inputs (integer tensors only: ids, masks,
+        under any key names) a PGD attack on the output of ``embedding_module``
+        (default: the ``nn.Embedding`` with most rows; ``eps`` default 0.5, relative to
+        the embeddings' mean magnitude). A model without float gradients (int8, half) is
+        attacked by transfer from its nearest float ancestor. Each model is attacked
+        once per data, rows and budget, and the outcome cached, so comparing a reference
+        with n variants runs n + 1 attacks. The attack, budget and sources are in
+        ``self.adversarial`` afterwards.
+        """
+        data = self.data
+        inputs = self._inputs("adversarial_overlap()")
+        rows = np.sort(np.random.default_rng(seed).permutation(len(data))[:max_instances])
+        attack = plan_attack(
+            inputs, eps=eps, steps=steps, seed=seed, embedding_module=embedding_module
+        )
+        params = {**attack.describe(), "rows": _digest(rows)}
+
+        def batches() -> list[tuple[Any, torch.Tensor]]:
+            return row_batches(inputs, data.labels, rows, data.batch_size)
+
+        def attacked(name: str) -> dict[str, Any]:
+            model = self.registry.model(name)
+            surrogate = None if has_gradients(model) else self._float_ancestor(name)
+            spec = dict(params)
+            if surrogate is not None:
+                spec["surrogate"] = self.registry.record(surrogate).fingerprint
+
+            crafter = surrogate or name
+            crafted_key = (self.registry.record(crafter).fingerprint, repr(sorted(params.items())))
+
+            def compute_one() -> dict[str, Any]:
+                result = attack_model(
+                    model,
+                    batches(),
+                    attack,
+                    surrogate=None if surrogate is None else self.registry.model(surrogate),
+                    surrogate_name=surrogate,
+                    crafted=CRAFTED.get(crafted_key),
+                )
+                CRAFTED.put(crafted_key, result.crafted)
+                return {
+                    "flipped": np.flatnonzero(result.flipped).tolist(),
+                    "correct": int(result.correct.sum()),
+                    "source": result.source,
+                }
+
+            # One model's attack is a measure of that model alone: cached under (name, name).
+            return self.registry.cached_measure(name, name, "attack", spec, compute_one)
+
+        def compute() -> dict[str, Any]:
+            sets, sources = [], []
+            for name in (self.a, self.b):
+                outcome = attacked(name)
+                flipped = np.zeros(len(rows), dtype=bool)
+                flipped[np.asarray(outcome["flipped"], dtype=np.int64)] = True
+                sets.append(flipped)
+                sources.append(outcome["source"])
+            return {
+                "value": adversarial_overlap(*sets),
+                "flipped_a": int(sets[0].sum()),
+                "flipped_b": int(sets[1].sum()),
+                "source_a": sources[0],
+                "source_b": sources[1],
+                "instances": len(rows),
+                **attack.describe(),
+            }
+
+        self.adversarial = self._memo("adversarial", params, compute)
+        return float(self.adversarial["value"])
+
+    def _inputs(self, what: str) -> Any:
+        """The evaluation inputs, or an error saying what to call when they are not loaded."""
+        data = self.registry.data
+        if data is None or data.inputs is None:
+            raise ValueError(
+                f"{what} runs both models on the evaluation inputs, which are not loaded "
+                "(a store reopened without them): call reg.set_data(inputs, labels) with "
+                "the same data first"
+            )
+        return data.inputs
+
+    def _float_ancestor(self, name: str) -> str:
+        cursor = self.registry.record(name).parent
+        while cursor is not None:
+            try:
+                if has_gradients(self.registry.model(cursor)):
+                    return cursor
+            except KeyError:
+                pass
+            cursor = self.registry.record(cursor).parent
+        raise ValueError(
+            f"model {name!r} has no float gradients (int8 or half) and no float ancestor with "
+            "weights in this session to craft a transfer attack on; add its float parent"
+        )
+
+    def summary(self, *, k: int = 10, adversarial: bool = True) -> dict[str, Any]:
+        """Every scalar measure, as one row of :meth:`ModelRegistry.compare_many`."""
+        row: dict[str, Any] = {
+            "reference": self.a,
+            "model": self.b,
+            **self.task.summary(self._ra, self._rb, self.data, self.instances),
+            f"knn_agreement@{k}": self.knn_agreement(k),
+            "knn_k": self.knn_k,
+            "ood_agreement": self.ood_agreement(),
+        }
+        if adversarial:
+            row["adversarial_overlap"] = self.adversarial_overlap()
+            row["adversarial_attack"] = self.adversarial["attack"]
+            row["adversarial_eps"] = self.adversarial["eps"]
+            row["adversarial_source_b"] = self.adversarial["source_b"]
+        return row
+
+
+def _digest(value: Any) -> Any:
+    """A short stable stand-in for an index array in a cache key."""
+    if value is None:
+        return None
+    import hashlib
+
+    array = np.ascontiguousarray(np.asarray(value, dtype=np.int64))
+    return hashlib.sha256(array.tobytes()).hexdigest()[:16]
