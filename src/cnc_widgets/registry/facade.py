@@ -237,7 +237,12 @@ class ModelRegistry(Catalogue, ResultCache, Scheduling, Restores, traitlets.HasT
         )
         data.fingerprint = f"{data_fingerprint(data.inputs, data.labels)}|emb={embedding}"
         if the_task.name != "classification":
-            spec = json.dumps(data.stored_options(), sort_keys=True, default=str)
+            # The batch size is part of the key: an int8 dynamic model scales activations
+            # per batch, so its language-model numbers depend on how rows were batched.
+            spec = json.dumps(
+                {**data.stored_options(), "batch_size": data.batch_size}, sort_keys=True,
+                default=str,
+            )
             digest = hashlib.sha256(spec.encode()).hexdigest()[:16]
             data.fingerprint += f"|task={the_task.name}:{digest}"
         self._data = data
