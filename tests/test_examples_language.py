@@ -97,12 +97,12 @@ def test_smollm2_loads_from_the_cache(smollm2):
 
 @pytest.fixture(scope="module")
 def news_windows(smollm2):
-    # 8 windows of 64 tokens: one SmolLM2 pass takes ~10-30 s on two busy cores.
-    return examples.token_windows(smollm2[1], examples.news_texts(), length=64, count=8)
+    # 4 windows of 64 tokens: a few SmolLM2 passes, seconds each on two cores.
+    return examples.token_windows(smollm2[1], examples.news_texts(), length=64, count=4)
 
 
 def _ppl(model, enc) -> float:
-    return lm_metrics(score_tokens(model, enc, batch_size=8).table)["perplexity"]
+    return lm_metrics(score_tokens(model, enc, batch_size=4).table)["perplexity"]
 
 
 @pytest.mark.slow

