@@ -34,6 +34,7 @@ export const DAMAGE_CSS = `
 .cnc-heatmap .cnc-dmg-tag { font-size: 10px; padding: 0 4px; border-radius: 3px; border: 1px solid var(--cnc-worse);
   color: var(--jp-ui-font-color1, #222); }
 .cnc-heatmap .cnc-dmg-summary { margin: 4px 0 8px; }
+.cnc-heatmap .cnc-hm-head [data-column] { text-align: center; padding: 2px 6px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; cursor: help; }
 .cnc-heatmap .cnc-dmg-controls { display: flex; gap: 8px; align-items: center; flex-wrap: wrap; margin: 6px 0; }
 .cnc-heatmap .cnc-dmg-controls button, .cnc-heatmap .cnc-dmg-controls select { font: inherit; color: inherit;
   background: var(--jp-layout-color2, #f3f3f3); border: 1px solid var(--jp-border-color1, #bbb); border-radius: 3px; padding: 1px 8px; }
@@ -241,7 +242,14 @@ export function damageMode({ model, tip, redraw }) {
     redraw();
   }
 
+  // The kernel answered the suggestion in flight: no longer busy.
+  function settleSuggest() {
+    const s = model.get("_suggest") || {};
+    if (suggesting && s.at === suggesting.at) suggesting = null;
+  }
+
   function panel(box) {
+    settleSuggest();
     const st = current;
     const d = payload();
     box.append(html("div", { class: "cnc-tip-title", text: `Damage: ${chosen || ""} against ${st.reference || ""}` }));
@@ -301,8 +309,13 @@ export function damageMode({ model, tip, redraw }) {
       + `${d.model} ${num(a.quality_b)} on ${a.n_rows} rows; ${a.restore_runs} restore runs`
       + `${worst ? `; worst group: ${worst} (its modules marked in the tree)` : "; no group measured"}.` }));
     const chart = html("div", { class: "cnc-hm-chart cnc-dmg-chart" });
-    box.append(chart);
-    return drawChart(chart, d.spec).catch((err) => {
+    // The chart's title is HTML here (it wraps at the panel's width; the summary above says
+    // what its subtitle says); the bars take the panel's width.
+    box.append(html("div", { class: "cnc-hm-caption", text: `Quality gap closed by restoring each group from ${d.reference} (measured groups, worst first)` }), chart);
+    const width = Math.max(160, Math.min(420, box.clientWidth - 130));
+    const spec = { ...d.spec, title: undefined, width };
+    delete spec.title;
+    return drawChart(chart, spec).catch((err) => {
       chart.append(html("div", { class: "cnc-hm-error", text: `chart failed: ${err.message}` }));
       return null;
     });
@@ -310,7 +323,6 @@ export function damageMode({ model, tip, redraw }) {
 
   function drawSuggested(box) {
     const s = model.get("_suggest") || {};
-    if (suggesting && s.at === suggesting.at) suggesting = null;
     if (suggesting || !s.model || s.model !== chosen || s.reference !== current.reference) return;
     if (s.error) {
       box.append(html("div", { class: "cnc-hm-error", text: s.error }));
@@ -321,11 +333,13 @@ export function damageMode({ model, tip, redraw }) {
       box.append(html("div", { class: "cnc-tip-sub", text: `${s.model} already keeps 95% of ${s.reference}'s ${s.metric}, or no restore helps: no child made.` }));
       return;
     }
-    box.append(html("div", { class: "cnc-tip-sub", text: `made (in the provenance graph and the scatter): ${s.metric} ${s.reference} ${num(q[s.reference])}, ${s.model} ${num(q[s.model])}` }));
+    box.append(html("div", { class: "cnc-tip-sub", text: `Restore children made (now in the provenance graph and the scatter); ${s.metric} on the whole evaluation set: `
+      + `${s.reference} ${num(q[s.reference])}, ${s.model} ${num(q[s.model])}` }));
     box.append(html("ul", { class: "cnc-dmg-made" }, s.made.map((n) => html("li", { "data-made": n, text: `${n}: ${num(q[n])}` }))));
   }
 
   function busy() {
+    settleSuggest();
     return waiting() || Boolean(suggesting);
   }
 

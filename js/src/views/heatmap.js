@@ -357,7 +357,7 @@ function render({ model, el }) {
     const shown = visibleNodes(tree);
     const coloured = mode.key === "sparsity" || isDamage ? null : modeScale(st, mode, memo, shown);
     drawLegend(mode, coloured);
-    const template = isDamage ? "minmax(220px, 2fr) minmax(110px, 1fr) minmax(80px, 0.7fr)"
+    const template = isDamage ? "minmax(200px, 2fr) minmax(160px, 1.3fr) minmax(70px, 0.5fr)"
       : `minmax(220px, 2fr) repeat(${st.compared.length}, minmax(90px, 1fr))`;
     const selected = new Set(model.get("selected") || []);
     const head = html("div", { class: "cnc-hm-row cnc-hm-head", role: "row" });
@@ -695,6 +695,10 @@ function render({ model, el }) {
     "change:selected": onSelected,
     "change:filtered_out": () => markFiltered(table, model.get("filtered_out")),
   });
+  // Charts read the theme's colours when drawn: draw the side again when JupyterLab's
+  // theme changes (histograms, the damage bars).
+  const themeWatch = new MutationObserver(() => drawSide());
+  themeWatch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light"] });
   draw();
   if (!model.get("active")) {
     // A lazy view (the dashboard's) runs the models once it is shown.
@@ -703,6 +707,7 @@ function render({ model, el }) {
   }
   return () => {
     unlisten();
+    themeWatch.disconnect();
     if (chart) chart.finalize();
   };
 }
