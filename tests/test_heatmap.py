@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import cnc_widgets as cnc
+from cnc_widgets.compress import apply_operation
 from cnc_widgets.metrics.layers import cka_between, layer_table, layers_and_cka
 from cnc_widgets.widgets._wire import unpack
 
@@ -226,3 +227,117 @@ def test_lazy_view_computes_while_a_report_is_executed(reg, monkeypatch):
     reg.selected = ["base", "p50"]
     assert board.heatmap.layers["compared"] == ["p50"] and list(board.heatmap.cka) == ["p50"]
     reg.selected = []
+
+
+# -- the damage mode ------------------------------------------------------------------------
+
+
+def _noised(model: torch.nn.Module, module: str, scale: float) -> torch.nn.Module:
+    """Pruned 30% (every layer changes a little), and one layer damaged on purpose: Gaussian
+    noise of ``scale`` times its weights' std. Restoring the damaged layer's group alone is
+    then a suggestion that is not just the reference again."""
+    model = apply_operation(model, "prune", amount=0.3)
+    torch.manual_seed(0)
+    weight = model.get_submodule(module).weight
+    with torch.no_grad():
+        weight.add_(torch.randn_like(weight) * weight.std() * scale)
+    return model
+
+
+@pytest.fixture(scope="module")
+def damaged(small, digits_cnn):
+    x, y = small
+    r = cnc.ModelRegistry()
+    r.set_data(x, y, batch_size=64)
+    r.add("base", copy.deepcopy(digits_cnn))
+    r.compress("base", _noised, module="features.3", scale=3.0, name="damaged")
+    r.compress("base", "prune", amount=0.3, name="pruned")
+    r.evaluate(progress=False)
+    return r
+
+
+def _table_of(payload: dict) -> pd.DataFrame:
+    """The payload's table back as a DataFrame (None back to NaN in the float columns)."""
+    table = pd.DataFrame(payload["table"])
+    floats = ["proxy", "quality_restored", "recovered", "kl_restored"]
+    for c in floats:
+        table[c] = table[c].astype(float)
+    return table
+
+
+@pytest.mark.parametrize("groups", ["auto", "module"])
+def test_damage_payload_is_the_sensitivity_table(damaged, groups):
+    heat = cnc.ActivationHeatmap(damaged, "base", ["damaged", "pruned"])
+    assert heat._damage == {}  # nothing measured until the mode asks
+    heat._damage_request = {"model": "damaged", "groups": groups, "at": 7}
+    payload = heat._damage
+    assert "error" not in payload and payload["at"] == 7 and not heat.busy
+    expected = damaged.compare("base", "damaged").sensitivity(groups=groups)
+    got = _table_of(payload)
+    pd.testing.assert_frame_equal(got[list(expected.columns)], expected, check_dtype=False)
+    attrs = payload["attrs"]
+    assert attrs["n_rows"] == len(expected.attrs["rows"]) == N
+    for key in ["metric", "better", "quality_a", "quality_b", "restore_runs", "top"]:
+        assert attrs[key] == expected.attrs[key]
+    # The qualities on the rows, directly: accuracy of a and b on the N instances.
+    x, y = damaged.data.inputs, damaged.data.labels
+    with torch.no_grad():
+        for name, key in [("base", "quality_a"), ("damaged", "quality_b")]:
+            acc = float((damaged.model(name)(x).argmax(1).numpy() == np.asarray(y)).mean())
+            assert attrs[key] == pytest.approx(acc)
+    # Each layer row points at the first (worst) group that holds it.
+    rows = heat.layers["rows"]
+    for row, index in zip(rows, payload["module_group"], strict=True):
+        holding = [i for i, mods in enumerate(expected["modules"]) if row in mods]
+        assert index == (holding[0] if holding else -1)
+    worst = payload["worst"]
+    assert worst == 0 and "features.3" in expected.loc[0, "modules"]
+    assert payload["suggest"] == {"ok": True, "why": ""}
+    spec = payload["spec"]
+    assert [v["group"] for v in next(iter(spec["datasets"].values()))] == list(
+        expected.loc[expected["recovered"].notna(), "group"]
+    )
+
+
+def test_damage_request_for_an_unknown_model_or_grouping_is_ignored(damaged):
+    heat = cnc.ActivationHeatmap(damaged, "base", "damaged")
+    heat._damage_request = {"model": "ghost", "groups": "auto"}
+    heat._damage_request = {"model": "damaged", "groups": "by-magic"}
+    assert heat._damage == {}
+
+
+@pytest.mark.filterwarnings("ignore:Sequential. the input of its last")
+def test_damage_error_is_shown_not_lost(damaged):
+    # A comparison whose weights do not pair: the error travels in the answer.
+    other = cnc.ModelRegistry()
+    other.set_data(damaged.data.inputs, damaged.data.labels, batch_size=64)
+    other.add("base", damaged.model("base"))
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    other.add("alien", mlp, parent="base", operation="edit")
+    other.evaluate(progress=False)
+    heat = cnc.ActivationHeatmap(other, "base", "alien")
+    heat._damage_request = {"model": "alien", "groups": "auto", "at": 1}
+    assert "error" in heat._damage and heat._damage["model"] == "alien"
+    assert not heat.busy
+
+
+def test_suggest_request_makes_restore_children_the_views_show(damaged):
+    heat = cnc.ActivationHeatmap(damaged, "base", "damaged")
+    graph = cnc.show_provenance(damaged)
+    before = set(damaged.metrics().index)
+    heat._suggest_request = {"model": "damaged", "at": 3}
+    answer = heat._suggest
+    assert "error" not in answer and answer["at"] == 3 and answer["made"]
+    made = answer["made"]
+    assert set(damaged.metrics().index) - before == set(made)
+    for name in made:
+        assert damaged.record(name).parent == "damaged"
+        assert answer["quality"][name] == pytest.approx(damaged.metrics().at[name, "accuracy"])
+    # The provenance graph follows the registry: the children are in its payload now.
+    assert set(made) <= set(json.dumps(graph.get_state()).split('"')), made
+    # A pair whose reference is not the parent: the reason, from suggest_restores itself.
+    heat2 = cnc.ActivationHeatmap(damaged, "pruned", "damaged")
+    heat2._suggest_request = {"model": "damaged", "at": 4}
+    assert "parent" in heat2._suggest["error"]
+    heat2._damage_request = {"model": "damaged", "groups": "module"}
+    assert heat2._damage["suggest"]["ok"] is False

@@ -10,6 +10,7 @@ import { listen } from "../shared/listen.js";
 import { drawChart } from "../shared/vega.js";
 import { markFiltered } from "../shared/filter.js";
 import { unpack } from "../shared/wire.js";
+import { damageMode, DAMAGE_CSS } from "./damage.js";
 
 const MODES = [
   { key: "sparsity", label: "Sparsity" },
@@ -19,6 +20,8 @@ const MODES = [
     title: "activation change", explain: "||act_b - act_a|| / ||act_a|| over all evaluation instances" },
   { key: "cka", label: "CKA", column: "cka", title: "CKA", domain: "unit",
     explain: "linear CKA of the module's outputs, exact over all instances; 1 = same representation" },
+  { key: "damage", label: "Damage", title: "recovered",
+    explain: "which groups of weights cost the quality: each group restored from the reference and the model run again (computed in the kernel when picked)" },
 ];
 // Okabe and Ito's bluish green for "zero in both": apart from the blue and vermillion of
 // the one-sided zeros and from the grey of nonzero elements, in light and dark themes alike.
@@ -138,7 +141,7 @@ function initialOpen(tree) {
 function render({ model, el }) {
   const root = html("div", { class: "cnc-view cnc-heatmap" });
   addStyles();
-  viewStyles("heatmap", HEATMAP_CSS);
+  viewStyles("heatmap", HEATMAP_CSS + DAMAGE_CSS);
   el.append(root);
 
   let open = null;
@@ -164,6 +167,9 @@ function render({ model, el }) {
   const body = html("div", { class: "cnc-hm-body" }, [table, side]);
   root.append(toolbar, message, body);
   const tip = makeTooltip(root);
+  const damage = damageMode({ model, tip, redraw: () => draw() });
+  let lastMode = null;
+  let worstOpened = "";
 
   for (const mode of MODES) {
     const button = html("button", { type: "button", role: "radio", "data-mode": mode.key, text: mode.label,
@@ -260,6 +266,10 @@ function render({ model, el }) {
 
   function drawLegend(mode, coloured) {
     legendBox.replaceChildren();
+    if (mode.key === "damage") {
+      legendBox.append(damage.legend());
+      return;
+    }
     if (mode.key === "sparsity") {
       for (const part of [...SPARSITY, { column: "nonzero", label: "nonzero", colour: "var(--cnc-nonzero)" }]) {
         const key = html("span", { class: "cnc-hm-key", "data-part": part.column });
@@ -308,7 +318,15 @@ function render({ model, el }) {
     const st = state();
     const mode = MODES.find((m) => m.key === model.get("mode")) || MODES[0];
     for (const b of modeBox.children) b.setAttribute("aria-pressed", String(b.getAttribute("data-mode") === mode.key));
-    const busy = model.get("busy");
+    const isDamage = mode.key === "damage";
+    if (mode.key !== lastMode) {
+      // Entering the damage mode shows its panel; leaving it, the module's.
+      if (isDamage) sideTab = "damage";
+      else if (sideTab === "damage") sideTab = "module";
+      lastMode = mode.key;
+    }
+    if (isDamage && st.rows.length) damage.sync(st);
+    const busy = model.get("busy") || (isDamage && damage.busy());
     message.textContent = model.get("message") || "";
     message.style.display = message.textContent ? "block" : "none";
     root.setAttribute("aria-busy", busy ? "true" : "false");
@@ -326,15 +344,29 @@ function render({ model, el }) {
       openKey = key;
     }
     const memo = new Map();
+    const worst = isDamage ? damage.worstModules() : new Set();
+    const worstKey = [...worst].join("|");
+    if (worst.size && worstKey !== worstOpened) {
+      // Reveal the worst group's modules once per answer: open their parents.
+      worstOpened = worstKey;
+      for (const target of worst) {
+        const parts = target.split(".");
+        for (let i = 1; i < parts.length; i += 1) open.add(parts.slice(0, i).join("."));
+      }
+    }
     const shown = visibleNodes(tree);
-    const coloured = mode.key === "sparsity" ? null : modeScale(st, mode, memo, shown);
+    const coloured = mode.key === "sparsity" || isDamage ? null : modeScale(st, mode, memo, shown);
     drawLegend(mode, coloured);
-    const template = `minmax(220px, 2fr) repeat(${st.compared.length}, minmax(90px, 1fr))`;
+    const template = isDamage ? "minmax(200px, 2fr) minmax(160px, 1.3fr) minmax(70px, 0.5fr)"
+      : `minmax(220px, 2fr) repeat(${st.compared.length}, minmax(90px, 1fr))`;
     const selected = new Set(model.get("selected") || []);
     const head = html("div", { class: "cnc-hm-row cnc-hm-head", role: "row" });
     head.style.gridTemplateColumns = template;
     head.append(html("div", { role: "columnheader", text: `module (reference: ${st.reference})` }));
-    for (const name of st.compared) {
+    if (isDamage) {
+      for (const c of damage.columns()) head.append(html("div", { role: "columnheader", "data-column": c.label, title: c.title, text: c.label }));
+    }
+    for (const name of isDamage ? [] : st.compared) {
       head.append(html("div", { role: "columnheader", "data-model": name, title: `${name} compared with ${st.reference}`,
         "aria-selected": String(selected.has(name)), tabindex: 0, text: name }));
     }
@@ -359,15 +391,23 @@ function render({ model, el }) {
         else if (statuses.has("only_b") && statuses.size === 1) label.append(html("span", { class: "cnc-hm-tag", text: "only in compared" }));
       }
       if (hasKids && !open.has(node.name)) label.append(html("span", { class: "cnc-hm-kind", text: `(${countLeaves(node)})` }));
+      if (isDamage) {
+        const phrase = damage.rowLabel(st, node);
+        if (phrase) row.setAttribute("aria-label", `${row.getAttribute("aria-label")}; ${phrase}`);
+        if (isRow && worst.has(node.name)) {
+          row.classList.add("cnc-dmg-worst");
+          row.setAttribute("data-worst", "true");
+          label.append(html("span", { class: "cnc-dmg-tag", text: `worst: ${damage.worstGroup()}` }));
+        }
+      }
       caret.addEventListener("click", (event) => { event.stopPropagation(); toggle(node); });
       label.addEventListener("click", () => {
         if (isRow) requestDetail(node.name, st.compared[0]);
         else toggle(node);
       });
       row.append(label);
-      for (const name of st.compared) {
-        row.append(cell(st, node, name, mode, coloured, memo));
-      }
+      if (isDamage) row.append(...damage.cells(st, node));
+      else for (const name of st.compared) row.append(cell(st, node, name, mode, coloured, memo));
       row.addEventListener("keydown", (event) => {
         if (event.key === "Enter" || event.key === " ") {
           event.preventDefault();
@@ -496,18 +536,28 @@ function render({ model, el }) {
 
   function drawTabs() {
     tabs.replaceChildren();
-    for (const [key, label] of [["module", "Module"], ["cka", "CKA matrix"]]) {
+    const modeKey = model.get("mode");
+    const tabList = [["module", "Module"], ["cka", "CKA matrix"], ...(modeKey === "damage" ? [["damage", "Damage"]] : [])];
+    for (const [key, label] of tabList) {
       const b = html("button", { type: "button", role: "tab", "data-tab": key, "aria-selected": String(sideTab === key), text: label });
       b.addEventListener("click", () => { sideTab = key; drawSide(); });
       tabs.append(b);
     }
   }
 
+  let sideDraws = 0;
   function drawSide() {
     drawTabs();
     if (chart) { chart.finalize(); chart = null; }
     sideBody.replaceChildren();
-    if (sideTab === "cka") drawMatrix();
+    const drawn = ++sideDraws;
+    if (sideTab === "damage") {
+      damage.panel(sideBody).then((c) => {
+        // A later draw replaced this panel meanwhile: its chart is not shown, release it.
+        if (c && drawn !== sideDraws) c.finalize();
+        else if (c) chart = c;
+      });
+    } else if (sideTab === "cka") drawMatrix();
     else drawDetail();
   }
 
@@ -641,9 +691,14 @@ function render({ model, el }) {
   const unlisten = listen(model, {
     "change:layers change:cka change:mode change:message change:busy change:models": onData,
     "change:_detail": onDetail,
+    "change:_damage change:_suggest": () => { if (model.get("mode") === "damage") draw(); },
     "change:selected": onSelected,
     "change:filtered_out": () => markFiltered(table, model.get("filtered_out")),
   });
+  // Charts read the theme's colours when drawn: draw the side again when JupyterLab's
+  // theme changes (histograms, the damage bars).
+  const themeWatch = new MutationObserver(() => drawSide());
+  themeWatch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light"] });
   draw();
   if (!model.get("active")) {
     // A lazy view (the dashboard's) runs the models once it is shown.
@@ -652,6 +707,7 @@ function render({ model, el }) {
   }
   return () => {
     unlisten();
+    themeWatch.disconnect();
     if (chart) chart.finalize();
   };
 }

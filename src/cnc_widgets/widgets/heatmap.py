@@ -20,12 +20,13 @@ from ._bundle import bundle
 from ._sync import json_value
 from ._view import RegistryView, exporting
 from ._wire import pack
+from .damage import GROUPINGS, damage_payload, suggest_payload
 
 MAX_COMPARED = 4
 # What a report computes for the layers view: the layer table of every compared model (as
 # the notebook shows), but the CKA matrix (layers x layers, the costly part) of the first.
 EXPORT_CKA = 1
-MODES = ("sparsity", "weight_change", "activation_change", "cka")
+MODES = ("sparsity", "weight_change", "activation_change", "cka", "damage")
 VALUE_COLUMNS = [
     "zero_both",
     "zero_a_only",
@@ -192,7 +193,11 @@ class ActivationHeatmap(RegistryView):
     ``models`` (reference first), ``layers`` (:func:`layer_payload`), ``cka``
     (:func:`cka_payload`), ``message`` and ``busy`` are Python -> browser; ``mode`` is set from
     either side. ``_detail_request`` ({module, model}, browser -> Python) asks for one module's
-    numbers and histograms, answered in ``_detail``.
+    numbers and histograms, answered in ``_detail``. The ``damage`` mode asks
+    ``_damage_request`` ({model, groups}) for :meth:`Comparison.sensitivity`, answered in
+    ``_damage`` (:func:`.damage.damage_payload`); ``_suggest_request`` ({model}) runs
+    ``reg.suggest_restores``, answered in ``_suggest``. Both only when asked: restore runs
+    cost model evaluations.
     """
 
     _esm = bundle("heatmap")
@@ -202,6 +207,10 @@ class ActivationHeatmap(RegistryView):
     mode = traitlets.Enum(MODES, default_value="sparsity").tag(sync=True)
     _detail_request = traitlets.Dict().tag(sync=True)
     _detail = traitlets.Dict().tag(sync=True)
+    _damage_request = traitlets.Dict().tag(sync=True)
+    _damage = traitlets.Dict().tag(sync=True)
+    _suggest_request = traitlets.Dict().tag(sync=True)
+    _suggest = traitlets.Dict().tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
     # False until the view is first drawn when lazy: a dashboard that is never displayed
@@ -235,6 +244,8 @@ class ActivationHeatmap(RegistryView):
         self._pinned = [a, *compared] if a is not None else None
         self.observe(self._on_selected, names="selected")
         self.observe(self._on_detail_request, names="_detail_request")
+        self.observe(self._on_damage_request, names="_damage_request")
+        self.observe(self._on_suggest_request, names="_suggest_request")
         self.observe_registry(self._on_revision, "revision")
         self.observe(self._on_revision, names="active")
         self._update()
@@ -277,6 +288,8 @@ class ActivationHeatmap(RegistryView):
             cka = cka_payload(self.registry, models[0], with_cka)
         finally:
             self.busy = False
+        if models != self.models:  # another pair: its damage is not this one's
+            self._damage, self._suggest = {}, {}
         self.models, self.layers, self.cka, self._detail = models, layers, cka, {}
         self.message = self._export_note(models, with_cka) if self._export else ""
 
@@ -310,6 +323,42 @@ class ActivationHeatmap(RegistryView):
         except Exception as exc:
             detail["error"] = f"{type(exc).__name__}: {exc}"
         self._detail = detail
+
+    def _on_damage_request(self, change: Any) -> None:
+        request = change["new"] or {}
+        name, groups = request.get("model"), request.get("groups", "auto")
+        if name not in self.models[1:] or groups not in GROUPINGS:
+            return
+        reference = self.models[0]
+        answer: dict[str, Any] = {"reference": reference, "model": name, "groups": groups}
+        self.busy = True
+        self.message = f"measuring which groups of {name}'s weights cost its quality..."
+        try:
+            answer = damage_payload(self.registry, reference, name, self.layers["rows"], groups)
+        except Exception as exc:  # shown in the view, never lost in a callback
+            answer["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.busy = False
+        self._damage = {**answer, "at": request.get("at")}
+        self.message = ""
+
+    def _on_suggest_request(self, change: Any) -> None:
+        request = change["new"] or {}
+        name = request.get("model")
+        if name not in self.models[1:]:
+            return
+        reference = self.models[0]
+        answer: dict[str, Any] = {"reference": reference, "model": name}
+        self.busy = True
+        self.message = f"suggest_restores({reference!r}, {name!r}): making restore children..."
+        try:
+            answer.update(suggest_payload(self.registry, reference, name))
+        except Exception as exc:
+            answer["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.busy = False
+        self._suggest = {**answer, "at": request.get("at")}
+        self.message = ""
 
 
 def show_heatmap(
