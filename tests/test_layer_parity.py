@@ -239,7 +239,9 @@ def test_token_model_means_leave_out_padding(digits):
 
 
 def test_nice_edges_known_answers():
-    np.testing.assert_allclose(nice_edges(-0.9, 1.0, 10), [-1.25, -0.75, -0.25, 0.25, 0.75, 1.25])
+    np.testing.assert_allclose(nice_edges(-0.9, 1.0, 5), [-1.25, -0.75, -0.25, 0.25, 0.75, 1.25])
+    # Ten bins allowed: a step of 0.2 needs exactly ten, centred on -0.8 .. 1.0.
+    np.testing.assert_allclose(nice_edges(-0.9, 1.0, 10), np.arange(-4.5, 5.6) * 0.2)
     edges = nice_edges(-0.0731, 0.0642, 31)
     step = edges[1] - edges[0]
     assert step == pytest.approx(0.005) and len(edges) - 1 <= 31

@@ -34,7 +34,7 @@ def nice_edges(lo: float, hi: float, max_bins: int = 31) -> np.ndarray:
 
     Examples
     --------
-    >>> nice_edges(-0.9, 1.0, max_bins=10).tolist()
+    >>> nice_edges(-0.9, 1.0, max_bins=5).tolist()
     [-1.25, -0.75, -0.25, 0.25, 0.75, 1.25]
     """
     if max_bins < 1:
