@@ -41,7 +41,7 @@ def nice_edges(lo: float, hi: float, max_bins: int = 31) -> np.ndarray:
         raise ValueError(f"max_bins must be at least 1, got {max_bins}")
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo:
         raise ValueError(f"nice_edges needs a finite range lo <= hi, got [{lo}, {hi}]")
-    if hi == lo:  # one value: one bin around it
+    if hi == lo:  # one value: a range around it
         pad = 0.5 * max(abs(lo), 1.0)
         lo, hi = lo - pad, hi + pad
     step = 10.0 ** math.floor(math.log10((hi - lo) / max_bins))
