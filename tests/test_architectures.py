@@ -135,7 +135,8 @@ def test_multihead_attention_out_proj_has_weights_but_no_activations(treg, digit
     with_params = [
         n for n, m in a.named_modules() if next(m.parameters(recurse=False), None) is not None
     ]
-    assert list(table.index) == with_params  # every parameterised module, in model order
+    params = table[table["row_type"] == "parameters"]
+    assert list(params.index) == with_params  # every parameterised module, in model order
     assert (table["status"] == "both").all()
     assert (table["module_b"] == table.index).all()
     row = table.loc["encoder.layers.0.self_attn.out_proj"]
@@ -170,6 +171,7 @@ def test_auxiliary_head_never_called(digits):
     reg.evaluate(progress=False)
     cmp = reg.compare("base", "p50")
     table = cmp.layers
+    table = table[table["row_type"] == "parameters"]  # ReLU: an activation-only row
     assert list(table.index) == ["body.1", "aux", "head"]
     aux = table.loc["aux"]
     direct = _rel(_module_vector(model, "aux"), _module_vector(reg.model("p50"), "aux"))
@@ -356,6 +358,7 @@ def test_low_rank_modules_compared_with_their_origin(digits):
     reg.evaluate(progress=False)
     assert reg.record("r4").info["factorised"] == {"1": 4, "3": 4}  # every Linear
     table = reg.compare("mlp", "r4").layers
+    table = table[table["row_type"] == "parameters"]  # ReLU: an activation-only row
     assert list(table.index) == ["1", "3"]
     assert (table["status"] == "both").all()
     assert (table["note"] == "factorised by low_rank").all()

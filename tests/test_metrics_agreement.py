@@ -157,3 +157,20 @@ def test_group_accuracy_change_custom_groups():
     assert g.loc["long", "accuracy_b"] == pytest.approx(1 / 3)
     assert g.loc["long", "change"] == 0.0
     assert math.isclose(g.loc["short", "change"], 2 / 3 - 1)
+
+
+def test_difference_argmax_matches_direct_formula_and_known_answers():
+    za = np.array([[2.0, 1.0, 0.0], [0.5, 0.5, 3.0], [1.0, 1.0, 0.0]])
+    zb = np.array([[1.0, 1.5, 0.0], [0.0, 1.0, 2.0], [0.0, 2.0, 0.0]])
+    t = instance_table(za, zb, [1, 1, 2])  # the true labels play no part
+    pa, pb = _softmax(za), _softmax(zb)
+    top = pa.argmax(axis=1)  # the third row ties: numpy's argmax takes class 0 first
+    rows = np.arange(3)
+    np.testing.assert_allclose(t["difference_argmax"], pb[rows, top] - pa[rows, top], rtol=1e-12)
+    # Known answer: row 3, class 0 under a is e/(2e+1); under b it is 1/(e^2+2).
+    e = np.e
+    assert t["difference_argmax"].iloc[2] == pytest.approx(1 / (e**2 + 2) - e / (2 * e + 1))
+    assert (instance_table(za, za, [0, 0, 0])["difference_argmax"] == 0).all()
+    # Extreme logits: a certain reference whose class b drops to nothing gives exactly -1.
+    far = instance_table([[1000.0, -1000.0]], [[-1000.0, 1000.0]], [0])
+    assert far["difference_argmax"].iloc[0] == -1.0

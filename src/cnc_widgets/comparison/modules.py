@@ -8,10 +8,9 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import torch
 
+from ..metrics.histograms import module_histograms
 from ..metrics.layers import cka_between, default_cka_modules, layers_and_cka, module_weights
 from ..provenance import ModuleCorrespondence, module_correspondence
 
@@ -55,73 +54,51 @@ class ModuleMeasures:
             self._memo("cka_matrix", {"a": mods_a, "b": mods_b}, lambda: matrix)
             return table
 
-        table = self._memo("layers", {"pairing": pairing.describe(), "table": 2}, compute)
+        table = self._memo("layers", {"pairing": pairing.describe(), "table": 3}, compute)
         # A table read back from the store holds NaN where b has no module: keep None.
         table["module_b"] = table["module_b"].astype(object).where(table["module_b"].notna(), None)
         return table
 
-    def histograms(self, module: str, *, bins: int = 40) -> dict[str, pd.DataFrame]:
+    def histograms(
+        self, module: str, *, bins: int = 40, shared: bool = False
+    ) -> dict[str, pd.DataFrame]:
         """Weight and activation histograms of ``module`` in a and b, for the views.
 
         ``module`` is a row of :attr:`layers` (a's name; b's name for a module only in
         b); its partner in b is found through :attr:`correspondence`. ``weights``: one
         row per bin over a common range of both models' parameters (columns ``left``,
         ``right``, ``a``, ``b``: element counts; all zero for a model that lacks the
-        module). ``activations``: the streaming histograms kept at evaluation (each
-        model's own bins, with under- and overflow bins at either end), rows
-        ``(model, bin)``.
+        module; no rows for a module without parameters). ``activations``: the streaming
+        histograms kept at evaluation, rows ``(model, bin)``, with under- and overflow
+        bins at either end. ``shared=True`` puts both models on one set of bins: "nice"
+        weight bins (at most ``bins``), and activations on their common edges where that
+        is exact (``activations.attrs["bins"]`` says ``"shared"`` or ``"per-model"``);
+        see :func:`cnc_widgets.metrics.histograms.module_histograms`.
         """
-        weights_a = module_weights(self.registry.model(self.a))
-        weights_b = module_weights(self.registry.model(self.b))
+        model_a, model_b = self.registry.model(self.a), self.registry.model(self.b)
+        modules_a, modules_b = dict(model_a.named_modules()), dict(model_b.named_modules())
         name_a: str | None = module
-        module_b, _ = self.correspondence.map(module)
-        if module not in weights_a:
+        name_b: str | None = self.correspondence.map(module)[0]
+        if module.endswith(" (b)") or module not in modules_a:
             # A module only in b: the table lists it under b's name (" (b)" on a clash).
-            name_a = None
-            module_b = module[:-4] if module.endswith(" (b)") else module
-        wa = weights_a.get(name_a) if name_a else None
-        wb = weights_b.get(module_b) if module_b else None
-        if wa is None and wb is None:
+            name_a, name_b = None, module.removesuffix(" (b)")
+        if name_b not in modules_b:
+            name_b = None
+        if name_a is None and name_b is None:
             raise KeyError(
-                f"module {module!r} has parameters in neither {self.a!r} nor {self.b!r}; "
-                "pass a row name of .layers"
+                f"module {module!r} is in neither {self.a!r} nor {self.b!r}; pass a row "
+                "name of .layers"
             )
-        va, vb = (
-            torch.cat([t.flatten() for t in w.values()]) if w else torch.zeros(0) for w in (wa, wb)
-        )
-        both = torch.cat([va, vb])
-        lo, hi = float(both.min()), float(both.max())
-        hi = hi if hi > lo else lo + 1.0
-        edges = np.linspace(lo, hi, bins + 1)
-        weights = pd.DataFrame(
-            {
-                "left": edges[:-1],
-                "right": edges[1:],
-                "a": np.histogram(va.numpy(), edges)[0],
-                "b": np.histogram(vb.numpy(), edges)[0],
-            }
-        )
-        parts = []
-        for label, res, name in (("a", self._ra, name_a), ("b", self._rb, module_b)):
-            modules = list(res.get("modules", []))
-            if name in modules:
-                i = modules.index(name)
-                e = np.asarray(res["act_hist_edges"][i], dtype=float)
-                parts.append(
-                    pd.DataFrame(
-                        {
-                            "model": label,
-                            "bin": np.arange(len(e) + 1),
-                            "left": np.concatenate([[-np.inf], e]),
-                            "right": np.concatenate([e, [np.inf]]),
-                            "count": res["act_hist"][i],
-                        }
-                    )
-                )
-        activations = pd.concat(parts).set_index(["model", "bin"]) if parts else pd.DataFrame()
-        return {"weights": weights, "activations": activations}
+        acts = []
+        for res, name in ((self._ra, name_a), (self._rb, name_b)):
+            recorded = list(res.get("modules", []))
+            i = recorded.index(name) if name in recorded else None
+            acts.append(None if i is None else (res["act_hist_edges"][i], res["act_hist"][i]))
+        wa = module_weights(model_a).get(name_a) if name_a else None
+        wb = module_weights(model_b).get(name_b) if name_b else None
+        return module_histograms(wa, wb, *acts, bins=bins, shared=shared)
 
-    def histogram_chart(self, module: str, *, bins: int = 40) -> Any:
+    def histogram_chart(self, module: str, *, bins: int = 40, shared: bool = False) -> Any:
         """The weight and activation histograms of ``module`` as an altair chart.
 
         Both models overlaid (the reference in blue, the compared model in vermillion);
@@ -133,7 +110,8 @@ class ModuleMeasures:
         """
         from ..formatting.charts import histogram_chart
 
-        return histogram_chart(self.histograms(module, bins=bins), (self.a, self.b), module)
+        hist = self.histograms(module, bins=bins, shared=shared)
+        return histogram_chart(hist, (self.a, self.b), module)
 
     def cka_matrix(
         self, modules_a: Sequence[str] | None = None, modules_b: Sequence[str] | None = None

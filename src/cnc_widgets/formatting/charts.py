@@ -145,11 +145,11 @@ def histogram_chart(
 
     Returns
     -------
-    altair.VConcatChart
-        Displayed offline (see :func:`offline`). Weights above, activations below (the
-        activation panel is left out when neither model recorded activations for the
-        module). Counts use a symlog axis, so the spike at zero of a pruned model and the
-        spread of the rest are both readable.
+    altair.VConcatChart or altair.Chart
+        Weights above, activations below (the activation panel is left out when neither
+        model recorded activations for the module, the weight panel for a module without
+        parameters). Counts use a symlog axis, so the spike
+        at zero of a pruned model and the spread of the rest are both readable.
 
     Examples
     --------
@@ -157,21 +157,33 @@ def histogram_chart(
     >>> chart.save("hist.html")  # doctest: +SKIP
     """
     label = f" of {module}" if module else ""
-    weights = _panel(
-        _weights_frame(histograms["weights"], names),
-        names,
-        f"weights{label}",
-        "elements (symlog)",
+    weights = (
+        None
+        if histograms["weights"].empty  # a module without parameters (ReLU, pooling)
+        else _panel(
+            _weights_frame(histograms["weights"], names),
+            names,
+            f"weights{label}",
+            "elements (symlog)",
+        )
     )
-    frame, outside = _activations_frame(histograms["activations"], names)
+    activations = histograms["activations"]
+    frame, outside = _activations_frame(activations, names)
     if frame.empty:
+        if weights is None:
+            raise ValueError(
+                f"module {module!r} has no parameters and no activations recorded at "
+                "evaluation in either model: nothing to draw"
+            )
         return offline(weights)
     note = ", ".join(f"{k}: {v}" for k, v in outside.items() if v)
-    title = alt.TitleParams(
-        f"activations{label}, all instances",
-        subtitle=[f"outside the bins: {note}"] if note else [],
-    )
+    subtitle = [f"outside the bins: {note}"] if note else []
+    if activations.attrs.get("bins") == "per-model" and len(outside) == 2:
+        subtitle.append("each model's own bins")
+    title = alt.TitleParams(f"activations{label}, all instances", subtitle=subtitle)
     acts = _panel(frame, names, "", "sampled outputs (symlog)").properties(title=title)
+    if weights is None:
+        return offline(acts)
     return offline(alt.vconcat(weights, acts).resolve_scale(color="shared"))
 
 

@@ -209,7 +209,10 @@ def instance_table(
         ``conf_true_ratio`` (b / a, computed as ``exp(log p_b - log p_a)`` so it stays finite
         when a's probability underflows), ``kl`` (``KL(p_a || p_b)`` in nats, from
         log-softmax in float64), ``mse`` (mean over classes of squared logit difference),
-        ``correct_a, correct_b``.
+        ``correct_a, correct_b`` and ``difference_argmax``: ``p_b[c] - p_a[c]`` for the class
+        ``c = argmax p_a`` that the reference predicts (the first on a tie), what Compress and
+        Compare calls "difference_argmax" on probabilities; in [-1, 1) and defined for every
+        row, true labels or not.
 
     Raises
     ------
@@ -246,6 +249,7 @@ def instance_table(
     kl = np.maximum(terms.sum(axis=1), 0.0)
     pred_a, pred_b = za.argmax(axis=1), zb.argmax(axis=1)
     conf_a, conf_b = pa[rows, y], np.exp(log_pb[rows, y])
+    top_a, top_b = pa[rows, pred_a], np.exp(log_pb[rows, pred_a])
     index = pd.RangeIndex(n, name="id") if ids is None else pd.Index(list(ids), name="id")
     if len(index) != n:
         raise ValueError(f"ids has {len(index)} entries for {n} instances")
@@ -262,6 +266,7 @@ def instance_table(
             "mse": np.mean((za - zb) ** 2, axis=1),
             "correct_a": pred_a == y,
             "correct_b": pred_b == y,
+            "difference_argmax": top_b - top_a,
         },
         index=index,
     )

@@ -14,7 +14,8 @@ is explained in the ``note`` column.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,29 +25,60 @@ from torch import nn
 from ..compress.low_rank import LowRankLinear
 from ..compress.tensor_subclass import dequantized
 from ..evaluate.errors import EvaluationError
+from ..evaluate.model_io import call_model, eval_mode, model_device, model_dtype, n_rows, slice_rows
+from ..evaluate.modules import first_tensor, leaf_modules
 from ..evaluate.streaming import iter_activations
 from ..provenance import ModuleCorrespondence
 from .cka import CKAMatrix, LinearCKA, cka_memory_estimate
 
 __all__ = [
+    "activation_only_modules",
     "cka_between",
     "default_cka_modules",
+    "element_change_fractions",
     "layer_table",
     "layers_and_cka",
     "module_weights",
 ]
 
+# Per-element relative change |w_b - w_a| / |w_a| is counted in these bins, [lo, hi), as in
+# Compress and Compare's weight view; where w_a == 0 the change is 0 when w_b == 0 too and
+# infinite (the last bin) otherwise.
+ELEMENT_CHANGE_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, np.inf)
+ELEMENT_CHANGE_COLUMNS = [
+    "weight_elem_change_0_20",
+    "weight_elem_change_20_40",
+    "weight_elem_change_40_60",
+    "weight_elem_change_60_80",
+    "weight_elem_change_80_100",
+    "weight_elem_change_100_up",
+]
+WEIGHT_MEASURES = [
+    "weight_rel_change",
+    "weight_mean_abs_change",
+    "weight_mean_abs_a",
+    "weight_mean_abs_b",
+    *ELEMENT_CHANGE_COLUMNS,
+]
+ACTIVATION_MEASURES = [
+    "activation_rel_change",
+    "activation_mean_abs_change",
+    "activation_mean_abs_a",
+    "activation_mean_abs_b",
+]
+PARAMETERS, ACTIVATION_ONLY = "parameters", "activation only"
 LAYER_COLUMNS = [
     "module",
     "kind",
+    "row_type",
     "params",
     "zero_both",
     "zero_a_only",
     "zero_b_only",
     "sparsity_a",
     "sparsity_b",
-    "weight_rel_change",
-    "activation_rel_change",
+    *WEIGHT_MEASURES,
+    *ACTIVATION_MEASURES,
     "cka",
     "module_b",
     "status",
@@ -98,6 +130,33 @@ def module_weights(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
+def _mean_abs(t: torch.Tensor) -> float:
+    return torch.linalg.vector_norm(t, 1).item() / t.numel() if t.numel() else np.nan
+
+
+def element_change_fractions(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Fractions of elements whose relative change ``|b - a| / |a|`` falls in each bin.
+
+    Bins are :data:`ELEMENT_CHANGE_EDGES`, ``[0, .2), [.2, .4), ..., [.8, 1), [1, inf)``.
+    Where ``a == 0`` the change is 0 if ``b == 0`` too and infinite otherwise, so a zero
+    that became nonzero counts in the last bin and an untouched zero in the first (as
+    Compress and Compare counts them). NaN in either tensor counts in no bin.
+
+    Examples
+    --------
+    >>> element_change_fractions(torch.tensor([1.0, 1.0, 0.0, 0.0]),
+    ...                          torch.tensor([1.1, 0.5, 0.0, 2.0])).tolist()
+    [0.5, 0.0, 0.25, 0.0, 0.0, 0.25]
+    """
+    a, b = a.reshape(-1).double(), b.reshape(-1).double()
+    d, m = (b - a).abs(), a.abs()
+    # 0/0 -> 0 and x/0 -> inf are what the definition says; torch gives nan and inf.
+    r = torch.where(m > 0, d / m, torch.where(d > 0, torch.inf, 0.0))
+    bins = torch.bucketize(r, torch.tensor(ELEMENT_CHANGE_EDGES[1:-1], dtype=r.dtype), right=True)
+    counts = torch.bincount(bins[~r.isnan()], minlength=len(ELEMENT_CHANGE_EDGES) - 1)
+    return counts.double().numpy() / max(a.numel(), 1)
+
+
 def _weight_row(wa: dict[str, torch.Tensor], wb: dict[str, torch.Tensor]) -> dict[str, float]:
     keys = sorted(set(wa) & set(wb))
     if not keys or any(wa[k].shape != wb[k].shape for k in keys):
@@ -111,13 +170,18 @@ def _weight_row(wa: dict[str, torch.Tensor], wb: dict[str, torch.Tensor]) -> dic
             "sparsity_a": float((sa == 0).double().mean()),
             "sparsity_b": float((sb == 0).double().mean()),
             "weight_rel_change": np.nan,
+            "weight_mean_abs_change": np.nan,
+            "weight_mean_abs_a": _mean_abs(sa.double()),
+            "weight_mean_abs_b": _mean_abs(sb.double()),
+            **dict.fromkeys(ELEMENT_CHANGE_COLUMNS, np.nan),
         }
     a = torch.cat([wa[k].flatten() for k in keys]).double()
     b = torch.cat([wb[k].flatten() for k in keys]).double()
     za, zb = a == 0, b == 0
     n = a.numel()
     norm_a = torch.linalg.vector_norm(a).item()
-    change = torch.linalg.vector_norm(b - a).item()
+    diff = b - a
+    change = torch.linalg.vector_norm(diff).item()
     return {
         "params": int(n),
         "zero_both": (za & zb).sum().item() / n,
@@ -126,7 +190,94 @@ def _weight_row(wa: dict[str, torch.Tensor], wb: dict[str, torch.Tensor]) -> dic
         "sparsity_a": za.sum().item() / n,
         "sparsity_b": zb.sum().item() / n,
         "weight_rel_change": change / norm_a if norm_a > 0 else (0.0 if change == 0 else np.inf),
+        "weight_mean_abs_change": _mean_abs(diff),
+        "weight_mean_abs_a": _mean_abs(a),
+        "weight_mean_abs_b": _mean_abs(b),
+        **dict(zip(ELEMENT_CHANGE_COLUMNS, element_change_fractions(a, b).tolist(), strict=True)),
     }
+
+
+def activation_only_modules(
+    model: nn.Module, weights: Mapping[str, Mapping[str, torch.Tensor]] | None = None
+) -> list[str]:
+    """Leaf modules without parameters (ReLU, GELU, pooling, dropout, ...), in module order.
+
+    ``weights`` is :func:`module_weights` of ``model`` when already at hand.
+
+    Examples
+    --------
+    >>> activation_only_modules(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Dropout()))
+    ['1', '2']
+    """
+    weights = module_weights(model) if weights is None else weights
+    owners = tuple(f"{name}." for name in weights)
+    return [
+        name
+        for name in leaf_modules(model, pass_through=True)
+        if name not in weights and not name.startswith(owners)
+    ]
+
+
+def _in_module_order(model: nn.Module, *groups: Sequence[str]) -> list[str]:
+    wanted = set().union(*groups)
+    return [name for name, _ in model.named_modules() if name in wanted]
+
+
+def _copied_pairs(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    inputs: torch.Tensor | dict[str, torch.Tensor],
+    pairs: Sequence[tuple[str, str]],
+    act_a: Sequence[str],
+    act_b: Sequence[str],
+) -> dict[str, str]:
+    """Pass-through rows whose outputs are another measured pair's, by a's name -> source.
+
+    In eval mode Dropout and Identity return their input tensor itself; when that tensor
+    is what a measured module returned, in a and in b, the pair's numbers are the same
+    to the bit. One forward pass of each model on two rows finds out (a module whose
+    last output is the same tensor object as another module's).
+    """
+    through_a = set(act_a) - set(leaf_modules(model_a))
+    through_b = set(act_b) - set(leaf_modules(model_b))
+    candidates = [(a, b) for a, b in pairs if a in through_a and b in through_b]
+    if not candidates:
+        return {}
+    try:
+        same_a = _same_output(model_a, inputs, [a for a, _ in pairs])
+        same_b = _same_output(model_b, inputs, [b for _, b in pairs])
+    except Exception:  # the probe is an optimisation: without it every row is measured
+        return {}
+    sources = [p for p in pairs if p[0] not in through_a or p[1] not in through_b]
+    copies = {}
+    for a, b in candidates:
+        for src_a, src_b in sources:
+            if src_a in same_a.get(a, ()) and src_b in same_b.get(b, ()):
+                copies[a] = src_a
+                break
+    return copies
+
+
+def _same_output(model: nn.Module, inputs: Any, names: Sequence[str]) -> dict[str, set[str]]:
+    """For each module, the other modules whose last output on two rows is the same tensor."""
+    outputs: dict[str, Any] = {}
+    handles = []
+    for name in dict.fromkeys(names):
+
+        def hook(_m: nn.Module, _args: Any, output: Any, name: str = name) -> None:
+            outputs[name] = first_tensor(output)
+
+        handles.append(model.get_submodule(name).register_forward_hook(hook))
+    try:
+        rows = min(2, n_rows(inputs))
+        batch = slice_rows(inputs, 0, rows, model_dtype(model), model_device(model))
+        with eval_mode(model):
+            call_model(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    live = {k: v for k, v in outputs.items() if v is not None}
+    return {k: {o for o, w in live.items() if o != k and w is v} for k, v in live.items()}
 
 
 def _matrix_within_budget(
@@ -227,15 +378,19 @@ def _activation_pass(
     batch_size: int,
     cka_modules: tuple[Sequence[str], Sequence[str]] | None = None,
     memory_budget: int = 4 << 30,
-) -> tuple[dict[str, float], dict[str, str], dict[str, float], pd.DataFrame | None]:
+) -> tuple[
+    dict[str, dict[str, float]], dict[str, str], dict[str, float], pd.DataFrame | None
+]:
     """One forward pass of each model per batch for every activation measure.
 
-    Returns ``||act_b - act_a|| / ||act_a||`` per pair, the reasons for NaN, linear
-    CKA per pair (keyed by a's name) and, with ``cka_modules``, the CKA matrix exactly
-    as :func:`cka_between` with ``matrix=True`` gives it. Each hooked output is reduced
-    twice (element-wise for the change, pooled over tokens for CKA); only running sums
-    are kept. A pair whose modules are both in the matrix takes its CKA from it, so
-    self terms (X^T X or the N x N Gram) are accumulated once per module.
+    Returns the :data:`ACTIVATION_MEASURES` per pair (``||act_b - act_a|| / ||act_a||``,
+    ``mean |act_b - act_a|``, ``mean |act_a|``, ``mean |act_b|``; padded tokens are
+    zeroed by :func:`reduce_output` and left out of the means' counts), the reasons for
+    NaN, linear CKA per pair (all keyed by a's name) and, with ``cka_modules``, the CKA
+    matrix exactly as :func:`cka_between` with ``matrix=True`` gives it. Each hooked
+    output is reduced twice (element-wise for the change, pooled over tokens for CKA);
+    only running sums are kept. A pair whose modules are both in the matrix takes its
+    CKA from it, so self terms (X^T X or the N x N Gram) are accumulated once per module.
     """
     mat_a, mat_b = ([], []) if cka_modules is None else (list(cka_modules[0]), list(cka_modules[1]))
     n = next(iter(inputs.values())).shape[0] if isinstance(inputs, dict) else inputs.shape[0]
@@ -262,10 +417,18 @@ def _activation_pass(
     ckas = {p: LinearCKA(n=n) for p in pairs if p not in in_matrix}
     sq_diff = dict.fromkeys(pairs, 0.0)
     sq_ref = dict.fromkeys(pairs, 0.0)
+    # L1 sums and element counts for the means: |b - a|, |a|, |b|.
+    l1_diff, l1_a, l1_b = (dict.fromkeys(pairs, 0.0) for _ in range(3))
+    count_a, count_b = dict.fromkeys(pairs, 0), dict.fromkeys(pairs, 0)
     shape_changed: set[tuple[str, str]] = set()
     acc: CKAMatrix | None = None
     first = True
+    mask_all = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    start = 0
     for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
+        rows = min(batch_size, n - start)
+        real = None if mask_all is None else int(mask_all[start : start + rows].sum())
+        start += rows
         if first and cka_modules is not None:
             live_a = [m for m in mat_a if m in acts_a]
             live_b = [m for m in mat_b if m in acts_b]
@@ -282,10 +445,16 @@ def _activation_pass(
             if xa is None or xb is None:
                 continue
             (fa, pa), (fb, pb) = xa, xb
-            sq_ref[pair] += float(torch.dot(fa.reshape(-1), fa.reshape(-1)))
+            flat_a = fa.reshape(-1)
+            sq_ref[pair] += float(torch.dot(flat_a, flat_a))
+            l1_a[pair] += float(torch.linalg.vector_norm(flat_a, 1))
+            l1_b[pair] += float(torch.linalg.vector_norm(fb.reshape(-1), 1))
+            count_a[pair] += _real_elements(fa, pa, real)
+            count_b[pair] += _real_elements(fb, pb, real)
             if fa.shape == fb.shape:
                 d = (fb - fa).reshape(-1)
                 sq_diff[pair] += float(torch.dot(d, d))
+                l1_diff[pair] += float(torch.linalg.vector_norm(d, 1))
             else:
                 shape_changed.add(pair)
             if pair in ckas:
@@ -310,7 +479,8 @@ def _activation_pass(
             "a": {k: v for k, v in gone_a.items() if k in mat_a},
             "b": {k: v for k, v in gone_b.items() if k in mat_b},
         }
-    change, notes, cka = {}, {}, {}
+    measures: dict[str, dict[str, float]] = {}
+    notes, cka = {}, {}
     for pair in pairs:
         in_a, in_b = gone_a.get(pair[0]), gone_b.get(pair[1])
         if in_a is not None and in_a == in_b:
@@ -324,14 +494,36 @@ def _activation_pass(
             cka[pair[0]] = ckas[pair].result()
         else:
             cka[pair[0]] = float(matrix.loc[pair[0], pair[1]])
+        row = dict.fromkeys(ACTIVATION_MEASURES, np.nan)
+        if not (in_a or in_b):
+            row["activation_mean_abs_a"] = l1_a[pair] / count_a[pair] if count_a[pair] else np.nan
+            row["activation_mean_abs_b"] = l1_b[pair] / count_b[pair] if count_b[pair] else np.nan
         if pair in shape_changed:
             why.append("output shape changed")
         if why:
-            change[pair[0]], notes[pair[0]] = np.nan, "; ".join(why)
+            notes[pair[0]] = "; ".join(why)
         else:
             with np.errstate(divide="ignore", invalid="ignore"):
-                change[pair[0]] = float(np.sqrt(np.float64(sq_diff[pair]) / sq_ref[pair]))
-    return change, notes, cka, matrix
+                row["activation_rel_change"] = float(
+                    np.sqrt(np.float64(sq_diff[pair]) / sq_ref[pair])
+                )
+            row["activation_mean_abs_change"] = (
+                l1_diff[pair] / count_a[pair] if count_a[pair] else np.nan
+            )
+        measures[pair[0]] = row
+    return measures, notes, cka, matrix
+
+
+def _real_elements(flat: torch.Tensor, pooled: torch.Tensor, real_tokens: int | None) -> int:
+    """Elements of one reduced output that are not padding.
+
+    :func:`reduce_output` zeroes padded tokens in the flattened output and pools token
+    sequences to one row of width d per instance, so a flattened width other than the
+    pooled one marks a token output: its real elements are (real tokens) x d.
+    """
+    if real_tokens is not None and flat.shape[1] != pooled.shape[1]:
+        return real_tokens * pooled.shape[1]
+    return flat.numel()
 
 
 def _empty_weight_row(w: dict[str, torch.Tensor], side: str) -> dict[str, float]:
@@ -340,7 +532,9 @@ def _empty_weight_row(w: dict[str, torch.Tensor], side: str) -> dict[str, float]
         ["zero_both", "zero_a_only", "zero_b_only", "sparsity_a", "sparsity_b"], np.nan
     )
     row.update(params=int(flat.numel()), weight_rel_change=np.nan)
+    row.update(dict.fromkeys(WEIGHT_MEASURES[1:], np.nan))
     row[f"sparsity_{side}"] = float((flat == 0).double().mean())
+    row[f"weight_mean_abs_{side}"] = _mean_abs(flat.double())
     return row
 
 
@@ -356,6 +550,7 @@ def layer_table(
     batch_size: int = 64,
     activations: bool = True,
     correspondence: ModuleCorrespondence | None = None,
+    activation_only: bool = True,
 ) -> pd.DataFrame:
     """One row per module with parameters, in either model (b compared with a).
 
@@ -407,6 +602,7 @@ def layer_table(
         batch_size=batch_size,
         activations=activations,
         correspondence=correspondence,
+        activation_only=activation_only,
     )
     return table
 
@@ -421,6 +617,7 @@ def layers_and_cka(
     correspondence: ModuleCorrespondence | None = None,
     cka_modules: tuple[Sequence[str], Sequence[str]] | None = None,
     memory_budget: int = 4 << 30,
+    activation_only: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """:func:`layer_table` and, from the same forward passes, a CKA matrix.
 
@@ -439,33 +636,53 @@ def layers_and_cka(
     """
     # Dequantizing int8 weights costs a pass over the model: do it once per model.
     wa, wb = module_weights(model_a), module_weights(model_b)
+    act_a = activation_only_modules(model_a, wa) if activation_only else []
+    act_b = activation_only_modules(model_b, wb) if activation_only else []
+    rows_a, rows_b = _in_module_order(model_a, wa, act_a), _in_module_order(model_b, wb, act_b)
     forward = correspondence or ModuleCorrespondence()
     backward = forward.reversed()
     partner: dict[str, str | None] = {}
     notes: dict[str, str] = {}
-    for name in wa:
+    for name in rows_a:
         target, why = forward.map(name)
-        partner[name] = target if target in wb else None
+        # A module pairs with one of the same sort: parameters with parameters.
+        same_sort = wb if name in wa else act_b
+        partner[name] = target if target in same_sort else None
         if partner[name] is None:
             notes[name] = why or "not in b"
     paired_b = {t for t in partner.values() if t is not None}
-    order_b = {name: i for i, name in enumerate(wb)}
+    order_b = {name: i for i, name in enumerate(rows_b)}
     rows: list[dict] = []
+
+    def no_params(row: dict, status: str, target: str | None, note: str) -> dict:
+        row.update(row_type=ACTIVATION_ONLY, params=0, module_b=target, status=status)
+        row.update(dict.fromkeys(["zero_both", "zero_a_only", "zero_b_only"], np.nan))
+        row.update(dict.fromkeys(["sparsity_a", "sparsity_b", *WEIGHT_MEASURES], np.nan))
+        row["note"] = _join(note, "no parameters")
+        return row
 
     def only_b(name: str) -> None:
         _, why = backward.map(name)
         row = {"module": name, "kind": type(model_b.get_submodule(name)).__name__}
+        if name not in wb:
+            rows.append(no_params(row, "only_b", name, why or "not in a"))
+            return
         row.update(_empty_weight_row(wb[name], "b"))
-        row.update(module_b=name, status="only_b", note=why or "not in a")
+        row.update(row_type=PARAMETERS, module_b=name, status="only_b", note=why or "not in a")
         rows.append(row)
 
-    pending_b = [name for name in wb if name not in paired_b]
-    for name in wa:
+    pending_b = [name for name in rows_b if name not in paired_b]
+    for name in rows_a:
         target = partner[name]
         if target is not None:
             while pending_b and order_b[pending_b[0]] < order_b[target]:
                 only_b(pending_b.pop(0))
         row = {"module": name, "kind": type(model_a.get_submodule(name)).__name__}
+        if name not in wa:
+            status = "only_a" if target is None else "both"
+            rows.append(no_params(row, status, target, notes.get(name, "")))
+            continue
+        row["row_type"] = PARAMETERS
         if target is None:
             row.update(_empty_weight_row(wa[name], "a"))
             row.update(module_b=None, status="only_a", note=notes[name])
@@ -482,27 +699,37 @@ def layers_and_cka(
         rows.append(row)
     for name in pending_b:
         only_b(name)
+    names_a = set(rows_a)
     for row in rows:
-        if row["status"] == "only_b" and row["module"] in wa:
+        if row["status"] == "only_b" and row["module"] in names_a:
             row["module"] = f"{row['module']} (b)"
     table = pd.DataFrame(rows, columns=LAYER_COLUMNS).set_index("module")
-    table["activation_rel_change"] = np.nan
+    table[ACTIVATION_MEASURES] = np.nan
     table["cka"] = np.nan
     both = table[table["status"] == "both"]
     pairs = list(zip(both.index, both["module_b"], strict=True))
+    # Dropout, Identity, ... that hand on the very tensor a measured module returned
+    # repeat that module's numbers: copied, not measured again (no cost per row).
+    copies = _copied_pairs(model_a, model_b, inputs, pairs, act_a, act_b) if activations else {}
+    measured_pairs = [p for p in pairs if p[0] not in copies]
     matrix = None
     if (activations and pairs) or cka_modules is not None:
-        change, why, by_pair, matrix = _activation_pass(
+        measured, why, by_pair, matrix = _activation_pass(
             model_a,
             model_b,
             inputs,
-            pairs if activations else [],
+            measured_pairs if activations else [],
             batch_size=batch_size,
             cka_modules=cka_modules,
             memory_budget=memory_budget,
         )
     if activations and pairs:
-        table.loc[list(change), "activation_rel_change"] = pd.Series(change)
+        for name, source in copies.items():
+            measured[name], by_pair[name] = measured[source], by_pair[source]
+            if source in why:
+                why[name] = why[source]
+        values = pd.DataFrame.from_dict(measured, orient="index")
+        table.loc[values.index, ACTIVATION_MEASURES] = values[ACTIVATION_MEASURES]
         cka = pd.Series(by_pair, dtype=float)[both.index]
         table.loc[both.index, "cka"] = cka.to_numpy()
         for name, reason in why.items():
