@@ -15,7 +15,6 @@ is explained in the ``note`` column.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,13 +22,19 @@ import torch
 from torch import nn
 
 from ..compress.low_rank import LowRankLinear
-from ..compress.tensor_subclass import dequantized
 from ..evaluate.errors import EvaluationError
-from ..evaluate.model_io import call_model, eval_mode, model_device, model_dtype, n_rows, slice_rows
-from ..evaluate.modules import first_tensor, leaf_modules
 from ..evaluate.streaming import iter_activations
 from ..provenance import ModuleCorrespondence
-from .cka import CKAMatrix, LinearCKA, cka_memory_estimate
+from .activation_rows import _copied_pairs, _in_module_order, activation_only_modules
+from .cka import CKAMatrix, LinearCKA
+from .layer_cka import _matrix_within_budget, cka_between, default_cka_modules
+from .weights import (
+    WEIGHT_MEASURES,
+    _empty_weight_row,
+    _weight_row,
+    element_change_fractions,
+    module_weights,
+)
 
 __all__ = [
     "activation_only_modules",
@@ -41,25 +46,6 @@ __all__ = [
     "module_weights",
 ]
 
-# Per-element relative change |w_b - w_a| / |w_a| is counted in these bins, [lo, hi), as in
-# Compress and Compare's weight view; where w_a == 0 the change is 0 when w_b == 0 too and
-# infinite (the last bin) otherwise.
-ELEMENT_CHANGE_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, np.inf)
-ELEMENT_CHANGE_COLUMNS = [
-    "weight_elem_change_0_20",
-    "weight_elem_change_20_40",
-    "weight_elem_change_40_60",
-    "weight_elem_change_60_80",
-    "weight_elem_change_80_100",
-    "weight_elem_change_100_up",
-]
-WEIGHT_MEASURES = [
-    "weight_rel_change",
-    "weight_mean_abs_change",
-    "weight_mean_abs_a",
-    "weight_mean_abs_b",
-    *ELEMENT_CHANGE_COLUMNS,
-]
 ACTIVATION_MEASURES = [
     "activation_rel_change",
     "activation_mean_abs_change",
@@ -84,289 +70,6 @@ LAYER_COLUMNS = [
     "status",
     "note",
 ]
-
-
-def _is_dynamic_linear(module: nn.Module) -> bool:
-    return type(module).__module__.startswith("torch.ao.nn.quantized.dynamic") and hasattr(
-        module, "_packed_params"
-    )
-
-
-def module_weights(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
-    """Float32 parameter tensors of every module that owns some, by module name.
-
-    Examples
-    --------
-    >>> sorted(module_weights(nn.Sequential(nn.Linear(2, 3)))["0"])
-    ['bias', 'weight']
-    """
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    factorised: list[str] = []
-    for name, module in model.named_modules():
-        if any(name.startswith(f + ".") for f in factorised):
-            continue  # a factor: part of its LowRankLinear's row
-        if isinstance(module, LowRankLinear):
-            # One row for the factorised Linear: its weight is the product of the factors.
-            factorised.append(name)
-            first, second = module[0], module[1]
-            w1 = first.weight().dequantize() if _is_dynamic_linear(first) else first.weight
-            w2 = second.weight().dequantize() if _is_dynamic_linear(second) else second.weight
-            product = w2.detach().float() @ w1.detach().float()
-            # A factorised Conv1D (GPT-2) compares with its parent's (in, out) weight.
-            tensors = {"weight": product.T if getattr(module, "transposed", False) else product}
-            bias = second.bias() if _is_dynamic_linear(second) else second.bias
-            if bias is not None:
-                tensors["bias"] = bias
-        elif _is_dynamic_linear(module):
-            tensors = {"weight": module.weight().dequantize()}
-            bias = module.bias()
-            if bias is not None:
-                tensors["bias"] = bias
-        else:
-            tensors = {k: p for k, p in module.named_parameters(recurse=False)}
-        if tensors and name:
-            # dequantized() also reads tensor-subclass weights (torchao), which lack .float().
-            out[name] = {k: dequantized(v) for k, v in tensors.items()}
-    return out
-
-
-def _mean_abs(t: torch.Tensor) -> float:
-    return torch.linalg.vector_norm(t, 1).item() / t.numel() if t.numel() else np.nan
-
-
-def element_change_fractions(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    """Fractions of elements whose relative change ``|b - a| / |a|`` falls in each bin.
-
-    Bins are :data:`ELEMENT_CHANGE_EDGES`, ``[0, .2), [.2, .4), ..., [.8, 1), [1, inf)``.
-    Where ``a == 0`` the change is 0 if ``b == 0`` too and infinite otherwise, so a zero
-    that became nonzero counts in the last bin and an untouched zero in the first (as
-    Compress and Compare counts them). NaN in either tensor counts in no bin.
-
-    Examples
-    --------
-    >>> element_change_fractions(torch.tensor([1.0, 1.0, 0.0, 0.0]),
-    ...                          torch.tensor([1.1, 0.5, 0.0, 2.0])).tolist()
-    [0.5, 0.0, 0.25, 0.0, 0.0, 0.25]
-    """
-    a, b = a.reshape(-1).double(), b.reshape(-1).double()
-    d, m = (b - a).abs(), a.abs()
-    # 0/0 -> 0 and x/0 -> inf are what the definition says; torch gives nan and inf.
-    r = torch.where(m > 0, d / m, torch.where(d > 0, torch.inf, 0.0))
-    bins = torch.bucketize(r, torch.tensor(ELEMENT_CHANGE_EDGES[1:-1], dtype=r.dtype), right=True)
-    counts = torch.bincount(bins[~r.isnan()], minlength=len(ELEMENT_CHANGE_EDGES) - 1)
-    return counts.double().numpy() / max(a.numel(), 1)
-
-
-def _weight_row(wa: dict[str, torch.Tensor], wb: dict[str, torch.Tensor]) -> dict[str, float]:
-    keys = sorted(set(wa) & set(wb))
-    if not keys or any(wa[k].shape != wb[k].shape for k in keys):
-        sa = torch.cat([wa[k].flatten() for k in sorted(wa)])
-        sb = torch.cat([wb[k].flatten() for k in sorted(wb)])
-        return {
-            "params": int(sa.numel()),
-            "zero_both": np.nan,
-            "zero_a_only": np.nan,
-            "zero_b_only": np.nan,
-            "sparsity_a": float((sa == 0).double().mean()),
-            "sparsity_b": float((sb == 0).double().mean()),
-            "weight_rel_change": np.nan,
-            "weight_mean_abs_change": np.nan,
-            "weight_mean_abs_a": _mean_abs(sa.double()),
-            "weight_mean_abs_b": _mean_abs(sb.double()),
-            **dict.fromkeys(ELEMENT_CHANGE_COLUMNS, np.nan),
-        }
-    a = torch.cat([wa[k].flatten() for k in keys]).double()
-    b = torch.cat([wb[k].flatten() for k in keys]).double()
-    za, zb = a == 0, b == 0
-    n = a.numel()
-    norm_a = torch.linalg.vector_norm(a).item()
-    diff = b - a
-    change = torch.linalg.vector_norm(diff).item()
-    return {
-        "params": int(n),
-        "zero_both": (za & zb).sum().item() / n,
-        "zero_a_only": (za & ~zb).sum().item() / n,
-        "zero_b_only": (~za & zb).sum().item() / n,
-        "sparsity_a": za.sum().item() / n,
-        "sparsity_b": zb.sum().item() / n,
-        "weight_rel_change": change / norm_a if norm_a > 0 else (0.0 if change == 0 else np.inf),
-        "weight_mean_abs_change": _mean_abs(diff),
-        "weight_mean_abs_a": _mean_abs(a),
-        "weight_mean_abs_b": _mean_abs(b),
-        **dict(zip(ELEMENT_CHANGE_COLUMNS, element_change_fractions(a, b).tolist(), strict=True)),
-    }
-
-
-def activation_only_modules(
-    model: nn.Module, weights: Mapping[str, Mapping[str, torch.Tensor]] | None = None
-) -> list[str]:
-    """Leaf modules without parameters (ReLU, GELU, pooling, dropout, ...), in module order.
-
-    ``weights`` is :func:`module_weights` of ``model`` when already at hand.
-
-    Examples
-    --------
-    >>> activation_only_modules(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Dropout()))
-    ['1', '2']
-    """
-    weights = module_weights(model) if weights is None else weights
-    owners = tuple(f"{name}." for name in weights)
-    return [
-        name
-        for name in leaf_modules(model, pass_through=True)
-        if name not in weights and not name.startswith(owners)
-    ]
-
-
-def _in_module_order(model: nn.Module, *groups: Sequence[str]) -> list[str]:
-    wanted = set().union(*groups)
-    return [name for name, _ in model.named_modules() if name in wanted]
-
-
-def _copied_pairs(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    inputs: torch.Tensor | dict[str, torch.Tensor],
-    pairs: Sequence[tuple[str, str]],
-    act_a: Sequence[str],
-    act_b: Sequence[str],
-) -> dict[str, str]:
-    """Pass-through rows whose outputs are another measured pair's, by a's name -> source.
-
-    In eval mode Dropout and Identity return their input tensor itself; when that tensor
-    is what a measured module returned, in a and in b, the pair's numbers are the same
-    to the bit. One forward pass of each model on two rows finds out (a module whose
-    last output is the same tensor object as another module's).
-    """
-    through_a = set(act_a) - set(leaf_modules(model_a))
-    through_b = set(act_b) - set(leaf_modules(model_b))
-    candidates = [(a, b) for a, b in pairs if a in through_a and b in through_b]
-    if not candidates:
-        return {}
-    try:
-        same_a = _same_output(model_a, inputs, [a for a, _ in pairs])
-        same_b = _same_output(model_b, inputs, [b for _, b in pairs])
-    except Exception:  # the probe is an optimisation: without it every row is measured
-        return {}
-    sources = [p for p in pairs if p[0] not in through_a or p[1] not in through_b]
-    copies = {}
-    for a, b in candidates:
-        for src_a, src_b in sources:
-            if src_a in same_a.get(a, ()) and src_b in same_b.get(b, ()):
-                copies[a] = src_a
-                break
-    return copies
-
-
-def _same_output(model: nn.Module, inputs: Any, names: Sequence[str]) -> dict[str, set[str]]:
-    """For each module, the other modules whose last output on two rows is the same tensor."""
-    outputs: dict[str, Any] = {}
-    handles = []
-    for name in dict.fromkeys(names):
-
-        def hook(_m: nn.Module, _args: Any, output: Any, name: str = name) -> None:
-            outputs[name] = first_tensor(output)
-
-        handles.append(model.get_submodule(name).register_forward_hook(hook))
-    try:
-        rows = min(2, n_rows(inputs))
-        batch = slice_rows(inputs, 0, rows, model_dtype(model), model_device(model))
-        with eval_mode(model):
-            call_model(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
-    live = {k: v for k, v in outputs.items() if v is not None}
-    return {k: {o for o, w in live.items() if o != k and w is v} for k, v in live.items()}
-
-
-def _matrix_within_budget(
-    widths_a: dict[str, int], widths_b: dict[str, int], n: int, memory_budget: int
-) -> CKAMatrix:
-    """A CKA matrix accumulator for these layers, or a MemoryError saying what to do."""
-    need = cka_memory_estimate(list(widths_a.values()), list(widths_b.values()), n=n)["total"]
-    if need > memory_budget:
-        raise MemoryError(
-            f"a CKA matrix of {len(widths_a)} x {len(widths_b)} layers over {n} "
-            f"instances needs about {need / 2**30:.1f} GiB; pass fewer modules or "
-            "raise memory_budget"
-        )
-    return CKAMatrix(list(widths_a), list(widths_b), n=n)
-
-
-def cka_between(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    inputs: torch.Tensor | dict[str, torch.Tensor],
-    modules_a: Sequence[str],
-    modules_b: Sequence[str] | None = None,
-    *,
-    batch_size: int = 64,
-    matrix: bool = False,
-    memory_budget: int = 4 << 30,
-) -> pd.Series | pd.DataFrame:
-    """Exact linear CKA of module outputs over all instances, streaming both models.
-
-    With ``matrix=False`` the i-th module of a is compared with the i-th of b (a
-    Series indexed by a's names); with ``matrix=True`` every module of a with every
-    module of b (a DataFrame). Token sequences are mean-pooled over real tokens.
-    A module that is never called as a module, or whose output has no row per
-    instance, gets NaN; the reasons are in the result's
-    ``attrs["unavailable"]`` (``{"a": {name: reason}, "b": {...}}``).
-    """
-    modules_b = list(modules_a if modules_b is None else modules_b)
-    modules_a = list(modules_a)
-    if not matrix and len(modules_a) != len(modules_b):
-        raise ValueError("pairwise CKA needs as many modules of a as of b")
-    n = next(iter(inputs.values())).shape[0] if isinstance(inputs, dict) else inputs.shape[0]
-    gone_a: dict[str, str] = {}
-    gone_b: dict[str, str] = {}
-    stream_a = iter_activations(
-        model_a, inputs, list(dict.fromkeys(modules_a)), batch_size=batch_size, unavailable=gone_a
-    )
-    stream_b = iter_activations(
-        model_b, inputs, list(dict.fromkeys(modules_b)), batch_size=batch_size, unavailable=gone_b
-    )
-    if matrix:
-        acc = None
-        for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
-            if acc is None:
-                live_a = [m for m in modules_a if m in acts_a]
-                live_b = [m for m in modules_b if m in acts_b]
-                if not live_a or not live_b:
-                    break
-                acc = _matrix_within_budget(
-                    {m: acts_a[m].shape[1] for m in live_a},
-                    {m: acts_b[m].shape[1] for m in live_b},
-                    n,
-                    memory_budget,
-                )
-            dropped = [m for m in acc.names_a if m not in acts_a]
-            dropped += [m for m in acc.names_b if m not in acts_b]
-            if dropped:
-                raise EvaluationError(
-                    f"modules {dropped} produced outputs in some batches but not in others; "
-                    "choose modules that run on every input for a CKA matrix"
-                )
-            acc.update(acts_a, acts_b)
-        result = (
-            pd.DataFrame(np.nan, index=modules_a, columns=modules_b)
-            if acc is None
-            else acc.result().reindex(index=modules_a, columns=modules_b)
-        )
-    else:
-        accs = [LinearCKA(n=n) for _ in modules_a]
-        for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
-            for acc, ma, mb in zip(accs, modules_a, modules_b, strict=True):
-                if ma in acts_a and mb in acts_b:
-                    acc.update(acts_a[ma], acts_b[mb])
-        values = [
-            np.nan if ma in gone_a or mb in gone_b else acc.result()
-            for acc, ma, mb in zip(accs, modules_a, modules_b, strict=True)
-        ]
-        result = pd.Series(values, index=modules_a, name="cka", dtype=float)
-    result.attrs["unavailable"] = {"a": gone_a, "b": gone_b}
-    return result
 
 
 def _activation_pass(
@@ -524,18 +227,6 @@ def _real_elements(flat: torch.Tensor, pooled: torch.Tensor, real_tokens: int | 
     if real_tokens is not None and flat.shape[1] != pooled.shape[1]:
         return real_tokens * pooled.shape[1]
     return flat.numel()
-
-
-def _empty_weight_row(w: dict[str, torch.Tensor], side: str) -> dict[str, float]:
-    flat = torch.cat([t.flatten() for t in w.values()])
-    row = dict.fromkeys(
-        ["zero_both", "zero_a_only", "zero_b_only", "sparsity_a", "sparsity_b"], np.nan
-    )
-    row.update(params=int(flat.numel()), weight_rel_change=np.nan)
-    row.update(dict.fromkeys(WEIGHT_MEASURES[1:], np.nan))
-    row[f"sparsity_{side}"] = float((flat == 0).double().mean())
-    row[f"weight_mean_abs_{side}"] = _mean_abs(flat.double())
-    return row
 
 
 def _join(*parts: str) -> str:
@@ -746,18 +437,3 @@ def layers_and_cka(
     return table[LAYER_COLUMNS[1:]], matrix
 
 
-def default_cka_modules(model: nn.Module) -> list[str]:
-    """Representative modules for a CKA matrix: encoder blocks, else modules with weights."""
-    from ..compress.encoder_layers import find_encoder_layers
-
-    try:
-        prefix, _owner, _attr, layers = find_encoder_layers(model)
-    except ValueError:
-        return list(module_weights(model))
-    blocks = [f"{prefix}.{i}" for i in range(len(layers))]
-    embeddings = [
-        n
-        for n, m in model.named_modules()
-        if n.endswith("embeddings") and not isinstance(m, nn.Embedding)
-    ]
-    return embeddings[:1] + blocks
