@@ -112,7 +112,7 @@ def test_smollm2_perplexity_and_the_norm_pruning_story(smollm2, news_windows):
         loss = model(**news_windows, labels=news_windows["input_ids"]).loss.item()
     base = _ppl(model, news_windows)
     assert base == pytest.approx(math.exp(loss), rel=1e-4)
-    assert 15 < base < 80  # design.md: ~31 on news (46.9 on 16 windows of 96 in issue 29)
+    assert 15 < base < 80  # ~31 on news in the design notes (46.9 on 16 windows of 96 in issue 29)
     weights = apply_operation(model, "prune", amount=0.3, scope="tensor")
     norms = apply_operation(model, "prune", amount=0.3, scope="tensor", include_norms=True)
     rms = norms.model.layers[0].input_layernorm

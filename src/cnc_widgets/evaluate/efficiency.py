@@ -1,6 +1,6 @@
 """Efficiency of one model: size, parameters, sparsity, MACs, latency and peak memory.
 
-What each number means (design.md section 4):
+What each number means (docs/definitions.md):
 
 - ``params``: elements of all parameters, plus the packed int8 weights and biases of
   dynamically quantized Linears (which hold no ``nn.Parameter``). A tensor-subclass weight

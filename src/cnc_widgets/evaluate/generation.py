@@ -6,7 +6,7 @@ when a batch has no padding, finished rows kept in the batch), without its machi
 prefill over the left-padded prompts, then one forward per new token, so its cost and its
 answers are those of the model alone. :func:`generation_kl` scores model b along model a's
 answers (teacher forcing): per generated token, KL(p_a || p_b) over the full vocabulary in
-nats, no floor and no top-k (design.md section 4), the generation task's ``kl_mean``.
+nats, no floor and no top-k (docs/definitions.md), the generation task's ``kl_mean``.
 
 Example
 -------

@@ -6,7 +6,7 @@ linear CKA (:mod:`.cka`), the per-module layer table (:mod:`.layers`) and SQuAD 
 (:mod:`.squad`). Nothing here knows
 about the registry, the store or the widgets; :mod:`.layers` may use
 :mod:`cnc_widgets.evaluate` to stream activations. Model ``a`` is always the reference and
-``b`` the model compared with it. Definitions follow design.md section 4.
+``b`` the model compared with it. Definitions follow docs/definitions.md.
 """
 
 from .agreement import (

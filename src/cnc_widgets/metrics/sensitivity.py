@@ -298,7 +298,7 @@ def run_quality(model: nn.Module, part: Any, task: Any, name: str) -> tuple[dict
 
 
 def _mean_kl(logits_a: np.ndarray, logits_r: np.ndarray) -> float:
-    """Mean over rows of KL(p_a || p_r) in nats (design.md: kl per instance)."""
+    """Mean over rows of KL(p_a || p_r) in nats (docs/definitions.md: kl per instance)."""
     la = torch.log_softmax(torch.from_numpy(logits_a).double(), 1)
     lr = torch.log_softmax(torch.from_numpy(logits_r).double(), 1)
     return float((la.exp() * (la - lr)).sum(1).mean())

@@ -1,6 +1,6 @@
 """SQuAD answer scores: exact match and token-overlap F1 between answer strings.
 
-Definitions follow design.md section 4 and the official scripts. Normalisation is SQuAD
+Definitions follow docs/definitions.md and the official scripts. Normalisation is SQuAD
 v1.1's (lowercase; drop ASCII punctuation, ``string.punctuation`` as the script does, so
 curly quotes and other non-ASCII marks stay; drop the articles a/an/the as whole words;
 collapse whitespace). Scores are the maximum over the gold answers. Answers that normalise to

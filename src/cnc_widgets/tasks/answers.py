@@ -2,7 +2,7 @@
 
 Generated answers (:mod:`.generation`) and extracted spans (:mod:`.extractive_qa`) differ
 only in how a model's output becomes one answer string per question; from there on the
-definitions are the same (design.md section 4): ``exact_match`` and ``f1`` with SQuAD v1.1
+definitions are the same (docs/definitions.md): ``exact_match`` and ``f1`` with SQuAD v1.1
 normalisation, the maximum over the gold answers, fractions 0..1 (SQuAD2: an empty gold or
 an empty answer scores 1 only when both are empty). A prediction is the normalised answer;
 an error is an exact match of 0; two models agree on a question when their normalised

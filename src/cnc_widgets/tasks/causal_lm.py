@@ -1,7 +1,7 @@
 """Causal language models: every scored token is a prediction.
 
 Position t of a sequence is scored when the attention mask is 1 at t and at t+1: the
-model's distribution at t predicts token t+1 (design.md section 4). Evaluation keeps, per
+model's distribution at t predicts token t+1 (docs/definitions.md). Evaluation keeps, per
 sequence and position, the negative log-likelihood of the next token (nats), the model's
 top-1 token and whether it is the next token; never the distributions. Token KL between
 two models needs both distributions at once, so a comparison runs both models over the

@@ -1,7 +1,7 @@
 """Classification: one row of logits per instance, accuracy, argmax predictions.
 
 The first task and the default of :meth:`ModelRegistry.set_data`. Definitions follow
-design.md section 4: prediction = argmax of the logits, errors = prediction != label,
+docs/definitions.md: prediction = argmax of the logits, errors = prediction != label,
 agreement and error Jaccard over instances, KL(p_a || p_b) in nats per instance.
 
 Examples
