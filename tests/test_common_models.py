@@ -130,7 +130,7 @@ def test_adversarial_overlap_token_dict_under_any_key_names(tokens):
     torch.manual_seed(3)
     model = fit(OtherKeys(), lambda m: m(ids, mask), y)
     reg = registry_with({"ids": ids, "mask": mask}, y, model)
-    reg.compress("base", "prune", amount=0.3, name="p")
+    reg.compress("base", "prune", amount=0.3, name="p", include=".*")
     reg.evaluate(progress=False)
     cmp = reg.compare("base", "p")
     assert 0.0 <= cmp.adversarial_overlap() <= 1.0
@@ -368,7 +368,9 @@ def test_reopened_store_without_data_says_to_call_set_data(tmp_path):
 
 def test_default_names_tell_list_and_type_parameters_apart():
     reg = cnc.ModelRegistry()
-    reg.add("base", nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Conv1d(1, 1, 1)))
+    # A head after the Conv1d: prune leaves the output head out by default.
+    layers = [nn.Linear(4, 8), nn.ReLU(), nn.Conv1d(1, 1, 1), nn.Linear(8, 2)]
+    reg.add("base", nn.Sequential(*layers))
     a = reg.compress("base", "prune", amount=0.5, modules=[nn.Linear])
     b = reg.compress("base", "prune", amount=0.5, modules=["Conv1d"])
     c = reg.compress("base", "prune", amount=0.5, modules=[nn.Linear, nn.Conv1d])

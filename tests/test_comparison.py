@@ -141,7 +141,7 @@ def test_cached_in_store_and_reopened(reg, monkeypatch):
         raise AssertionError("recomputed a cached measure")
 
     monkeypatch.setattr(knn, "knn_search", forbidden)
-    import cnc_widgets.comparison as comparison
+    import cnc_widgets.comparison.core as comparison
 
     monkeypatch.setattr(comparison.m, "knn_agreement", forbidden)
     assert again.compare("base", "s40").knn_agreement(7) == value

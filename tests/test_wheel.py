@@ -40,5 +40,5 @@ def test_wheel_contains_bundle(tmp_path):
         in read("cnc_widgets/static/report-html-manager.js").decode()
     )
     assert "RequireJS" in read("cnc_widgets/static/report-require.js").decode()
-    assert "cnc_widgets/templates/cnc_report/index.html.j2" in names
+    assert "cnc_widgets/widgets/templates/cnc_report/index.html.j2" in names
     assert not any(n.startswith("cnc_widgets/static/") and n.endswith(".map") for n in names)

@@ -36,7 +36,7 @@ def notebook_path(name: str = QUICKSTART) -> Path:
     packaged = resources.files("cnc_widgets") / "notebooks" / name
     if packaged.is_file():
         return Path(str(packaged))
-    checkout = Path(__file__).resolve().parents[2] / "notebooks" / name
+    checkout = Path(__file__).resolve().parents[3] / "notebooks" / name
     if checkout.is_file():
         return checkout
     raise FileNotFoundError(f"{name} is missing from the package; reinstall cnc-widgets")

@@ -66,7 +66,7 @@ def damage_payload(
     altair bar chart (:meth:`Comparison.sensitivity_chart`) and ``suggest`` whether
     ``reg.suggest_restores(reference, name)`` applies (``reference`` must be the parent).
     """
-    from ..charts import sensitivity_chart
+    from ..formatting.charts import sensitivity_chart
 
     if groups not in GROUPINGS:
         raise ValueError(f"groups must be one of {GROUPINGS} in the view, got {groups!r}")
