@@ -119,7 +119,7 @@ def _chosen(model: nn.Module, modules: str | list[str] | None) -> list[tuple[str
         try:
             regex = re.compile(modules)
         except re.error as exc:
-            raise ValueError(f"gguf: modules={modules!r} is not a valid regular expression") from exc
+            raise ValueError(f"gguf: modules={modules!r} is not a valid regex") from exc
         return [(n, m) for n, m in layers if regex.search(n)]
     names = dict(layers)
     unknown = [n for n in modules if n not in names]
