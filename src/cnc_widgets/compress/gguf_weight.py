@@ -122,8 +122,11 @@ class GGUFWeight(torch.Tensor):
             from gguf import GGMLQuantizationType, quants
 
             values = quants.dequantize(self.blocks.cpu().numpy(), GGMLQuantizationType[self.qtype])
-            dense = torch.from_numpy(values.reshape(tuple(self.shape))).to(self.dtype)
-            dense = dense.to(self.blocks.device)
+            # A normal tensor even when first read under inference_mode: an inference tensor
+            # could not be viewed (transposed for a matmul) outside it later.
+            with torch.inference_mode(False):
+                dense = torch.from_numpy(values.reshape(tuple(self.shape))).to(self.dtype)
+                dense = dense.to(self.blocks.device)
             self._dense = dense
         return dense
 
