@@ -103,7 +103,7 @@ def test_types_the_package_cannot_quantize_are_named():
     assert "Q4_0" in str(err.value)
     with pytest.raises(ValueError, match="unknown type 'Q9'"):
         apply_operation(nn.Linear(64, 8), "gguf", type="Q9")
-    with pytest.raises(ValueError, match="quantized no weight.*multiple of 32"):
+    with pytest.raises(ValueError, match=r"quantized no weight.*multiple of 32"):
         apply_operation(nn.Linear(48, 8), "gguf", type="Q8_0")
     assert operations()["gguf"]["params"] == {"type": "Q8_0", "modules": None}
 
