@@ -290,3 +290,28 @@ def test_a_gguf_file_is_sized_by_its_tensor_types():
     assert table.loc["from-file", "size_bytes"] == sizes["size_bytes"]
     assert table.loc["plain", "size_bytes"] == size_bytes(reg.model("plain"))
     assert table.loc["from-file", "perplexity"] == table.loc["plain", "perplexity"]
+
+
+@pytest.mark.slow
+def test_smollm2_loaded_from_its_gguf_file_is_added_as_it_is():
+    from transformers import AutoModelForCausalLM
+
+    path = smollm2_gguf()
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
+    g = torch.Generator().manual_seed(0)
+    enc = {
+        "input_ids": torch.randint(100, 20000, (2, 8), generator=g),
+        "attention_mask": torch.ones(2, 8, dtype=torch.long),
+    }
+    reg = cnc.ModelRegistry()
+    reg.set_data(enc, task="causal_lm", batch_size=2)
+    reg.add("smollm2-q4_1", model, info={"gguf_file": path})
+    reg.evaluate(progress=False)
+    row = reg.metrics().loc["smollm2-q4_1"]
+    assert row["size_bytes"] == gguf_file_sizes(path)["size_bytes"]
+    # transformers dequantized the blocks with gguf: the float model is 4 bytes per weight.
+    assert row["params"] == sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert row["size_bytes"] < 0.25 * 4 * row["params"]
+    assert np.isfinite(row["perplexity"])

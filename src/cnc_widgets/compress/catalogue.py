@@ -31,6 +31,7 @@ from torch import nn
 
 from . import encoder_layers, fastpath, low_rank, precision, pruning, structured
 from . import gguf as gguf_ops
+from . import quanto as quanto_ops
 from . import torchao as torchao_ops
 from .tensor_subclass import is_tensor_subclass
 
@@ -177,6 +178,14 @@ _BUILTINS: dict[str, _Operation] = {
         "... (cnc_widgets.compress.gguf.quantizable_types()).",
         {"type": "Q8_0", "modules": None},
         needs=("report",),
+    ),
+    "quanto": _Operation(
+        quanto_ops.quanto,
+        "Quantize with optimum-quanto and freeze (optional extra cnc-widgets[quanto]); weights: "
+        f"{', '.join(quanto_ops.WEIGHTS)}; activations: None or "
+        f"{', '.join(quanto_ops.ACTIVATIONS)} (calibrated on a batch of the data).",
+        {"weights": "qint8", "activations": None, "include": None, "exclude": None},
+        needs=("example_input",),
     ),
     "half": _Operation(
         precision.half,
@@ -415,5 +424,6 @@ def operation_record(
             "cnc_widgets": _version("cnc_widgets") or _version("cnc-widgets"),
             **({"torchao": _version("torchao")} if operation == "quantize" else {}),
             **({"gguf": _version("gguf")} if operation == "gguf" else {}),
+            **({"optimum-quanto": _version("optimum-quanto")} if operation == "quanto" else {}),
         },
     }
