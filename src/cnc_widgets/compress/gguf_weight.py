@@ -18,11 +18,11 @@ Example
 -------
 >>> import numpy as np, torch
 >>> from gguf import GGMLQuantizationType, quants
->>> w = np.ones((2, 32), dtype=np.float32)
+>>> w = np.full((2, 32), 127.0, dtype=np.float32)
 >>> blocks = quants.quantize(w, GGMLQuantizationType.Q8_0)
 >>> weight = GGUFWeight(torch.from_numpy(blocks), "Q8_0", (2, 32))
 >>> weight.blocks.shape, float(weight.dequantize().sum())
-(torch.Size([2, 34]), 64.0)
+(torch.Size([2, 34]), 8128.0)
 """
 
 from __future__ import annotations
