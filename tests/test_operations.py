@@ -95,6 +95,8 @@ def test_operations_catalogue():
         "prune_structured",
         "quantize_dynamic",
         "quantize",
+        "gguf",
+        "quanto",
         "half",
         "bfloat16",
         "low_rank",

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from . import encoder_layers, fastpath, low_rank, precision, pruning, structured
+from . import gguf as gguf_ops
+from . import quanto as quanto_ops
 from . import torchao as torchao_ops
 from .tensor_subclass import is_tensor_subclass
 
@@ -169,6 +171,22 @@ _BUILTINS: dict[str, _Operation] = {
         f"config: {', '.join(torchao_ops.CONFIGS)}.",
         {"config": "int8_weight_only", "group_size": None},
     ),
+    "gguf": _Operation(
+        gguf_ops.quantize_gguf,
+        "Quantize Linear and Embedding weights block-wise to a llama.cpp GGUF type with the "
+        "gguf package (optional extra cnc-widgets[llm]); type: Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, "
+        "... (cnc_widgets.compress.gguf.quantizable_types()).",
+        {"type": "Q8_0", "modules": None},
+        needs=("report",),
+    ),
+    "quanto": _Operation(
+        quanto_ops.quanto,
+        "Quantize with optimum-quanto and freeze (optional extra cnc-widgets[quanto]); weights: "
+        f"{', '.join(quanto_ops.WEIGHTS)}; activations: None or "
+        f"{', '.join(quanto_ops.ACTIVATIONS)} (calibrated on a batch of the data).",
+        {"weights": "qint8", "activations": None, "include": None, "exclude": None},
+        needs=("example_input",),
+    ),
     "half": _Operation(
         precision.half,
         "Cast to float16; float inputs are cast in and outputs cast back to float32.",
@@ -216,7 +234,7 @@ def operations() -> dict[str, dict[str, Any]]:
     Examples
     --------
     >>> sorted(operations())[:3]
-    ['bfloat16', 'drop_layers', 'half']
+    ['bfloat16', 'drop_layers', 'gguf']
     >>> operations()["prune"]["params"]["scope"]
     'global'
     """
@@ -406,5 +424,7 @@ def operation_record(
             "transformers": _version("transformers"),
             "cnc_widgets": _version("cnc_widgets") or _version("cnc-widgets"),
             **({"torchao": _version("torchao")} if operation == "quantize" else {}),
+            **({"gguf": _version("gguf")} if operation == "gguf" else {}),
+            **({"optimum-quanto": _version("optimum-quanto")} if operation == "quanto" else {}),
         },
     }

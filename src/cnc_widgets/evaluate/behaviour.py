@@ -139,7 +139,7 @@ def _describe_object(value: Any, memo: dict[int, str], depth: int) -> str:
         )
         return (
             f"method({_qualname(owner)},{_describe(value.__func__, memo, depth)},"
-            f"{_describe(state, memo, depth)})"
+            f"{_describe_object(state, memo, depth)})"
         )
     if isinstance(value, types.FunctionType):
         return _function_text(value, memo, depth)
@@ -156,7 +156,9 @@ def _describe_object(value: Any, memo: dict[int, str], depth: int) -> str:
     if hasattr(value, "__dict__") and not isinstance(value, nn.Module):
         # Simple settings only: a recorder's growing lists would make the text unstable.
         state = {k: v for k, v in vars(value).items() if isinstance(v, _SIMPLE)}
-        return f"{_qualname(value)}:{_describe(state, memo, depth)}"
+        # Not through _describe: its memo is keyed by id(), and this temporary dict's id can
+        # be reused by the next one (quanto's qtype described as an optimizer's empty state).
+        return f"{_qualname(value)}:{_describe_object(state, memo, depth)}"
     return _qualname(value)
 
 

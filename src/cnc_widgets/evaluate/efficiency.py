@@ -13,7 +13,9 @@ What each number means (docs/definitions.md):
 - ``size_bytes``: length of ``torch.save(model.state_dict())``, the file one would ship
   (buffers included, int8 weights one byte each, pickle overhead included). A weight held
   as a tensor subclass (torchao's quantized tensors) is saved as what it stores: int8
-  data plus scales and zero points.
+  data plus scales and zero points, a GGUF weight (:mod:`..compress.gguf`) as its blocks. A
+  model loaded from a GGUF file by transformers (float weights) reports the file's tensor
+  bytes when the file was declared (``reg.add(..., info={"gguf_file": path})``).
 - ``sparse_size_bytes``: the same file if each tensor were stored in the cheapest of three
   forms: dense; a bitmap (one bit per element) plus the nonzero values; or coordinates (per
   nonzero, its value plus a flat int32 index, int64 past 2**31 elements).
@@ -129,15 +131,30 @@ def weight_counts(model: nn.Module) -> tuple[int, int]:
 def size_bytes(model: nn.Module) -> int:
     """Bytes of ``torch.save(model.state_dict())``.
 
+    A model loaded from a GGUF file and declared so
+    (:func:`cnc_widgets.compress.gguf.declare_gguf_file`) reports the file's tensor data
+    instead: the quantized blocks it ships, not the float weights it was dequantized to.
+
     Examples
     --------
     >>> from torch import nn
     >>> size_bytes(nn.Linear(1000, 1000)) > 4_000_000
     True
     """
+    declared = _declared_file(model)
+    if declared is not None:
+        return declared
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes
+
+
+def _declared_file(model: nn.Module) -> int | None:
+    """Tensor bytes of the GGUF file ``model`` was loaded from, when that was declared."""
+    from ..compress.gguf import FILE_ATTRIBUTE
+
+    declared = getattr(model, FILE_ATTRIBUTE, None)
+    return int(declared["size_bytes"]) if isinstance(declared, dict) else None
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
@@ -167,6 +184,8 @@ def sparse_size_bytes(model: nn.Module, dense_size: int | None = None) -> int:
     >>> size_bytes(layer) - sparse_size_bytes(layer)  # 10,000 zeros: 0 bytes, not 4 each
     40000
     """
+    if _declared_file(model) is not None:
+        return size_bytes(model)  # the file's blocks: no sparse form of them is known
     dense_size = size_bytes(model) if dense_size is None else dense_size
     saved = 0
     seen: set[Any] = set()

@@ -36,6 +36,8 @@ def _nonzero(t: torch.Tensor) -> int:
             )
             else int((t.dequantize() != 0).sum())
         )
+    if t.is_floating_point() and t.element_size() == 1:
+        t = t.float()  # float8 (quanto's qfloat8 weights): count_nonzero has no kernel for it
     return int(torch.count_nonzero(t))
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..compress.tensor_subclass import stored_tensors
+from ..compress.tensor_subclass import is_tensor_subclass, stored_tensors
 
 __all__ = ["bytes_by_dtype", "size_report", "what_changed"]
 
@@ -89,7 +89,7 @@ def _describe(mod_a: nn.Module, mod_b: nn.Module) -> str | None:
     for key, a in ta.items():
         b = tb[key]
         if a.shape != b.shape:
-            return "reshaped"
+            return _packed(mod_b, key) or "reshaped"
         if a.dtype != b.dtype:
             what = "quantized to" if _is_quantized(b) else "cast to"
             return f"{what} {_dtype_name(b)}"
@@ -103,6 +103,16 @@ def _describe(mod_a: nn.Module, mod_b: nn.Module) -> str | None:
                 return f"pruned ({zeros_b / max(b.numel(), 1):.0%} zeros in {key})"
             return "weights changed"
     return None
+
+
+def _packed(module: nn.Module, key: str) -> str | None:
+    """``quantized (GGUFWeight Q4_0)`` for a weight stored packed in a tensor subclass (its
+    blocks have another shape than the float weight), else None."""
+    weight = getattr(module, key, None)
+    if not is_tensor_subclass(weight):
+        return None
+    qtype = getattr(weight, "qtype", None)
+    return f"quantized ({type(weight).__name__}{f' {qtype}' if qtype is not None else ''})"
 
 
 def what_changed(parent: nn.Module, child: nn.Module) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..compress import apply_operation, operation_record, operations
 from ..compress.catalogue import plain_params
+from ..compress.gguf import declare_gguf_info
 from ..evaluate.behaviour import callable_digest
 from ..evaluate.fingerprint import model_fingerprint
 from ..evaluate.model_io import call_model, eval_mode, prepare_inputs
@@ -193,7 +194,9 @@ class Catalogue:
         Adding the same name with the same weights and provenance again (a re-run
         notebook cell) does nothing. The same name with other weights or other
         provenance raises, unless ``replace=True``, which also drops the model's
-        cached results.
+        cached results. ``info={"gguf_file": path}`` says that ``model`` was loaded from
+        that GGUF file (``from_pretrained(..., gguf_file=...)``): its ``size_bytes`` is then
+        the file's quantized tensor data (:func:`cnc_widgets.compress.gguf.declare_gguf_file`).
 
         Returns
         -------
@@ -216,6 +219,7 @@ class Catalogue:
         if operation is not None and not isinstance(operation, str):
             raise ValueError(f"operation of model {name!r} must be a string label")
         check_parent(self._records, name, parent)
+        info = declare_gguf_info(model, info)  # {"gguf_file": path}: sized as the file
         record = ModelRecord(
             name=name,
             parent=parent,

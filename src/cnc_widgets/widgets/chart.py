@@ -2,8 +2,8 @@
 
 altair's default renderer loads vega-embed from a CDN, so its charts show "Error loading
 script" offline and in exported reports. The charts the library returns
-(:func:`cnc_widgets.formatting.charts.offline`) display through this widget instead; the widget state
-carries the spec, so a report draws the chart with no kernel and no network.
+(:func:`cnc_widgets.formatting.charts.offline`) display through this widget instead; the
+widget state carries the spec, so a report draws the chart with no kernel and no network.
 """
 
 from __future__ import annotations
