@@ -147,3 +147,32 @@ def test_token_table_agrees_with_each_models_evaluation_also_left_padded():
     assert row["nll_a"].mean() == pytest.approx(float(nll), rel=1e-5)
     summary = reg.compare_many("a", adversarial=False, progress=False)
     assert summary.loc["b", "mean_kl"] == pytest.approx(tokens["kl"].mean(), rel=1e-6)
+
+
+def test_store_reopen_and_an_executor_give_the_local_results(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    enc = batch(n=12, t=10, seed=7)
+    local = cnc.ModelRegistry(store=tmp_path / "s")
+    local.set_data(enc, task="causal_lm", batch_size=4)
+    local.add("a", tiny_llama(0))
+    local.evaluate(progress=False)
+    # Reopened: the metrics and the token arrays come back without the model.
+    again = cnc.ModelRegistry(store=tmp_path / "s")
+    assert again.task.name == "causal_lm"
+    for column in ("perplexity", "nll", "token_accuracy", "tokens"):
+        assert again.metrics().loc["a", column] == local.metrics().loc["a", column]
+    np.testing.assert_array_equal(again.result("a")["token_nll"], local.result("a")["token_nll"])
+    # Shards on an executor merge into the same arrays as the local run.
+    fanned = cnc.ModelRegistry()
+    fanned.set_data(enc, task="causal_lm", batch_size=4)
+    fanned.add("a", tiny_llama(0))
+    with ThreadPoolExecutor(2) as pool:
+        fanned.evaluate(executor=pool, shard_rows=4, progress=False)
+    for key in ("token_nll", "token_top", "token_correct", "token_scored", "embeddings"):
+        np.testing.assert_allclose(
+            fanned.result("a")[key], local.result("a")[key], rtol=1e-5, atol=1e-6
+        )
+    assert fanned.metrics().loc["a", "perplexity"] == pytest.approx(
+        local.metrics().loc["a", "perplexity"], rel=1e-6
+    )
