@@ -51,3 +51,22 @@ def test_pruned_and_replaced_modules_are_named():
     assert report["changed"]["2"].startswith("replaced by")
     assert report["added"] == [] and report["removed"] == []
     assert what_changed(m, m)["changed"] == {}
+
+
+def test_details_explain_the_size_and_the_latency_spread():
+    from cnc_widgets.widgets.details import details_state
+
+    x, y = torch.randint(0, 50, (20, 4)), torch.randint(0, 3, (20,))
+    reg = cnc.ModelRegistry()
+    reg.set_data(x, y)
+    reg.add("base", model())
+    reg.compress("base", "quantize_dynamic", name="int8")
+    reg.evaluate(progress=False)
+    state = details_state(reg, ["int8"])
+    sizes = state["sizes"]
+    assert sizes["bytes_by_dtype"][0]["dtype"] == "float32"
+    assert "2 modules quantized" in sizes["lines"]
+    assert any(line.startswith("1 left as they were: 0") for line in sizes["lines"])
+    latency = next(r for r in state["metrics"] if r["metric"] == "latency_ms")
+    assert "IQR" in latency["text"]
+    assert details_state(reg, ["base"])["sizes"] is None  # a root: nothing to explain

@@ -9,6 +9,26 @@ function chainItem(step, i) {
   return html("li", { "data-model": step.name, text: label });
 }
 
+function dtypeList(items) {
+  return items.map((b) => `${b.dtype} ${b.text}`).join(", ") || "\u2014";
+}
+
+// Why the model has its size: what the operation changed and left, bytes by dtype.
+function sizeSection(sizes) {
+  const items = [
+    html("li", { text: `stored: ${dtypeList(sizes.bytes_by_dtype)}` }),
+    html("li", { text: `parent: ${dtypeList(sizes.parent_bytes_by_dtype)}` }),
+    ...sizes.lines.map((line) => html("li", { text: line })),
+  ];
+  const changed = html("details", { class: "cnc-size-changes" }, [
+    html("summary", { text: `modules changed (${sizes.changed.length})` }),
+    html("ul", {}, sizes.changed.map((c) => html("li", { "data-module": c.module, text: `${c.module}: ${c.how}` }))),
+  ]);
+  return html("section", { class: "cnc-sizes", "aria-label": "Why this size" }, [
+    html("h4", { text: "Why this size" }), html("ul", {}, items), changed,
+  ]);
+}
+
 function render({ model, el }) {
   const root = html("div", { class: "cnc-view cnc-details", tabindex: -1 });
   addStyles();
@@ -45,6 +65,7 @@ function render({ model, el }) {
       body.append(html("h4", { text: "Metrics" }),
         rows.length ? html("table", { class: "cnc-metrics" }, rows)
           : html("div", { class: "cnc-empty", text: "not evaluated yet: reg.evaluate()" }));
+      if (d.sizes) body.append(sizeSection(d.sizes));
       return;
     }
     title.textContent = `Selection: ${d.names.length} models`;

@@ -110,6 +110,47 @@ def selection_charts(
     return charts, comparison, varying
 
 
+def size_explanation(sizes: dict[str, Any] | None, row: pd.Series) -> dict[str, Any] | None:
+    """Why a compressed child has its size: bytes by dtype (its and its parent's), what the
+    operation changed and left, and a note when the latency spread is large."""
+    if not sizes:
+        return None
+    changed = sizes.get("changed", {})
+    kinds: dict[str, int] = {}
+    for how in changed.values():
+        kind = how.split(" (")[0].split(" to ")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    unchanged = list(sizes.get("unchanged", []))
+    lines = [
+        f"{n} module{'s' if n != 1 else ''} {kind}" for kind, n in sorted(kinds.items())
+    ]
+    if unchanged:
+        more = f" and {len(unchanged) - 4} more" if len(unchanged) > 4 else ""
+        shown = ", ".join(unchanged[:4]) + more
+        lines.append(f"{len(unchanged)} left as they were: {shown}")
+    return {
+        "bytes_by_dtype": [
+            {"dtype": k, "text": format_metric(v, "size_bytes")}
+            for k, v in sizes.get("bytes_by_dtype", {}).items()
+        ],
+        "parent_bytes_by_dtype": [
+            {"dtype": k, "text": format_metric(v, "size_bytes")}
+            for k, v in sizes.get("parent_bytes_by_dtype", {}).items()
+        ],
+        "lines": lines,
+        "changed": [{"module": k, "how": v} for k, v in list(changed.items())[:50]],
+    }
+
+
+def _latency_text(text: str, row: pd.Series) -> str:
+    """The median latency with its spread, flagged when the spread is large."""
+    iqr = row.get("latency_iqr_ms")
+    if iqr is None or pd.isna(iqr):
+        return text
+    note = ", noisy: other load on the machine" if row.get("latency_noisy") is True else ""
+    return f"{text} (IQR {format_metric(float(iqr), 'latency_ms')}{note})"
+
+
 def details_state(registry: ModelRegistry, names: list[str]) -> dict[str, Any]:
     """What the browser draws for ``names`` (JSON-able)."""
     if not names:
@@ -132,7 +173,9 @@ def details_state(registry: ModelRegistry, names: list[str]) -> dict[str, Any]:
             {
                 "metric": m,
                 "value": json_value(table.loc[name, m]),
-                "text": format_metric(json_value(table.loc[name, m]), m, info.get(m)),
+                "text": (_latency_text if m == "latency_ms" else lambda t, _r: t)(
+                    format_metric(json_value(table.loc[name, m]), m, info.get(m)), table.loc[name]
+                ),
                 "kind": metric_kind(m, info.get(m)),
                 "description": METRIC_HELP.get(m, ""),
             }
@@ -144,6 +187,7 @@ def details_state(registry: ModelRegistry, names: list[str]) -> dict[str, Any]:
             "parent": record.parent,
             "chain": chain,
             "metrics": rows,
+            "sizes": size_explanation(record.info.get("sizes"), table.loc[name]),
         }
 
     shown = names[:MAX_MODELS]
