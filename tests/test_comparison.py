@@ -87,7 +87,7 @@ def test_identity_comparison(reg):
     assert cmp.adversarial_overlap(max_instances=64, steps=3) == 1.0
     assert cmp.instances["kl"].abs().max() < 1e-6
     layers = cmp.layers
-    assert (layers["weight_rel_change"] == 0).all()
+    assert (layers.loc[layers["row_type"] == "parameters", "weight_rel_change"] == 0).all()
     assert np.allclose(layers["cka"], 1.0, atol=1e-6)
     assert np.allclose(layers["activation_rel_change"], 0.0)
 

@@ -20,11 +20,8 @@ from torch import nn
 import cnc_widgets as cnc
 from cnc_widgets.metrics.cka import linear_cka
 from cnc_widgets.metrics.histograms import activation_histograms, nice_edges, weight_histograms
-from cnc_widgets.metrics.layers import (
-    ELEMENT_CHANGE_COLUMNS,
-    element_change_fractions,
-    layer_table,
-)
+from cnc_widgets.metrics.layers import layer_table
+from cnc_widgets.metrics.weights import ELEMENT_CHANGE_COLUMNS, element_change_fractions
 
 N = 192  # instances: three batches of 64
 OLD_COLUMNS = [

@@ -24,6 +24,8 @@ CASES = {
     "low_rank": [{"rank": 8}],
     "drop_layers": [{"layers": [0]}],
     "restore": [{"pattern": "NORM"}],
+    "gguf": [{"type": "Q8_0"}],
+    "quanto": [{"weights": "qint8"}],
 }
 NORMS = {"llama": r"norm\.weight$", "gpt2": r"ln_\w+\.weight$"}
 
