@@ -110,7 +110,10 @@ def test_04_llm(tmp_path, smollm2):
 def test_05_generated_answers(tmp_path, smollm2):
     nb = run("05_generated_answers.ipynb", tmp_path)
     source = "\n".join(c.source for c in nb.cells)
-    for claim in ("restoring the norms should recover", "pruning the norms should not answer better"):
+    for claim in (
+        "restoring the norms should recover",
+        "pruning the norms should not answer better",
+    ):
         assert claim in source
     text = outputs(nb)
     assert "F1: base" in text and "f1_change" in text and "Pruning 20% of every tensor" in text
