@@ -1,8 +1,9 @@
-"""The three notebooks execute from top to bottom in a real kernel (nbclient), small setting.
+"""The notebooks execute from top to bottom in a real kernel (nbclient), small setting.
 
 02 asserts in its own cells that pruning the LayerNorms collapses accuracy, that the same
-pruning without them does not, and that restoring them recovers; an assertion that fails
-is a cell error here. ``CNC_NOTEBOOK_FULL=1`` runs them at full size.
+pruning without them does not, and that restoring them recovers; 04 and 05 tell the same
+story on SmolLM2 (perplexity; generated answers). An assertion that fails is a cell error
+here. ``CNC_NOTEBOOK_FULL=1`` runs them at full size.
 """
 
 from __future__ import annotations
@@ -83,3 +84,36 @@ def test_03_not_miniature(tmp_path):
     for name in ("int8", "pruned-50", "3-layers", "student"):
         assert name in text
     assert "Neighbourhoods:" in text  # the written reading was computed
+
+
+@pytest.mark.slow
+def test_04_llm(tmp_path, smollm2):
+    # The smollm2 fixture converts the GGUF into the cache the notebook's kernel reads.
+    nb = run("04_llm.ipynb", tmp_path)
+    source = "\n".join(c.source for c in nb.cells)
+    for claim in (
+        "should collapse perplexity",
+        "without the norms 20% pruning should not collapse",
+        "restoring the norms should recover",
+        "the RMSNorm weights should be zeroed",
+        "the assistant should find the RMSNorm weights",
+    ):
+        assert claim in source
+    text = outputs(nb)
+    for name in ("int8-dynamic", "int8-weight-only", "int4-weight-only", "drop-2-layers"):
+        assert name in text
+    assert "KL mean ± sem" in text and "prune-20-norms-restore-norms" in text
+    assert "scored tokens per model" in text and "Closest to base" in text
+
+
+@pytest.mark.slow
+def test_05_generated_answers(tmp_path, smollm2):
+    nb = run("05_generated_answers.ipynb", tmp_path)
+    source = "\n".join(c.source for c in nb.cells)
+    for claim in (
+        "restoring the norms should recover",
+        "pruning the norms should not answer better",
+    ):
+        assert claim in source
+    text = outputs(nb)
+    assert "F1: base" in text and "f1_change" in text and "Pruning 20% of every tensor" in text
