@@ -50,7 +50,7 @@ for _ in range(60):
 sent = cnc.ModelRegistry()
 sent.set_data(x3, y3.numpy(), classes=["negative", "neutral", "positive"])
 sent.add("linear", linear)
-sent.compress("linear", "prune", amount=0.9, name="linear-p90")
+sent.compress("linear", "prune", amount=0.9, name="linear-p90", include=".*")
 sent.evaluate(progress=False)
 """,
     "board = cnc.dashboard(reg)\nboard",
