@@ -69,6 +69,8 @@ def page(lab, browser):
     page = browser.new_page()
     page.dialogs = []
     page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    page.errors_seen = []  # uncaught errors of the page: a view that failed to render
+    page.on("pageerror", lambda e: page.errors_seen.append(str(e)))
     open_and_run(page, lab, "diff_tasks.ipynb")
     page.wait_for_selector(".cnc-diff .cnc-token")
     page.wait_for_selector(".cnc-diff .cnc-question")
@@ -93,6 +95,7 @@ def qa_view(page):
 def test_lm_diff_tints_every_scored_token_and_keeps_markup_text(page):
     # torchao's import warnings reach stderr; a failing cell shows a traceback.
     assert not [e for e in cell_errors(page) if "Traceback" in e or "Error:" in e]
+    assert page.errors_seen == []
     view = lm_view(page)
     n = int(kernel_eval(page, "len(reg.data)"))
     assert view.locator("tr[data-instance]").count() == n

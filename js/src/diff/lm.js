@@ -4,7 +4,7 @@
 // they reach the page through textContent only.
 import { html } from "../shared/dom.js";
 import { unpack } from "../shared/wire.js";
-import { notesBox, percent, sig, signed, sortableTable, summaryTable, visible } from "./rows.js";
+import { fixed, notesBox, percent, sig, signed, sortableTable, summaryTable, visible } from "./rows.js";
 
 export const LM_CSS = `
 .cnc-diff .cnc-lm-top { display: flex; gap: 16px; flex-wrap: wrap; align-items: flex-start; padding: 6px 8px; }
