@@ -23,3 +23,13 @@ export function row(array, shape, r) {
   const width = shape[1];
   return array.subarray(r * width, (r + 1) * width);
 }
+
+// A custom message's buffers back at the places Python's split_buffers took them from.
+export function putBuffers(msg, buffers) {
+  (msg.buffer_paths || []).forEach((path, k) => {
+    let at = msg;
+    for (const key of path.slice(0, -1)) at = at[key];
+    at[path[path.length - 1]] = buffers[k];
+  });
+  return msg;
+}

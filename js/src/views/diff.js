@@ -3,7 +3,11 @@
 // previews beyond the embedded ones are asked of the kernel for the rows in view.
 import { html, truncate } from "../shared/dom.js";
 import { addStyles, viewStyles } from "../shared/styles.js";
-import { unpack } from "../shared/wire.js";
+import { putBuffers, unpack } from "../shared/wire.js";
+import { tooltip } from "../shared/tooltip.js";
+import { CSS as TASK_CSS } from "../diff/rows.js";
+import { LM_CSS, lmView } from "../diff/lm.js";
+import { ANSWERS_CSS, answersView } from "../diff/answers.js";
 import { formatPercent } from "../shared/format.js";
 import { listen, coalesce, disposer } from "../shared/listen.js";
 
@@ -89,6 +93,7 @@ function render({ model, el }) {
   const root = html("div", { class: "cnc-view cnc-diff", tabindex: -1 });
   addStyles();
   viewStyles("diff", CSS);
+  viewStyles("diff-tasks", TASK_CSS + LM_CSS + ANSWERS_CSS);
   el.append(root);
   const bag = disposer(); // timers and handlers that end with the view
 
@@ -120,7 +125,11 @@ function render({ model, el }) {
   scroller.append(head, rowsBox);
   const note = html("div", { class: "cnc-note" });
   const main = html("div", {}, [summaryBox, panels, filters, scroller, note]);
-  root.append(toolbar, empty, main);
+  // Language models and answer tasks: their own view (js/src/diff/) in place of `main`.
+  const taskBox = html("div", { class: "cnc-task-body" });
+  root.append(toolbar, empty, main, taskBox);
+  const tip = tooltip(root);
+  let task = null; // { kind, view }
 
   // State that lives in the browser only.
   const state = {
@@ -204,6 +213,8 @@ function render({ model, el }) {
         msg.rows.forEach((r, k) => previewCache.set(r, msg.texts[k]));
       }
       drawRows();
+    } else if ((msg.type === "tokens" || msg.type === "context") && task) {
+      task.view.onMessage(putBuffers(msg, buffers || []));
     } else if (msg.type === "adversarial") {
       const entry = adversarial.get(msg.model) || {};
       adversarial.set(msg.model, { ...entry, status: msg.status, message: msg.message, value: msg.value });
@@ -615,9 +626,40 @@ function render({ model, el }) {
     }
   });
 
+  function taskContext() {
+    const previewText = (i) => previewCache.get(i);
+    return {
+      model, box: taskBox, tip,
+      send: (msg) => model.send(msg),
+      canAsk: () => kernel !== "none",
+      previewText,
+      idOf: (i) => { const ids = (model.get("task_view") || {}).ids; return ids ? ids[i] : String(i); },
+      selectedIds: () => new Set(model.get("selected_instances") || []),
+      choose: (id) => { model.set("selected_instances", [id]); model.save_changes(); },
+    };
+  }
+
+  function drawTask(kind) {
+    d = null; // no classifier rows to draw
+    main.style.display = "none";
+    empty.style.display = "none";
+    focusPick.parentElement.style.display = "none";
+    taskBox.style.display = "";
+    title.textContent = `Prediction diff: ${(model.get("compared") || []).join(", ")} against ${model.get("reference")}`;
+    loadEmbedded();
+    if (!task || task.kind !== kind) {
+      const make = kind === "causal_lm" ? lmView : answersView;
+      task = { kind, view: make(taskContext()) };
+    }
+    task.view.draw();
+  }
+
   function draw() {
-    d = decode();
+    const kind = model.get("task") || "classification";
     const status = model.get("status");
+    if (kind !== "classification" && !status && model.get("reference")) { drawTask(kind); return; }
+    taskBox.style.display = "none";
+    d = decode();
     if (!d || status) {
       main.style.display = "none";
       focusPick.parentElement.style.display = "none";
@@ -645,7 +687,7 @@ function render({ model, el }) {
   const redraw = coalesce(draw);
   bag.add(redraw.cancel);
   bag.add(listen(model, {
-    "change:table change:per_class change:reference change:compared change:status change:previews change:classes": redraw,
+    "change:table change:per_class change:reference change:compared change:status change:previews change:classes change:task change:task_view change:details": redraw,
     "change:summary": () => drawSummary(),
     "change:selected_instances": () => drawRows(),
     "msg:custom": onMessage,

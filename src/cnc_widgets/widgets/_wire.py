@@ -41,3 +41,26 @@ def smallest_int(values: np.ndarray) -> str:
         if top <= limit:
             return name
     return "int32"
+
+
+def split_buffers(content: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+    """A custom message's packed arrays as separate buffers: ``send`` (unlike trait
+    syncing) does not lift them out, and JSON cannot carry bytes. The message gets
+    ``buffer_paths``; ``wire.js``'s ``putBuffers`` puts each buffer back in its place."""
+    paths: list[list[Any]] = []
+    buffers: list[bytes] = []
+
+    def walk(value: Any, path: list[Any]) -> Any:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            paths.append(path)
+            buffers.append(bytes(value))
+            return None
+        if isinstance(value, dict):
+            return {k: walk(v, [*path, k]) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(v, [*path, i]) for i, v in enumerate(value)]
+        return value
+
+    out = walk(content, [])
+    out["buffer_paths"] = paths
+    return out, buffers

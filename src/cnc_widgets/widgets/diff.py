@@ -12,10 +12,12 @@ import traitlets
 from ..comparison import Comparison
 from ..registry import ModelRegistry
 from ._bundle import bundle
+from ._diff_answers import answers_view, context_rows
+from ._diff_lm import lm_view, token_rows
 from ._previews import EMBED_LIMIT, previews
 from ._sync import json_value
 from ._view import RegistryView, Summary
-from ._wire import pack, smallest_int
+from ._wire import pack, smallest_int, split_buffers
 
 MAX_COMPARED = 4
 TOP_CHANGES = 3
@@ -231,6 +233,13 @@ class PredictionDiff(RegistryView):
     ``per_class`` (:func:`class_summary`), ``table`` (:func:`instance_columns`), ``previews``
     (the embedded instance previews) and ``embed_limit``. Previews beyond those and the
     adversarial attack travel as custom messages (``ping``, ``rows``, ``adversarial``).
+
+    Other tasks (``task``: the data's task) replace ``table`` and ``per_class`` with
+    ``task_view``: language models (:func:`~._diff_lm.lm_view`: one row per sequence, the
+    llama.cpp statistics, top-1 substitutions; ``details`` holds the scored tokens of the
+    first sequences, the rest come with a ``tokens`` message) and answer tasks
+    (:func:`~._diff_answers.answers_view`: both answers per question, EM/F1; ``details``
+    holds the first contexts and answer spans, the rest come with a ``context`` message).
     """
 
     _esm = bundle("diff")
@@ -243,6 +252,9 @@ class PredictionDiff(RegistryView):
     per_class = traitlets.Dict().tag(sync=True)
     table = traitlets.Dict().tag(sync=True)
     previews = traitlets.Dict().tag(sync=True)
+    task = traitlets.Unicode("classification").tag(sync=True)
+    task_view = traitlets.Dict().tag(sync=True)
+    details = traitlets.Dict().tag(sync=True)
     embed_limit = traitlets.Int(EMBED_LIMIT).tag(sync=True)
     # Any element type here: _instance_ids turns ints (numpy's too) into the ids' strings.
     selected_instances = traitlets.List().tag(sync=True)
@@ -335,13 +347,39 @@ class PredictionDiff(RegistryView):
             return
         self._shown = signature
         payload, buffers = previews(data, range(min(len(data), self.embed_limit)))
+        payload["count"] = len(payload.pop("rows"))
+        task = self.registry.task
+        if task.name != "classification":
+            self._refresh_task(task, names, {**payload, "data": buffers[0] if buffers else None})
+            return
         with self.hold_sync():
+            self.task, self.task_view, self.details = "classification", {}, {}
             self.classes = list(data.classes)
             self.table = instance_columns(self.registry, names)
             self.per_class = class_summary(self.registry, names)
             self.summary = summary_rows(self.registry, names)
-            payload["count"] = len(payload.pop("rows"))
             self.previews = {**payload, "data": buffers[0] if buffers else None}
+            self.reference, self.compared = names[0], names[1:]
+            self.status = ""
+
+    def _refresh_task(self, task: Any, names: list[str], shown_previews: dict) -> None:
+        """Language models and answer tasks: their own payload instead of the classifier's."""
+        if task.name == "causal_lm":
+            view = lm_view(self.registry, names)
+            details = token_rows(self.registry, names, range(view["embedded"]))
+            extra = [m["stats"] or {} for m in view["models"]]
+        else:
+            view = answers_view(self.registry, names)
+            details = context_rows(self.registry, names, range(view["embedded"]))
+            extra = [m["summary"] for m in view["models"]]
+        rows = [{"name": names[0]}]
+        for name, more in zip(names[1:], extra, strict=True):
+            rows.append(json_value({"name": name, **more}))
+        with self.hold_sync():
+            self.classes, self.table, self.per_class = [], {}, {}
+            self.task, self.task_view, self.details = task.name, view, details
+            self.summary = rows
+            self.previews = shown_previews
             self.reference, self.compared = names[0], names[1:]
             self.status = ""
 
@@ -355,6 +393,12 @@ class PredictionDiff(RegistryView):
             rows = [int(r) for r in content.get("rows", [])][:500]
             payload, buffers = previews(self.registry.data, rows)
             self.send({"type": "rows", **payload}, buffers)
+        elif kind in ("tokens", "context") and self.reference:
+            rows = [int(r) for r in content.get("rows", [])][:50]
+            names = [self.reference, *self.compared]
+            make = token_rows if kind == "tokens" else context_rows
+            message, buffers = split_buffers({"type": kind, **make(self.registry, names, rows)})
+            self.send(message, buffers)
         elif kind == "adversarial":
             self._adversarial(str(content.get("model", "")))
 
