@@ -123,7 +123,8 @@ def test_scatter_click_selects_everywhere(page):
 
     kernel_eval(page, "1", code="reg.selected = ['int8']")
     for view in ("cnc-scatter", "cnc-provenance"):
-        page.wait_for_selector(f'.{view} [data-model="int8"][aria-selected="true"]')
+        # The state of the mark is the point, wherever the page is scrolled.
+        page.wait_for_selector(f'.{view} [data-model="int8"][aria-selected="true"]', state="attached")
         assert page.get_attribute(f'.{view} [data-model="base"]', "aria-selected") == "false"
 
 
