@@ -124,7 +124,8 @@ def test_scatter_click_selects_everywhere(page):
     kernel_eval(page, "1", code="reg.selected = ['int8']")
     for view in ("cnc-scatter", "cnc-provenance"):
         # The state of the mark is the point, wherever the page is scrolled.
-        page.wait_for_selector(f'.{view} [data-model="int8"][aria-selected="true"]', state="attached")
+        mark = f'.{view} [data-model="int8"][aria-selected="true"]'
+        page.wait_for_selector(mark, state="attached")
         assert page.get_attribute(f'.{view} [data-model="base"]', "aria-selected") == "false"
 
 
