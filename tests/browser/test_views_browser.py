@@ -122,10 +122,7 @@ def test_scatter_click_selects_everywhere(page):
     assert f"{100 * agreement:.2f}".rstrip("0").rstrip(".") + "%" in text
 
     kernel_eval(page, "1", code="reg.selected = ['int8']")
-    # Known defect (see the session note): after clicks in the scatter, the scatter does not
-    # mark a selection set from Python; the graph does, and the scatter's own state follows.
-    assert kernel_eval(page, "board.scatter.selected") == "['int8']"
-    for view in ("cnc-provenance",):
+    for view in ("cnc-scatter", "cnc-provenance"):
         # The state of the mark is the point, wherever the page is scrolled.
         mark = f'.{view} [data-model="int8"][aria-selected="true"]'
         page.wait_for_selector(mark, state="attached")

@@ -20,7 +20,35 @@ def registry_key(registry: object) -> str:
     return _KEYS[registry]
 
 
-def link_selection(widget: traitlets.HasTraits, registry: traitlets.HasTraits) -> traitlets.link:
+class EqualLink:
+    """Two traits kept equal in both directions, like ``traitlets.link`` but without its
+    ``updating`` flag: widget messages are handled on another thread than the cell's
+    (ipykernel 7), and while a click's update ran there (views recomputing for the new
+    selection), the flag made the link drop a selection the cell set meanwhile. Each side is
+    set only when it differs, so the two converge without a flag."""
+
+    def __init__(self, source: tuple[Any, str], target: tuple[Any, str]) -> None:
+        self.source, self.target = source, target
+        setattr(target[0], target[1], getattr(source[0], source[1]))
+        source[0].observe(self._to_target, names=source[1])
+        target[0].observe(self._to_source, names=target[1])
+
+    def _to_target(self, change: Any) -> None:
+        obj, name = self.target
+        if getattr(obj, name) != change.new:
+            setattr(obj, name, change.new)
+
+    def _to_source(self, change: Any) -> None:
+        obj, name = self.source
+        if getattr(obj, name) != change.new:
+            setattr(obj, name, change.new)
+
+    def unlink(self) -> None:
+        self.source[0].unobserve(self._to_target, names=self.source[1])
+        self.target[0].unobserve(self._to_source, names=self.target[1])
+
+
+def link_selection(widget: traitlets.HasTraits, registry: traitlets.HasTraits) -> EqualLink:
     """Keep ``widget.selected`` and ``registry.selected`` equal in both directions.
 
     A view with a ``_registry_key`` trait also gets its registry's key, by which an exported
@@ -28,7 +56,7 @@ def link_selection(widget: traitlets.HasTraits, registry: traitlets.HasTraits) -
     """
     if widget.has_trait("_registry_key"):
         widget.set_trait("_registry_key", registry_key(registry))
-    return traitlets.link((registry, "selected"), (widget, "selected"))
+    return EqualLink((registry, "selected"), (widget, "selected"))
 
 
 def json_value(value: Any) -> Any:
@@ -48,7 +76,7 @@ def json_value(value: Any) -> Any:
 
 def link_filters(
     widget: traitlets.HasTraits, registry: traitlets.HasTraits
-) -> tuple[traitlets.link, Callable[..., None]]:
+) -> tuple[EqualLink, Callable[..., None]]:
     """Keep ``widget.filters`` equal to ``registry.filters`` and ``widget.filtered_out`` current.
 
     The widget declares ``filters = traitlets.Dict().tag(sync=True)`` and
@@ -62,7 +90,7 @@ def link_filters(
     def refresh(_change: Any = None) -> None:
         widget.filtered_out = registry.filtered_out()
 
-    link = traitlets.link((registry, "filters"), (widget, "filters"))
+    link = EqualLink((registry, "filters"), (widget, "filters"))
     registry.observe(refresh, names=["filters", "revision"])
     refresh()
     return link, refresh
