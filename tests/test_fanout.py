@@ -245,3 +245,58 @@ def test_compare_many_in_threads_matches_local(local, digits, digits_cnn):
         got[numeric].to_numpy(float), expected[numeric].to_numpy(float), rtol=1e-6, atol=1e-9
     )
     assert not digits_cnn._forward_hooks and digits_cnn.training is False
+
+
+def test_generation_on_the_cluster_equals_the_local_run(client):
+    """A generation task ships its tokenizer and references to the workers (by pickle) and
+    the shards' answers, scores and embeddings merge into the local run's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from cnc_widgets.examples.cloze import cloze_questions
+
+    qa = cloze_questions(limit=12, window=0)
+    prompts = [f"{q} A:" for q in qa.question]
+    words = sorted({w for text in [*prompts, *qa.answer] for w in text.split()})
+    core = Tokenizer(
+        models.WordLevel({w: i for i, w in enumerate(["[PAD]", "[UNK]", "[EOS]", *words])}, "[UNK]")
+    )
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    )
+    tok.padding_side = "left"
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+            pad_token_id=0, eos_token_id=2, bos_token_id=None,
+        )
+    ).eval()
+
+    def run(executor=None) -> cnc.ModelRegistry:
+        reg = cnc.ModelRegistry()
+        reg.set_data(
+            dict(tok(prompts, padding=True, return_tensors="pt")), task="generation",
+            tokenizer=tok, references=[[a] for a in qa.answer], instances=prompts,
+            max_new_tokens=4, batch_size=4,
+        )
+        reg.add("base", model)
+        if executor is None:
+            reg.evaluate(progress=False)
+        else:
+            reg.evaluate(executor=executor, shard_rows=4, progress=False)  # 3 shards
+        return reg
+
+    local, fanned = run(), run(client)
+    a, b = fanned.result("base"), local.result("base")
+    assert sorted(a) == sorted(b)
+    for key in b:
+        if isinstance(b[key], np.ndarray) and b[key].dtype.kind in "fiub":
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    for column in ("exact_match", "f1"):
+        assert fanned.metrics().loc["base", column] == local.metrics().loc["base", column]
+    assert fanned.compare("base", "base").instances["output_a"].tolist() == (
+        local.compare("base", "base").instances["output_a"].tolist()
+    )

@@ -8,28 +8,7 @@ views draw with the bundled vega (offline).
 
 from __future__ import annotations
 
-from .units import (
-    METRIC_HELP,
-    d3_format,
-    format_bytes,
-    format_count,
-    format_metric,
-    format_ms,
-    format_number,
-    format_percent,
-    format_table,
-    metric_kind,
-)
+from . import units
+from .units import *  # noqa: F403 (the names are units.__all__, said once there)
 
-__all__ = [
-    "METRIC_HELP",
-    "d3_format",
-    "format_bytes",
-    "format_count",
-    "format_metric",
-    "format_ms",
-    "format_number",
-    "format_percent",
-    "format_table",
-    "metric_kind",
-]
+__all__ = list(units.__all__)
