@@ -8,6 +8,8 @@ from pathlib import Path
 import cnc_widgets
 
 ROOT = Path(cnc_widgets.__file__).parent
+# The browser code (js/src, bundled into static/ by js/build.mjs): the same limit per module.
+JS_SRC = Path(__file__).resolve().parents[1] / "js" / "src"
 # Lower layers first; a module may import its own layer or lower ones, never higher ones.
 LAYERS = [
     {"provenance", "compress", "evaluate", "metrics", "formatting", "tasks"},
@@ -136,6 +138,17 @@ def test_no_module_is_longer_than_the_limit():
     long = {
         str(path.relative_to(ROOT)): n
         for path in ROOT.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_no_js_module_is_longer_than_the_limit():
+    modules = list(JS_SRC.rglob("*.js"))
+    assert len(modules) > 20, f"the browser code is expected under {JS_SRC}"
+    long = {
+        str(path.relative_to(JS_SRC)): n
+        for path in modules
         if (n := len(path.read_text().splitlines())) > MODULE_LINES
     }
     assert long == {}

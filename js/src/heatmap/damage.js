@@ -3,7 +3,7 @@
 // per module of the tree, the worst group's modules marked; the bar chart of `recovered`
 // (an altair spec) and the "suggest restores" button beside it.
 //
-// API (used by heatmap.js):
+// API (used by views/heatmap.js and heatmap/table.js):
 //   const damage = damageMode({ model, tip, redraw });
 //   damage.sync(st)            pick the compared model, ask the kernel when nothing answers yet
 //   damage.payload()           the answer for the current pair, or null
