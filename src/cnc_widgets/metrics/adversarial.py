@@ -244,13 +244,15 @@ def craft(
     module = model.get_submodule(module_name)
     clean_emb = _embedding_output(model, module, batch)
     scale = attack.eps * clean_emb.abs().float().mean().item()
+    # The step in embedding units (the step is relative, as eps); eps = 0 takes none.
+    step_abs = step * scale / attack.eps if attack.eps > 0 else 0.0
     delta = ((torch.rand(clean_emb.shape, generator=gen) * 2 - 1) * scale).to(clean_emb.device)
     for _ in range(attack.steps):
         delta.requires_grad_(True)
         with _perturbed(module, delta):
             loss = objective.loss(model, batch, targets)
         (grad,) = torch.autograd.grad(loss, delta)
-        delta = (delta.detach() + step * scale / attack.eps * grad.sign()).clamp(-scale, scale)
+        delta = (delta.detach() + step_abs * grad.sign()).clamp(-scale, scale)
     return module_name, delta.detach()
 
 
