@@ -17,7 +17,7 @@ import torch
 
 from .. import metrics as m
 from ..metrics.adversarial import (
-    CRAFTED,
+    CraftedCache,
     adversarial_overlap,
     attack_model,
     has_gradients,
@@ -342,6 +342,8 @@ class Comparison(ModuleMeasures):
             inputs, eps=eps, steps=steps, seed=seed, embedding_module=embedding_module
         )
         params = {**attack.describe(), "rows": _digest(rows)}
+        # The registry's own (a source without one: crafted batches kept for this call only).
+        crafted_cache = getattr(self.registry, "crafted_attacks", None) or CraftedCache()
 
         def batches() -> list[tuple[Any, torch.Tensor]]:
             return row_batches(inputs, data.labels, rows, data.batch_size)
@@ -367,10 +369,10 @@ class Comparison(ModuleMeasures):
                     attack,
                     surrogate=None if surrogate is None else self.registry.model(surrogate),
                     surrogate_name=surrogate,
-                    crafted=CRAFTED.get(crafted_key),
+                    crafted=crafted_cache.get(crafted_key),
                     objective=objective,
                 )
-                CRAFTED.put(crafted_key, result.crafted)
+                crafted_cache.put(crafted_key, result.crafted)
                 return {
                     "flipped": np.flatnonzero(result.flipped).tolist(),
                     "correct": int(result.correct.sum()),

@@ -413,10 +413,11 @@ def row_batches(
 
 
 class CraftedCache:
-    """The adversarial batches last crafted per (crafter weights, attack): a transfer attack
-    from a model that was attacked directly (or from which another model was attacked)
-    reuses them, so ``compare_many`` over n variants crafts once per crafter. In memory
-    only (MiniLM's embedding-space batches are ~20 MB), the few most recent."""
+    """The adversarial batches last crafted per (crafter weights, data, attack): a transfer
+    attack from a model that was attacked directly (or from which another model was
+    attacked) reuses them, so ``compare_many`` over n variants crafts once per crafter. In
+    memory only (MiniLM's embedding-space batches are ~20 MB), the few most recent. Each
+    registry owns one (``ModelRegistry.crafted_attacks``), so two never share batches."""
 
     def __init__(self, keep: int = 4) -> None:
         self._items: dict[Any, list[Any]] = {}
@@ -431,5 +432,3 @@ class CraftedCache:
         while len(self._items) > self._keep:
             self._items.pop(next(iter(self._items)))
 
-
-CRAFTED = CraftedCache()
