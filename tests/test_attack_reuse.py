@@ -9,7 +9,7 @@ import cnc_widgets as cnc
 from cnc_widgets.metrics import adversarial
 
 
-def test_compare_many_reuses_the_references_crafted_attack(monkeypatch):
+def digits_mlp() -> tuple[torch.Tensor, torch.Tensor, nn.Module]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -22,6 +22,23 @@ def test_compare_many_reuses_the_references_crafted_attack(monkeypatch):
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
+    return x, y, model
+
+
+def counting_crafts(monkeypatch) -> list:
+    crafters = []
+    real = adversarial.craft
+
+    def counting(crafter, *args, **kwargs):
+        crafters.append(crafter)
+        return real(crafter, *args, **kwargs)
+
+    monkeypatch.setattr(adversarial, "craft", counting)
+    return crafters
+
+
+def test_compare_many_reuses_the_references_crafted_attack(monkeypatch):
+    x, y, model = digits_mlp()
     reg = cnc.ModelRegistry()
     reg.set_data(x, y, batch_size=64)
     reg.add("base", model.eval())
@@ -31,14 +48,7 @@ def test_compare_many_reuses_the_references_crafted_attack(monkeypatch):
     reg.compress("base", "quantize_dynamic", name="int8")
     reg.evaluate(progress=False)
 
-    crafters = []
-    real = adversarial.craft
-
-    def counting(crafter, *args, **kwargs):
-        crafters.append(crafter)
-        return real(crafter, *args, **kwargs)
-
-    monkeypatch.setattr(adversarial, "craft", counting)
+    crafters = counting_crafts(monkeypatch)
     first = reg.compare("base", "p30").adversarial_overlap()  # the same rows as compare_many
     batches = len(crafters) // 2  # base and p30, directly
     table = reg.compare_many("base", adversarial=True, progress=False)
@@ -50,3 +60,25 @@ def test_compare_many_reuses_the_references_crafted_attack(monkeypatch):
     assert len(crafters) == 3 * batches
     assert table.loc["p30", "adversarial_overlap"] == first
     assert set(table["adversarial_source_b"]) >= {"direct", "transfer from base"}
+
+
+def test_two_registries_do_not_share_crafted_attacks(monkeypatch):
+    x, y, model = digits_mlp()
+    registries = []
+    for _ in range(2):
+        reg = cnc.ModelRegistry()
+        reg.set_data(x, y, batch_size=64)
+        reg.add("base", model.eval())
+        reg.compress("base", "quantize_dynamic", name="int8")
+        reg.evaluate(progress=False)
+        registries.append(reg)
+    assert registries[0].crafted_attacks is not registries[1].crafted_attacks
+    crafters = counting_crafts(monkeypatch)
+    budget = {"max_instances": 64, "steps": 2}
+    first = registries[0].compare("base", "int8").adversarial_details(**budget)
+    crafted_once = len(crafters)  # on base, reused by int8's transfer
+    assert crafted_once == 1  # 64 rows, one batch
+    second = registries[1].compare("base", "int8").adversarial_details(**budget)
+    # The other registry crafts its own (same model, data and budget: the same outcome).
+    assert len(crafters) == 2 * crafted_once
+    assert second == first and first["source_b"] == "transfer from base"

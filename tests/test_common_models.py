@@ -119,8 +119,9 @@ def test_adversarial_overlap_attacks_plain_token_ids_in_embedding_space(tokens):
     cmp = reg.compare("base", "p")
     value = cmp.adversarial_overlap()
     assert table.loc["p", "adversarial_overlap"] == value
-    assert cmp.adversarial["embedding_module"] is None and cmp.adversarial["eps"] == 0.5
-    assert cmp.adversarial["flipped_a"] > 0  # a real attack on a trained model flips some
+    details = cmp.adversarial_details()
+    assert details["embedding_module"] is None and details["eps"] == 0.5
+    assert details["flipped_a"] > 0  # a real attack on a trained model flips some
     # Jaccard of the two flipped sets, from the per-model outcomes
     assert 0.0 <= value <= 1.0
 
@@ -134,11 +135,11 @@ def test_adversarial_overlap_token_dict_under_any_key_names(tokens):
     reg.evaluate(progress=False)
     cmp = reg.compare("base", "p")
     assert 0.0 <= cmp.adversarial_overlap() <= 1.0
-    assert cmp.adversarial["flipped_a"] > 0
+    assert cmp.adversarial_details()["flipped_a"] > 0
     # the same model through its own embedding module, named explicitly
-    again = cmp.adversarial_overlap(embedding_module="emb")
-    assert again == cmp.adversarial["value"]
-    assert cmp.adversarial["embedding_module"] == "emb"
+    again = cmp.adversarial_details(embedding_module="emb")
+    assert again["value"] == cmp.adversarial_overlap()
+    assert again["embedding_module"] == "emb"
 
 
 def test_adversarial_overlap_perturbs_every_float_entry_of_a_dict():
@@ -154,8 +155,10 @@ def test_adversarial_overlap_perturbs_every_float_entry_of_a_dict():
     value = cmp.adversarial_overlap()
     lo = min(float(left.min()), float(right.min()))
     hi = max(float(left.max()), float(right.max()))
-    assert cmp.adversarial["eps"] == pytest.approx(0.05 * (hi - lo))
-    assert cmp.adversarial["flipped_a"] > 0 and 0.0 <= value <= 1.0
+    details = cmp.adversarial_details()
+    assert details["value"] == value
+    assert details["eps"] == pytest.approx(0.05 * (hi - lo))
+    assert details["flipped_a"] > 0 and 0.0 <= value <= 1.0
 
 
 def test_integer_inputs_without_an_embedding_name_the_argument_that_helps():
@@ -458,7 +461,7 @@ def test_compare_many_and_knn_clip_k_on_few_instances():
     reg.evaluate(progress=False)
     cmp = reg.compare("base", "p")
     assert cmp.knn_agreement(10) == cmp.knn_agreement(7)
-    assert cmp.knn_k == 7
+    assert cmp.knn_k(10) == 7
     table = reg.compare_many("base", adversarial=False)
     assert table.loc["p", "knn_k"] == 7
     assert table.loc["p", "knn_agreement@10"] == cmp.knn_agreement(7)

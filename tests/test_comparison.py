@@ -76,7 +76,7 @@ def test_knn_matches_sklearn(reg):
     assert sweep.loc[10] == pytest.approx(cmp.knn_agreement(10))
     # k past the other instances is clipped to N - 1 (issue 17.13), and the k used is kept.
     assert cmp.knn_agreement(len(ha)) == pytest.approx(cmp.knn_agreement(len(ha) - 1))
-    assert cmp.knn_k == len(ha) - 1
+    assert cmp.knn_k(len(ha)) == len(ha) - 1
 
 
 def test_identity_comparison(reg):
@@ -126,9 +126,12 @@ def test_adversarial_transfer_for_int8(reg):
     cmp = reg.compare("base", "int8")
     value = cmp.adversarial_overlap(max_instances=64, steps=3)
     assert 0.0 <= value <= 1.0
-    assert cmp.adversarial["source_b"] == "transfer from base"
-    assert cmp.adversarial["source_a"] == "direct"
-    assert cmp.adversarial["attack"] == "pgd-linf" and cmp.adversarial["eps"] > 0
+    details = cmp.adversarial_details(max_instances=64, steps=3)
+    assert details["value"] == value
+    assert details["source_b"] == "transfer from base"
+    assert details["source_a"] == "direct"
+    assert details["attack"] == "pgd-linf" and details["eps"] > 0
+    assert "classifies correctly" in details["success"]
 
 
 def test_cached_in_store_and_reopened(reg, monkeypatch):

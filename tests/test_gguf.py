@@ -143,8 +143,9 @@ def test_registry_round_trip_and_replay(tmp_path, digits, mlp):
     # No gradients through the blocks: attacked by transfer from the float parent.
     assert not has_gradients(reg.model("Q4_0"))
     cmp = reg.compare("fp32", "Q4_0")
-    assert 0.0 <= cmp.adversarial_overlap(max_instances=64, steps=2) <= 1.0
-    assert cmp.adversarial["source_b"] == "transfer from fp32"
+    details = cmp.adversarial_details(max_instances=64, steps=2)
+    assert 0.0 <= details["value"] <= 1.0
+    assert details["source_b"] == "transfer from fp32"
     # Reopened, the child is rebuilt by replaying gguf on its parent: the same model.
     again = cnc.ModelRegistry(store=tmp_path / "s")
     again.set_data(digits.test_inputs, digits.test_labels)

@@ -192,10 +192,11 @@ def test_transfer_attack_from_the_float_parent(reg):
     for weights in ("qint8", "qfloat8"):
         assert not has_gradients(reg.model(weights))
     cmp = reg.compare("fp32", "qint8")
-    assert 0.0 <= cmp.adversarial_overlap(max_instances=128, steps=3) <= 1.0
-    assert cmp.adversarial["source_a"] == "direct"
-    assert cmp.adversarial["source_b"] == "transfer from fp32"
-    assert cmp.adversarial["flipped_b"] > 0
+    details = cmp.adversarial_details(max_instances=128, steps=3)
+    assert 0.0 <= details["value"] <= 1.0
+    assert details["source_a"] == "direct"
+    assert details["source_b"] == "transfer from fp32"
+    assert details["flipped_b"] > 0
 
 
 def test_store_replays_quanto(tmp_path, digits, mlp):

@@ -11,6 +11,15 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import cnc_widgets as cnc
 from cnc_widgets.tasks.causal_lm import scored_mask
 
+from .attack_checks import (
+    batches,
+    check_budget,
+    check_overlap_defined,
+    check_transfer,
+    crafted_on,
+    embedded,
+)
+
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
@@ -176,3 +185,46 @@ def test_store_reopen_and_an_executor_give_the_local_results(tmp_path):
     assert fanned.metrics().loc["a", "perplexity"] == pytest.approx(
         local.metrics().loc["a", "perplexity"], rel=1e-6
     )
+
+
+def test_adversarial_overlap_flips_the_top_token_at_the_last_scored_position():
+    reg = cnc.ModelRegistry()
+    reg.set_data(batch(), task="causal_lm", batch_size=4)
+    reg.add("a", tiny_llama(0))
+    reg.add("b", tiny_llama(3))
+    reg.compress("a", "quantize_dynamic", name="int8")
+    reg.evaluate(progress=False)
+    budget = {"steps": 3, "max_instances": 64}
+    check_overlap_defined(reg, "a", "b", **budget)
+    check_budget(reg, "a", "b", small=0.05, large=2.0, **budget)
+    check_transfer(reg, "a", "int8", **budget)
+    # The success test, recomputed: the model run on its word embeddings plus the crafted
+    # delta (inputs_embeds), top-1 at each sequence's last scored position against clean.
+    model = reg.model("a")
+    result = crafted_on(reg, "a", **budget)
+    flipped = []
+    for (chunk, _), (module, delta) in zip(batches(reg), result.crafted, strict=True):
+        assert module == "model.embed_tokens"
+        ids, mask = chunk["input_ids"], chunk["attention_mask"]
+        emb = model.get_input_embeddings()(ids)
+        assert delta.abs().max() <= 0.5 * emb.abs().mean() + 1e-7  # eps 0.5, relative
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            clean = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+            adv = model(
+                inputs_embeds=embedded(model, ids, delta),
+                attention_mask=mask,
+                position_ids=positions,
+            ).logits
+        for i, row in enumerate(scored_mask(mask)):
+            scored = torch.nonzero(row).flatten()
+            if len(scored) == 0:  # a one-token text predicts nothing: never flipped
+                flipped.append(False)
+                continue
+            t = int(scored[-1])
+            flipped.append(bool(clean[i, t].argmax() != adv[i, t].argmax()))
+    np.testing.assert_array_equal(result.flipped, flipped)
+    assert 0 < sum(flipped) < len(flipped)
+    row = reg.compare_many("a", ["b"], progress=False).loc["b"]
+    assert row["adversarial_overlap"] == reg.compare("a", "b").adversarial_overlap()
+    assert row["adversarial_attack"] == "pgd-linf" and row["adversarial_source_b"] == "direct"

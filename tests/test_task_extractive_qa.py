@@ -14,6 +14,15 @@ from cnc_widgets.examples import cloze_questions, train_tiny_qa
 from cnc_widgets.metrics.squad import exact_match_scores, f1_scores, normalize_answer
 from cnc_widgets.tasks.extractive_qa import segment_context
 
+from .attack_checks import (
+    batches,
+    check_budget,
+    check_overlap_defined,
+    check_transfer,
+    crafted_on,
+    embedded,
+)
+
 BATCH = 16
 
 
@@ -178,3 +187,45 @@ def test_wrong_inputs_get_clear_errors(setup):
     with pytest.raises(ValueError, match="differ from context_mask="):
         reg.set_data(dict(enc), **base, context_mask=wrong)
     reg.set_data(dict(enc), **base, context_mask=context_mask(enc))  # the right one passes
+
+
+def test_adversarial_overlap_flips_the_models_own_best_span(setup):
+    _, _, test, enc, offsets, _ = setup
+    reg = registry(setup)
+    reg.add("base", setup[0])
+    reg.compress("base", "prune", name="pruned", amount=0.5)
+    reg.compress("base", "quantize_dynamic", name="int8")
+    reg.evaluate(progress=False)
+    budget = {"steps": 3, "max_instances": 256}
+    check_overlap_defined(reg, "base", "pruned", **budget)
+    check_budget(reg, "base", "pruned", small=0.05, large=2.0, **budget)
+    check_transfer(reg, "base", "int8", **budget)
+    # The success test, recomputed: decode_spans over the model's logits with the crafted
+    # delta added to its word embeddings (inputs_embeds), against the clean best span. A
+    # small eps: at the default (0.5) every span of this tiny model moves.
+    model = reg.model("base")
+    result = crafted_on(reg, "base", eps=0.05, **budget)
+    ctx = context_mask(enc)
+    flipped = []
+    for s, ((chunk, _), (module, delta)) in zip(
+        range(0, len(test), BATCH), zip(batches(reg), result.crafted, strict=True), strict=True
+    ):
+        assert module == "bert.embeddings.word_embeddings"
+        rest = {k: v for k, v in chunk.items() if k != "input_ids"}
+        with torch.no_grad():
+            clean = model(**chunk)
+            adv = model(inputs_embeds=embedded(model, chunk["input_ids"], delta), **rest)
+        rows = slice(s, s + BATCH)
+        spans = [
+            decode_spans(out.start_logits, out.end_logits, offsets[rows], ctx[rows],
+                         test.context[rows])
+            for out in (clean, adv)
+        ]
+        flipped += list(
+            (spans[0].start_token != spans[1].start_token)
+            | (spans[0].end_token != spans[1].end_token)
+        )
+    np.testing.assert_array_equal(result.flipped, flipped)
+    assert 0 < sum(flipped) < len(flipped)
+    row = reg.compare_many("base", ["pruned"], progress=False).loc["pruned"]
+    assert row["adversarial_overlap"] == reg.compare("base", "pruned").adversarial_overlap()

@@ -15,6 +15,15 @@ from cnc_widgets.evaluate.generation import generation_kl
 from cnc_widgets.examples import cloze_questions
 from cnc_widgets.metrics.squad import exact_match_scores, f1_scores, normalize_answer
 
+from .attack_checks import (
+    batches,
+    check_budget,
+    check_overlap_defined,
+    check_transfer,
+    crafted_on,
+    embedded,
+)
+
 PAD, EOS, MAX_NEW, BATCH = 0, 2, 8, 16
 
 
@@ -255,3 +264,43 @@ def test_wrong_inputs_get_clear_errors(setup):
         reg.set_data(enc, task="generation", tokenizer=tok, references=golds, max_new_tokens=0)
     with pytest.raises(ValueError, match="not \\['temperature'\\]"):
         reg.set_data(enc, task="generation", tokenizer=tok, references=golds, temperature=0.7)
+
+
+def test_adversarial_overlap_flips_the_first_answer_token(setup):
+    reg = registry(setup)
+    reg.add("base", setup[0])
+    reg.compress("base", "prune", name="pruned", amount=0.4)
+    reg.compress("base", "quantize_dynamic", name="int8")
+    reg.evaluate(progress=False)
+    budget = {"steps": 3, "max_instances": 256}
+    check_overlap_defined(reg, "base", "pruned", **budget)
+    check_budget(reg, "base", "pruned", small=0.05, large=2.0, **budget)
+    check_transfer(reg, "base", "int8", **budget)
+    # The success test, recomputed: the clean first token is evaluation's greedy answer's
+    # (model.generate's); under attack, the prompt's word embeddings plus the crafted delta
+    # (inputs_embeds) and the argmax at the prompt's last position.
+    model, objective = reg.model("base"), reg.task.attack_objective()
+    answers = reg.result("base")["gen_tokens"]
+    result = crafted_on(reg, "base", **budget)
+    flipped = []
+    for s, ((chunk, _), (module, delta)) in zip(
+        range(0, len(answers), BATCH), zip(batches(reg), result.crafted, strict=True), strict=True
+    ):
+        assert module == "model.embed_tokens"
+        ids, mask = chunk["input_ids"], chunk["attention_mask"]
+        # What the attack ascends is the loss of the crafter's greedy answer: evaluation's.
+        with torch.no_grad():
+            own = objective.targets(model, chunk, torch.zeros(len(ids)))
+        np.testing.assert_array_equal(own.numpy(), answers[s : s + BATCH])
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        with torch.no_grad():
+            adv = model(
+                inputs_embeds=embedded(model, ids, delta),
+                attention_mask=mask,
+                position_ids=positions,
+            ).logits[:, -1].argmax(-1)
+        flipped += list(adv.numpy() != answers[s : s + BATCH, 0])
+    np.testing.assert_array_equal(result.flipped, flipped)
+    assert 0 < sum(flipped) < len(flipped)
+    row = reg.compare_many("base", ["pruned"], progress=False).loc["pruned"]
+    assert row["adversarial_overlap"] == reg.compare("base", "pruned").adversarial_overlap()

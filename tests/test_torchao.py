@@ -197,11 +197,11 @@ def test_transfer_attack_from_the_float_parent(reg):
         assert not has_gradients(reg.model(config))
     assert has_gradients(reg.model("fp32"))
     cmp = reg.compare("fp32", "int8_dynamic_activation_int8_weight")
-    value = cmp.adversarial_overlap(max_instances=128, steps=3)
-    assert 0.0 <= value <= 1.0
-    assert cmp.adversarial["source_a"] == "direct"
-    assert cmp.adversarial["source_b"] == "transfer from fp32"
-    assert cmp.adversarial["flipped_b"] > 0
+    details = cmp.adversarial_details(max_instances=128, steps=3)
+    assert 0.0 <= details["value"] <= 1.0
+    assert details["source_a"] == "direct"
+    assert details["source_b"] == "transfer from fp32"
+    assert details["flipped_b"] > 0
 
 
 def test_fingerprint_follows_the_stored_weights(reg, mlp):

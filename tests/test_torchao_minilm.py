@@ -142,8 +142,9 @@ def test_minilm_agreement_and_layers(setup, config):
 def test_minilm_transfer_attack_and_fingerprint(setup):
     reg, _, _ = setup
     cmp = reg.compare("fp32", "int8_dynamic_activation_int8_weight")
-    assert 0.0 <= cmp.adversarial_overlap(max_instances=20, steps=2) <= 1.0
-    assert cmp.adversarial["source_b"] == "transfer from fp32"
+    details = cmp.adversarial_details(max_instances=20, steps=2)
+    assert 0.0 <= details["value"] <= 1.0
+    assert details["source_b"] == "transfer from fp32"
     quantized = reg.model("int8_weight_only")
     before = model_fingerprint(quantized)
     twin = copy.deepcopy(quantized)

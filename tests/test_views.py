@@ -298,6 +298,6 @@ def test_diff_shows_a_cached_adversarial_overlap_without_attacking(reg):
     again = cnc.PredictionDiff(reg, a="base", b="pruned-60")
     row = {r["name"]: r for r in again.summary}["pruned-60"]
     assert row["adversarial"] == pytest.approx(value)
-    assert row["adversarial_info"]["flipped_b"] == cmp.adversarial["flipped_b"]
+    assert row["adversarial_info"]["flipped_b"] == cmp.adversarial_details()["flipped_b"]
     diff.close()
     again.close()

@@ -17,7 +17,7 @@ import torch
 
 from .. import metrics as m
 from ..metrics.adversarial import (
-    CRAFTED,
+    CraftedCache,
     adversarial_overlap,
     attack_model,
     has_gradients,
@@ -57,8 +57,6 @@ class Comparison(ModuleMeasures):
         self.labels = data.labels
         width = self._ra["logits"].shape[1] if "logits" in self._ra else 0
         self.classes = data.class_names(width)
-        self.adversarial: dict[str, Any] = {}
-        self.knn_k: int | None = None
 
     def __repr__(self) -> str:
         return (
@@ -202,12 +200,16 @@ class Comparison(ModuleMeasures):
     def knn_agreement(self, k: int = 10) -> float:
         """Mean Jaccard overlap of each instance's k nearest neighbours under a and b.
 
-        ``k`` is clipped to N - 1 (as in :meth:`knn_sweep`); ``self.knn_k`` is the k used.
+        ``k`` is clipped to N - 1 (as in :meth:`knn_sweep`): :meth:`knn_k` gives the k used.
         """
-        self.knn_k = min(int(k), max(len(self.labels) - 1, 1))
+        used = self.knn_k(k)
         return self._memo(
-            "knn", {"k": self.knn_k}, lambda: m.knn_agreement(*self._embeddings(), self.knn_k)
+            "knn", {"k": used}, lambda: m.knn_agreement(*self._embeddings(), used)
         )
+
+    def knn_k(self, k: int = 10) -> int:
+        """The k :meth:`knn_agreement` uses for a requested ``k`` (clipped to N - 1)."""
+        return m.effective_k(k, len(self.labels))
 
     def knn_sweep(self, ks: Sequence[int] = DEFAULT_KS) -> pd.Series:
         """kNN agreement for several k (one search at the largest k), as a curve."""
@@ -270,26 +272,78 @@ class Comparison(ModuleMeasures):
         seed: int = 0,
         embedding_module: str | None = None,
     ) -> float:
-        """Jaccard of the instances an attack flips for a and for b.
+        """Jaccard of the instances an attack flips for a and for b (1.0 when it flips none
+        for either); :meth:`adversarial_details` says which attack, its budget and sources.
 
         Continuous inputs (a float tensor, or a dict with float entries) get an L-inf
         PGD attack on every float input (``eps`` default: 5% of the float data's range,
         inputs clipped to that range); token inputs (integer tensors only: ids, masks,
         under any key names) a PGD attack on the output of ``embedding_module``
         (default: the ``nn.Embedding`` with most rows; ``eps`` default 0.5, relative to
-        the embeddings' mean magnitude). A model without float gradients (int8, half) is
-        attacked by transfer from its nearest float ancestor. Each model is attacked
-        once per data, rows and budget, and the outcome cached, so comparing a reference
-        with n variants runs n + 1 attacks. The attack, budget and sources are in
-        ``self.adversarial`` afterwards.
+        the embeddings' mean magnitude). What the attack ascends and what counts as a
+        flip is the task's (``Task.attack_objective``, docs/definitions.md):
+
+        - classification: cross-entropy of the labels; a correctly classified instance
+          whose predicted class changes;
+        - causal_lm: the next-token loss of the scored positions; a sequence whose top-1
+          token at its last scored position changes from the clean one;
+        - extractive_qa: start + end cross-entropy of the model's own clean best span; a
+          question whose best span (start and end token) changes;
+        - generation: the teacher-forced loss of the model's own clean greedy answer; a
+          question whose first answer token changes.
+
+        A model without float gradients (int8, torchao, half) is attacked by transfer
+        from its nearest float ancestor (crafted on it, against its own clean outputs).
+        Each model is attacked once per data, rows and budget, and the outcome cached, so
+        comparing a reference with n variants runs n + 1 attacks.
+
+        Examples
+        --------
+        >>> cmp = reg.compare("base", "int8")
+        >>> cmp.adversarial_overlap(max_instances=64)
+        >>> cmp.adversarial_details(max_instances=64)["source_b"]
+        'transfer from base'
+        """
+        details = self.adversarial_details(
+            eps=eps,
+            steps=steps,
+            max_instances=max_instances,
+            seed=seed,
+            embedding_module=embedding_module,
+        )
+        return float(details["value"])
+
+    def adversarial_details(
+        self,
+        *,
+        eps: float | None = None,
+        steps: int = 10,
+        max_instances: int = 256,
+        seed: int = 0,
+        embedding_module: str | None = None,
+    ) -> dict[str, Any]:
+        """The adversarial overlap with what it was computed from (the same arguments as
+        :meth:`adversarial_overlap`, whose attack it runs or reads from the cache).
+
+        Returns
+        -------
+        dict
+            ``value`` (the overlap), ``flipped_a``, ``flipped_b`` (instances flipped),
+            ``source_a``, ``source_b`` ("direct" or "transfer from NAME"), ``instances``
+            (rows attacked), ``success`` (what counts as a flip, in words; absent from
+            results cached before it was recorded), ``attack``, ``eps``, ``steps``,
+            ``step_size``, ``embedding_module``.
         """
         data = self.data
         inputs = self._inputs("adversarial_overlap()")
+        objective = self.task.attack_objective()
         rows = np.sort(np.random.default_rng(seed).permutation(len(data))[:max_instances])
         attack = plan_attack(
             inputs, eps=eps, steps=steps, seed=seed, embedding_module=embedding_module
         )
         params = {**attack.describe(), "rows": _digest(rows)}
+        # The registry's own (a source without one: crafted batches kept for this call only).
+        crafted_cache = getattr(self.registry, "crafted_attacks", None) or CraftedCache()
 
         def batches() -> list[tuple[Any, torch.Tensor]]:
             return row_batches(inputs, data.labels, rows, data.batch_size)
@@ -302,7 +356,11 @@ class Comparison(ModuleMeasures):
                 spec["surrogate"] = self.registry.record(surrogate).fingerprint
 
             crafter = surrogate or name
-            crafted_key = (self.registry.record(crafter).fingerprint, repr(sorted(params.items())))
+            crafted_key = (
+                self.registry.record(crafter).fingerprint,
+                data.fingerprint,
+                repr(sorted(params.items())),
+            )
 
             def compute_one() -> dict[str, Any]:
                 result = attack_model(
@@ -311,9 +369,10 @@ class Comparison(ModuleMeasures):
                     attack,
                     surrogate=None if surrogate is None else self.registry.model(surrogate),
                     surrogate_name=surrogate,
-                    crafted=CRAFTED.get(crafted_key),
+                    crafted=crafted_cache.get(crafted_key),
+                    objective=objective,
                 )
-                CRAFTED.put(crafted_key, result.crafted)
+                crafted_cache.put(crafted_key, result.crafted)
                 return {
                     "flipped": np.flatnonzero(result.flipped).tolist(),
                     "correct": int(result.correct.sum()),
@@ -338,11 +397,11 @@ class Comparison(ModuleMeasures):
                 "source_a": sources[0],
                 "source_b": sources[1],
                 "instances": len(rows),
+                "success": objective.success,
                 **attack.describe(),
             }
 
-        self.adversarial = self._memo("adversarial", params, compute)
-        return float(self.adversarial["value"])
+        return dict(self._memo("adversarial", params, compute))
 
     def _inputs(self, what: str) -> Any:
         """The evaluation inputs, or an error saying what to call when they are not loaded."""
@@ -376,14 +435,15 @@ class Comparison(ModuleMeasures):
             "model": self.b,
             **self.task.summary(self._ra, self._rb, self.data, self.instances),
             f"knn_agreement@{k}": self.knn_agreement(k),
-            "knn_k": self.knn_k,
+            "knn_k": self.knn_k(k),
             "ood_agreement": self.ood_agreement(),
         }
         if adversarial:
-            row["adversarial_overlap"] = self.adversarial_overlap()
-            row["adversarial_attack"] = self.adversarial["attack"]
-            row["adversarial_eps"] = self.adversarial["eps"]
-            row["adversarial_source_b"] = self.adversarial["source_b"]
+            details = self.adversarial_details()
+            row["adversarial_overlap"] = float(details["value"])
+            row["adversarial_attack"] = details["attack"]
+            row["adversarial_eps"] = details["eps"]
+            row["adversarial_source_b"] = details["source_b"]
         return row
 
 

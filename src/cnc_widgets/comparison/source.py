@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from ..evaluate.data import EvalData
+from ..metrics.adversarial import CraftedCache
 from ..provenance import ModelRecord
 
 
@@ -35,3 +36,8 @@ class ResultSource(Protocol):
         self, a: str, b: str, measure: str, params: dict[str, Any], compute: Callable[[], Any]
     ) -> Any:
         """``compute()`` once per (weights of a and b, data, measure, params), then cached."""
+
+    #: The adversarial batches crafted for this source's models
+    #: (:class:`~cnc_widgets.metrics.adversarial.CraftedCache`), reused by transfer attacks;
+    #: a source without one crafts anew for every comparison.
+    crafted_attacks: CraftedCache

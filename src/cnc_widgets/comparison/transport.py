@@ -12,6 +12,7 @@ from torch import nn
 
 from ..evaluate.data import EvalData
 from ..evaluate.heap import roomy_heap
+from ..metrics.adversarial import CraftedCache
 from ..provenance import ModelRecord
 from .core import Comparison
 
@@ -45,6 +46,8 @@ class DetachedSource:
         # is its own): model() copies them first, so tasks side by side in threads never
         # hook or switch the modes of one module together.
         self._own: set[str] = set()
+        # Crafted attacks of this pair only: a transfer to b reuses what a's attack made.
+        self.crafted_attacks = CraftedCache()
 
     @property
     def data(self) -> EvalData | None:
@@ -77,7 +80,12 @@ class DetachedSource:
         return value
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_lookup": None, "_own": set(self._models)}
+        return {
+            **self.__dict__,
+            "_lookup": None,
+            "_own": set(self._models),
+            "crafted_attacks": CraftedCache(),  # never ship crafted batches to a worker
+        }
 
 
 def summary_task(

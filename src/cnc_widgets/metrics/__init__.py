@@ -20,6 +20,7 @@ from .agreement import (
 from .cka import CKAMatrix, LinearCKA, cka_memory_estimate, linear_cka
 from .knn import (
     DEFAULT_BLOCK_BYTES,
+    effective_k,
     knn_agreement,
     knn_agreement_sweep,
     knn_indices,
@@ -37,6 +38,7 @@ __all__ = [
     "change_matrix",
     "cka_memory_estimate",
     "dknn_scores",
+    "effective_k",
     "error_jaccard",
     "exact_match_scores",
     "f1_scores",

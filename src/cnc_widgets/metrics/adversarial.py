@@ -1,6 +1,9 @@
 """Which inputs an attack flips: PGD on continuous inputs, embedding-space PGD on tokens.
 
-S_m = instances that model m classifies correctly and the attack flips. A model
+S_m = instances that model m classifies correctly and the attack flips. What the attack
+ascends and what counts as a flip is the task's (:class:`Objective`, from
+``Task.attack_objective``): classification is this module's default; the language tasks
+(``causal_lm``, ``generation``, ``extractive_qa``) define theirs beside the task. A model
 without usable gradients (int8 dynamic quantized, or quantized with torchao) is
 attacked by transfer: the adversarial inputs are crafted on a float model (its
 nearest float ancestor) and fed to it. Rai et al. (CIKM 2024) compare these sets between models.
@@ -68,13 +71,56 @@ class Attack:
 class AttackResult:
     """Per-instance outcome of an attack on one model."""
 
-    correct: np.ndarray  # bool (N,): clean prediction equals the label
-    flipped: np.ndarray  # bool (N,): correct and the adversarial prediction differs from the label
+    # bool (N,): the rows the success test applies to (classification: the clean prediction
+    # equals the label; see Objective.eligible)
+    correct: np.ndarray
+    # bool (N,): eligible and the prediction under attack differs from the clean prediction
+    flipped: np.ndarray
     source: str  # "direct" or "transfer from NAME"
     info: dict[str, Any] = field(default_factory=dict)
     # The adversarial batches crafted (on the model, or on the surrogate), for reuse by a
     # transfer attack from the same crafter; not part of the cached outcome.
     crafted: list[Any] = field(default_factory=list, repr=False)
+
+
+class Objective:
+    """What an attack ascends and what counts as a flip: the task's part of the attack.
+
+    An attack on model m ascends :meth:`loss` against :meth:`targets` (computed once per
+    batch on the crafter's clean output: m itself, or its float ancestor for a transfer).
+    A row is flipped when :meth:`eligible` (decided on m's clean prediction) and m's
+    :meth:`predict` under attack differs from its clean prediction (every element of a
+    row's prediction compared: a span's start and end).
+
+    This base class is classification: the loss is the cross-entropy of the labels, the
+    prediction the argmax class, and eligible rows those the model classifies correctly
+    (so a flip is a correct prediction made wrong). Tasks subclass it
+    (``Task.attack_objective``). The model and batch a method gets are already on one
+    device and in eval mode; a perturbation of the word embeddings is active around
+    :meth:`loss` and the second :meth:`predict`.
+    """
+
+    #: What counts as a flip, in words (reported beside the overlap).
+    success: str = "the predicted class of an instance the model classifies correctly changes"
+
+    def targets(self, model: nn.Module, batch: Inputs, labels: torch.Tensor) -> Any:
+        """What :meth:`loss` measures against, from the crafter's clean output (no grad)."""
+        return labels
+
+    def loss(self, model: nn.Module, batch: Inputs, targets: Any) -> torch.Tensor:
+        """The scalar the attack ascends (with gradients)."""
+        return nn.functional.cross_entropy(_forward(model, batch), targets)
+
+    def predict(self, model: nn.Module, batch: Inputs) -> torch.Tensor:
+        """One prediction per row (rows first), on the CPU; called without gradients."""
+        return _forward(model, batch).argmax(1).cpu()
+
+    def eligible(self, clean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Bool (B,): the rows a flip can count for, from the clean predictions."""
+        return clean == labels
+
+
+CLASSIFICATION = Objective()
 
 
 def find_word_embeddings(model: nn.Module) -> str:
@@ -155,17 +201,26 @@ def _embedding_output(model: nn.Module, module: nn.Module, batch: Inputs) -> tor
     return captured[0]
 
 
-def craft(model: nn.Module, batch: Inputs, labels: torch.Tensor, attack: Attack) -> Any:
+def craft(
+    model: nn.Module,
+    batch: Inputs,
+    labels: torch.Tensor,
+    attack: Attack,
+    objective: Objective = CLASSIFICATION,
+) -> Any:
     """Adversarial version of ``batch`` for ``model`` (in eval mode; see :func:`attack_model`).
 
     Returns the adversarial inputs (a tensor, or a dict with its float entries
     perturbed) for continuous inputs, or a perturbation of the word embeddings
-    (``(module name, delta)``) for token inputs.
+    (``(module name, delta)``, delta shaped like the embeddings of ``batch``) for token
+    inputs. ``objective`` gives the loss the attack ascends (default: classification).
     """
     gen = torch.Generator().manual_seed(attack.seed)
     step = attack._step()
     batch = prepare_inputs(model, batch)
     labels = labels.to(next(iter(_all_tensors(batch))).device)
+    with torch.no_grad():
+        targets = objective.targets(model, batch, labels)
     if is_continuous(batch):
         clean = {k: v.detach() for k, v in _float_parts(batch).items()}
         deltas = {
@@ -176,7 +231,7 @@ def craft(model: nn.Module, batch: Inputs, labels: torch.Tensor, attack: Attack)
             for d in deltas.values():
                 d.requires_grad_(True)
             adv = {k: _clip(clean[k] + deltas[k], attack) for k in clean}
-            loss = nn.functional.cross_entropy(_forward(model, _with_parts(batch, adv)), labels)
+            loss = objective.loss(model, _with_parts(batch, adv), targets)
             grads = torch.autograd.grad(loss, list(deltas.values()))
             deltas = {
                 k: (d.detach() + step * g.sign()).clamp(-attack.eps, attack.eps)
@@ -189,13 +244,15 @@ def craft(model: nn.Module, batch: Inputs, labels: torch.Tensor, attack: Attack)
     module = model.get_submodule(module_name)
     clean_emb = _embedding_output(model, module, batch)
     scale = attack.eps * clean_emb.abs().float().mean().item()
+    # The step in embedding units (the step is relative, as eps); eps = 0 takes none.
+    step_abs = step * scale / attack.eps if attack.eps > 0 else 0.0
     delta = ((torch.rand(clean_emb.shape, generator=gen) * 2 - 1) * scale).to(clean_emb.device)
     for _ in range(attack.steps):
         delta.requires_grad_(True)
         with _perturbed(module, delta):
-            loss = nn.functional.cross_entropy(_forward(model, batch), labels)
+            loss = objective.loss(model, batch, targets)
         (grad,) = torch.autograd.grad(loss, delta)
-        delta = (delta.detach() + step * scale / attack.eps * grad.sign()).clamp(-scale, scale)
+        delta = (delta.detach() + step_abs * grad.sign()).clamp(-scale, scale)
     return module_name, delta.detach()
 
 
@@ -208,29 +265,52 @@ def _clip(x: torch.Tensor, attack: Attack) -> torch.Tensor:
 
 
 class _perturbed:
-    """Adds ``delta`` to a module's output for the duration of a ``with`` block."""
+    """Adds ``delta`` to a module's output for the duration of a ``with`` block.
+
+    An output longer than ``delta`` along the tokens (dimension 1) gets it on its leading
+    positions: an objective that appends tokens to the inputs (the generation task's
+    teacher-forced answer) perturbs the inputs' embeddings and leaves the appended ones.
+    """
 
     def __init__(self, module: nn.Module, delta: torch.Tensor) -> None:
         self.module, self.delta, self.handle = module, delta, None
 
-    def __enter__(self) -> _perturbed:
-        self.handle = self.module.register_forward_hook(
-            lambda _m, _i, out: out + self.delta.to(out.device, out.dtype)
+    def _add(self, out: torch.Tensor) -> torch.Tensor:
+        delta = self.delta.to(out.device, out.dtype)
+        if out.shape == delta.shape:
+            return out + delta
+        n = delta.shape[1] if delta.dim() > 1 else 0
+        if (
+            out.dim() == delta.dim() > 1
+            and out.shape[0] == delta.shape[0]
+            and out.shape[1] > n
+            and out.shape[2:] == delta.shape[2:]
+        ):
+            return torch.cat([out[:, :n] + delta, out[:, n:]], 1)
+        raise ValueError(
+            f"the perturbation of the embeddings is {tuple(delta.shape)} but the module "
+            f"returned {tuple(out.shape)}: the attack's forward passes must start with the "
+            "same inputs"
         )
+
+    def __enter__(self) -> _perturbed:
+        self.handle = self.module.register_forward_hook(lambda _m, _i, out: self._add(out))
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.handle.remove()
 
 
-def predict_adversarial(model: nn.Module, batch: Inputs, adversarial: Any) -> torch.Tensor:
+def predict_adversarial(
+    model: nn.Module, batch: Inputs, adversarial: Any, objective: Objective = CLASSIFICATION
+) -> torch.Tensor:
     """Predictions of ``model`` on the adversarial inputs made by :func:`craft` (CPU)."""
     with torch.no_grad():
         if not isinstance(adversarial, tuple):
-            return _forward(model, prepare_inputs(model, adversarial)).argmax(1).cpu()
+            return objective.predict(model, prepare_inputs(model, adversarial)).cpu()
         module_name, delta = adversarial
         with _perturbed(model.get_submodule(module_name), delta):
-            return _forward(model, prepare_inputs(model, batch)).argmax(1).cpu()
+            return objective.predict(model, prepare_inputs(model, batch)).cpu()
 
 
 def attack_model(
@@ -241,8 +321,12 @@ def attack_model(
     surrogate: nn.Module | None = None,
     surrogate_name: str | None = None,
     crafted: list[Any] | None = None,
+    objective: Objective = CLASSIFICATION,
 ) -> AttackResult:
     """Attack ``model`` on every batch; craft on ``surrogate`` (transfer) when given.
+
+    ``objective``: the task's loss and success test (default: classification, see
+    :class:`Objective`).
 
     ``crafted``: the adversarial batches the same crafter already made for these batches
     and this attack (``AttackResult.crafted`` of its own attack, or of another transfer
@@ -255,13 +339,17 @@ def attack_model(
         for i, (batch, labels) in enumerate(batches):
             labels = labels.cpu()
             with torch.no_grad():
-                clean = _forward(model, prepare_inputs(model, batch)).argmax(1).cpu()
-            adversarial = crafted[i] if crafted else craft(crafter, batch, labels, attack)
+                clean = objective.predict(model, prepare_inputs(model, batch)).cpu()
+            if crafted:
+                adversarial = crafted[i]
+            else:
+                adversarial = craft(crafter, batch, labels, attack, objective)
             made.append(adversarial)
-            adv = predict_adversarial(model, batch, adversarial)
-            ok = clean == labels
+            adv = predict_adversarial(model, batch, adversarial, objective)
+            ok = objective.eligible(clean, labels).cpu()
+            changed = (adv != clean).reshape(len(clean), -1).any(1)
             correct.append(ok.numpy())
-            flipped.append((ok & (adv != labels)).numpy())
+            flipped.append((ok & changed).numpy())
     source = "direct" if surrogate is None else f"transfer from {surrogate_name or 'surrogate'}"
     return AttackResult(
         np.concatenate(correct), np.concatenate(flipped), source, attack.describe(), made
@@ -325,10 +413,11 @@ def row_batches(
 
 
 class CraftedCache:
-    """The adversarial batches last crafted per (crafter weights, attack): a transfer attack
-    from a model that was attacked directly (or from which another model was attacked)
-    reuses them, so ``compare_many`` over n variants crafts once per crafter. In memory
-    only (MiniLM's embedding-space batches are ~20 MB), the few most recent."""
+    """The adversarial batches last crafted per (crafter weights, data, attack): a transfer
+    attack from a model that was attacked directly (or from which another model was
+    attacked) reuses them, so ``compare_many`` over n variants crafts once per crafter. In
+    memory only (MiniLM's embedding-space batches are ~20 MB), the few most recent. Each
+    registry owns one (``ModelRegistry.crafted_attacks``), so two never share batches."""
 
     def __init__(self, keep: int = 4) -> None:
         self._items: dict[Any, list[Any]] = {}
@@ -343,5 +432,3 @@ class CraftedCache:
         while len(self._items) > self._keep:
             self._items.pop(next(iter(self._items)))
 
-
-CRAFTED = CraftedCache()

@@ -380,6 +380,18 @@ def _sweep(h_a: ArrayLike, h_b: ArrayLike, ks: list[int], block_bytes: int) -> n
     return totals / n
 
 
+def effective_k(k: int, n: int) -> int:
+    """The k a kNN measure over ``n`` instances uses for a requested ``k``: clipped to
+    ``n - 1`` (the other instances), at least 1.
+
+    Examples
+    --------
+    >>> effective_k(10, 8), effective_k(5, 100)
+    (7, 5)
+    """
+    return min(int(k), max(int(n) - 1, 1))
+
+
 def knn_agreement(
     h_a: ArrayLike,
     h_b: ArrayLike,
@@ -457,6 +469,6 @@ def knn_agreement_sweep(
     requested = [int(k) for k in ks]
     if not requested or min(requested) < 1:
         raise ValueError(f"ks must be positive integers, got {requested}")
-    effective = sorted({min(k, n - 1) for k in requested})
+    effective = sorted({effective_k(k, n) for k in requested})
     values = _sweep(h_a, h_b, effective, block_bytes)
     return pd.Series(values, index=pd.Index(effective, name="k"), name="knn_agreement")

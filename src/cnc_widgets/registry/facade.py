@@ -23,6 +23,7 @@ from ..comparison import Comparison
 from ..evaluate.data import EvalData, as_tensors, make_data, rows_of
 from ..evaluate.fingerprint import data_fingerprint
 from ..formatting import format_table
+from ..metrics.adversarial import CraftedCache
 from ..metrics.pareto import frontier_names
 from ..provenance import ModelRecord, check_parent, cnc_json, topological
 from ..provenance.comparability import comparability as _comparability
@@ -85,6 +86,9 @@ class ModelRegistry(Catalogue, ResultCache, Scheduling, Restores, traitlets.HasT
         self._results: dict[str, dict[str, Any]] = {}
         self._measures: dict[str, Any] = {}
         self._data: EvalData | None = None
+        #: Adversarial batches crafted on this registry's models, reused by transfer attacks
+        #: (``compare_many`` crafts once per crafter); this registry's alone.
+        self.crafted_attacks = CraftedCache()
         # metric -> {"format", "unit", "min", "max"} where a source declares them (C&C files).
         self.metric_info: dict[str, dict[str, Any]] = {}
         self._store = None

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ..evaluate.data import EvalData
+    from ..metrics.adversarial import Objective
 
 
 class Task:
@@ -139,6 +140,11 @@ class Task:
     def error_jaccard(self, ra: Mapping, rb: Mapping, data: EvalData) -> float:
         """Jaccard overlap of the two models' error sets (1.0 when neither errs)."""
         raise NotImplementedError
+
+    def attack_objective(self) -> Objective:
+        """What ``adversarial_overlap`` attacks: the loss an attack ascends and what counts
+        as a flip (:class:`cnc_widgets.metrics.adversarial.Objective`)."""
+        raise ValueError(f"task {self.name!r} defines no adversarial attack")
 
     def summary(
         self, ra: Mapping, rb: Mapping, data: EvalData, instances: pd.DataFrame

@@ -25,8 +25,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from .. import metrics as m
+from ..evaluate.model_io import call_model
+from ..metrics.adversarial import Objective
 from .base import Task
 
 
@@ -69,6 +72,50 @@ def token_outputs(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Ten
         "token_correct": (scored & (top == target)).cpu(),
         "token_scored": scored.cpu(),
     }
+
+
+class NextTokenObjective(Objective):
+    """The causal_lm attack: PGD on the word embeddings ascends the mean next-token loss
+    (nats) over the scored positions; a sequence flips when the model's top-1 token at its
+    last scored position changes from the clean one. Every sequence with a scored position
+    counts (a language model has no "correct" gate: the clean prediction is the reference).
+    """
+
+    success = "the top-1 next token at the last scored position of the sequence changes"
+
+    def _run(self, model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from ..metrics.tokens import with_position_ids
+
+        z = _logits(call_model(model, with_position_ids(model, batch)))[:, :-1].float()
+        ids = batch["input_ids"]
+        mask = batch.get("attention_mask")
+        mask = torch.ones_like(ids) if mask is None else mask
+        return z, ids[:, 1:].to(z.device), scored_mask(mask).to(z.device)
+
+    def targets(self, model: Any, batch: Any, labels: torch.Tensor) -> Any:
+        return None  # the next tokens of the batch itself
+
+    def loss(self, model: Any, batch: Any, targets: Any) -> torch.Tensor:
+        z, nxt, scored = self._run(model, batch)
+        if not bool(scored.any()):
+            return z.sum() * 0.0
+        return nn.functional.cross_entropy(z[scored], nxt[scored])
+
+    def predict(self, model: Any, batch: Any) -> torch.Tensor:
+        z, _, scored = self._run(model, batch)
+        return last_scored_top(z, scored).cpu()
+
+    def eligible(self, clean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return clean >= 0
+
+
+def last_scored_top(logits: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` top-1 token of ``logits`` ``(B, T-1, V)`` at each row's last scored
+    position; -1 for a row with none."""
+    steps = torch.arange(scored.shape[1], device=scored.device).expand_as(scored)
+    last = torch.where(scored, steps, torch.full_like(steps, -1)).max(1).values
+    top = logits[torch.arange(len(logits), device=logits.device), last.clamp_min(0)].argmax(-1)
+    return torch.where(last >= 0, top, torch.full_like(top, -1))
 
 
 class CausalLM(Task):
@@ -186,6 +233,9 @@ class CausalLM(Task):
         if isinstance(data.instances, list):
             table.insert(0, "instance", data.instances)
         return table
+
+    def attack_objective(self) -> NextTokenObjective:
+        return NextTokenObjective()
 
     def summary(
         self, ra: Mapping, rb: Mapping, data: Any, instances: pd.DataFrame

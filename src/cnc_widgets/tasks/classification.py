@@ -100,6 +100,13 @@ class Classification(Task):
             table.insert(0, "instance", data.instances)
         return table
 
+    def attack_objective(self) -> Any:
+        """Cross-entropy of the labels; a flip is a correctly classified instance whose
+        predicted class changes (:data:`cnc_widgets.metrics.adversarial.CLASSIFICATION`)."""
+        from ..metrics.adversarial import CLASSIFICATION
+
+        return CLASSIFICATION
+
     def summary(
         self, ra: Mapping, rb: Mapping, data: Any, instances: pd.DataFrame
     ) -> dict[str, Any]:

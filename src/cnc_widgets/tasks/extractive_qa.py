@@ -44,9 +44,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from ..evaluate.model_io import call_model
 from ..evaluate.spans import context_mask as encoding_context_mask
 from ..evaluate.spans import decode_spans
+from ..metrics.adversarial import Objective
 from .answers import AnswerTask, check_references
 
 
@@ -99,6 +102,39 @@ def _qa_logits(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
             f"tensor; got {type(output).__name__}"
         )
     return start, end
+
+
+class SpanObjective(Objective):
+    """The extractive_qa attack: PGD on the word embeddings ascends the start + end
+    cross-entropy of the crafter's own clean best span (its start and end token); a
+    question flips when the model's best span (:func:`decode_spans`, start and end token)
+    changes. Every question counts; the no-answer threshold is not part of the test."""
+
+    success = "the best span (start and end token) of the question changes"
+
+    def __init__(self, task: ExtractiveQA) -> None:
+        self.task = task
+
+    def targets(self, model: Any, batch: Any, labels: torch.Tensor) -> Any:
+        return self.predict(model, batch)
+
+    def loss(self, model: Any, batch: Any, targets: Any) -> torch.Tensor:
+        start, end = _qa_logits(call_model(model, batch))
+        targets = targets.to(start.device)
+        valid = targets[:, 0] >= 0
+        if not bool(valid.any()):
+            return start.sum() * 0.0
+        pick = targets[valid]
+        return nn.functional.cross_entropy(
+            start[valid].float(), pick[:, 0]
+        ) + nn.functional.cross_entropy(end[valid].float(), pick[:, 1])
+
+    def predict(self, model: Any, batch: Any) -> torch.Tensor:
+        out = call_model(model, batch)
+        return self.task.batch_outputs(out, batch)["span_tokens"].cpu()
+
+    def eligible(self, clean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.ones(len(clean), dtype=torch.bool)
 
 
 class ExtractiveQA(AnswerTask):
@@ -256,6 +292,9 @@ class ExtractiveQA(AnswerTask):
         return out
 
     # -- comparison ---------------------------------------------------------------------
+
+    def attack_objective(self) -> SpanObjective:
+        return SpanObjective(self)
 
     def extra_columns(self, ra: Mapping, rb: Mapping) -> dict[str, np.ndarray]:
         return {

@@ -45,11 +45,72 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from ..evaluate.generation import generation_kl, greedy_batch
+from ..metrics.adversarial import Objective
 from .answers import AnswerTask, check_references
 
 DEFAULT_MAX_NEW_TOKENS = 16
+
+
+class AnswerObjective(Objective):
+    """The generation attack: PGD on the prompt's word embeddings ascends the
+    teacher-forced loss (mean nats per token) of the crafter's own clean greedy answer,
+    its stop token included; a question flips when the first token of the model's greedy
+    answer changes. The first token is the cheapest honest test: one forward pass over
+    the prompt, no decoding under attack; a changed first token changes the answer, so
+    the flipped set is a lower bound of the questions whose answer an attack changes.
+    Every question counts."""
+
+    success = "the first token of the greedy answer changes"
+
+    def __init__(self, task: Generation) -> None:
+        self.task = task
+
+    def targets(self, model: Any, batch: Any, labels: torch.Tensor) -> Any:
+        ids, mask = _prompts(batch)
+        tokens, _ = greedy_batch(
+            model,
+            ids,
+            mask,
+            max_new_tokens=self.task.opts["max_new_tokens"],
+            stop_token_ids=self.task.opts["stop_token_ids"],
+        )
+        return tokens  # (B, max_new_tokens), -1 after each answer
+
+    def loss(self, model: Any, batch: Any, targets: Any) -> torch.Tensor:
+        ids, mask = _prompts(batch)
+        answer = targets.to(ids.device)
+        given = answer >= 0
+        full = torch.cat([mask, given.long()], 1)
+        # Answers appended after the prompt (the embedding perturbation covers the prompt
+        # only); positions as generation counts them, so this is the greedy pass forced.
+        logits = model(
+            input_ids=torch.cat([ids, answer.clamp_min(0)], 1),
+            attention_mask=full,
+            position_ids=_positions(full),
+            use_cache=False,
+        ).logits
+        z = logits[:, ids.shape[1] - 1 : ids.shape[1] - 1 + answer.shape[1]].float()
+        if not bool(given.any()):
+            return z.sum() * 0.0
+        return nn.functional.cross_entropy(z[given], answer[given])
+
+    def predict(self, model: Any, batch: Any) -> torch.Tensor:
+        ids, mask = _prompts(batch)
+        logits = model(
+            input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=False
+        ).logits
+        return logits[:, -1].argmax(-1).cpu()
+
+    def eligible(self, clean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.ones(len(clean), dtype=torch.bool)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    # greedy generation's rule: positions count the real tokens; padding sits at 0.
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
 class Generation(AnswerTask):
@@ -165,6 +226,9 @@ class Generation(AnswerTask):
 
     def extra_columns(self, ra: Mapping, rb: Mapping) -> dict[str, np.ndarray]:
         return {"tokens_a": ra["gen_length"], "tokens_b": rb["gen_length"]}
+
+    def attack_objective(self) -> AnswerObjective:
+        return AnswerObjective(self)
 
     def paired(
         self, model_a: Any, model_b: Any, ra: Mapping, inputs: Any, data: Any

@@ -176,11 +176,10 @@ def cached_adversarial(registry: ModelRegistry, a: str, b: str) -> dict[str, Any
     """The adversarial overlap of ``b`` with ``a`` and its description, if it was computed
     before (in this session or in the registry's store); ``None`` otherwise, never attacking."""
     try:
-        cmp = Comparison(_CachedOnly(registry), a, b)
-        value = cmp.adversarial_overlap()
+        details = Comparison(_CachedOnly(registry), a, b).adversarial_details()
     except (_NotCached, KeyError, ValueError):
         return None
-    return {"value": float(value), "info": json_value(cmp.adversarial)}
+    return {"value": float(details["value"]), "info": json_value(details)}
 
 
 def summary_rows(registry: ModelRegistry, names: Sequence[str]) -> list[dict[str, Any]]:
@@ -407,9 +406,9 @@ class PredictionDiff(RegistryView):
             return
         self.send({"type": "adversarial", "model": name, "status": "running"})
         try:
-            cmp = self.registry.compare(self.reference, name)
-            value = cmp.adversarial_overlap()
-            info = json_value(cmp.adversarial)
+            details = self.registry.compare(self.reference, name).adversarial_details()
+            value = float(details["value"])
+            info = json_value(details)
         except (KeyError, ValueError, RuntimeError) as exc:
             self.send(
                 {"type": "adversarial", "model": name, "status": "error", "message": str(exc)}
