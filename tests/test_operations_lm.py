@@ -75,6 +75,18 @@ def test_operation_runs_on_a_tiny_lm(arch, op, params, tiny_lm, tiny_gpt2, lm_to
         assert child_w.shape == parent_w.shape
         assert torch.linalg.norm(child_w - parent_w) < torch.linalg.norm(parent_w)
         assert isinstance(child.get_submodule(name), LowRankLinear)
+    if op in ("quantize", "quanto", "quantize_dynamic"):
+        # GPT-2's Conv1D projections are quantized too (as Linears holding W.T); the layer
+        # table still pairs each with its parent's (in, out) weight, close to it.
+        name = "model.layers.0.mlp.up_proj" if arch == "llama" else "transformer.h.0.mlp.c_fc"
+        quantized = child.get_submodule(name)
+        assert type(quantized).__name__ != "Conv1D"
+        weight = quantized.weight() if callable(quantized.weight) else quantized.weight
+        assert is_tensor_subclass(weight) or weight.dtype == torch.qint8
+        parent_w = module_weights(model)[name]["weight"]
+        child_w = module_weights(child)[name]["weight"]
+        assert child_w.shape == parent_w.shape
+        assert torch.linalg.norm(child_w - parent_w) < 0.2 * torch.linalg.norm(parent_w)
     if op == "prune" and params.get("include_norms"):
         norm = child.model.norm if arch == "llama" else child.transformer.ln_f
         assert float((norm.weight == 0).float().mean()) == pytest.approx(0.3, abs=0.02)

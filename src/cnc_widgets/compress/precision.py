@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .conv1d import conv1d_to_linear
 from .tied import tied_linears
 
 __all__ = ["add_cast_hooks", "bfloat16", "cast", "half", "is_cast", "quantize_dynamic"]
@@ -48,6 +49,7 @@ def quantize_dynamic(model: nn.Module, dtype: str = "qint8") -> nn.Module:
     """
     if dtype != "qint8":
         raise ValueError(f"quantize_dynamic: dtype must be 'qint8', got {dtype!r}")
+    conv1d_to_linear(model)  # GPT-2 keeps its Linears as Conv1D, which torch.ao skips
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and module.weight.dtype != torch.float32:
             raise ValueError(

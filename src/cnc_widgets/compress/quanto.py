@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .tensor_subclass import is_tensor_subclass
+from .conv1d import conv1d_to_linear
 from .tied import tied_linears
 
 __all__ = ["ACTIVATIONS", "INSTALL_HINT", "WEIGHTS", "quanto"]
@@ -118,6 +119,7 @@ def quanto(
         )
     oq = _quanto()
     model.eval()
+    conv1d_to_linear(model)  # GPT-2 keeps its Linears as Conv1D, which quanto skips
     # quanto would replace a tied head by a QLinear holding a quantized copy of the shared
     # matrix, untying it from the embedding: exclude it by its exact name (fnmatch-escaped).
     tied = [glob_escape(name) for name in tied_linears(model)]

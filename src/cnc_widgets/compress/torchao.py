@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from .tensor_subclass import is_tensor_subclass
+from .conv1d import conv1d_to_linear
 from .tied import tied_linears
 
 __all__ = ["CONFIGS", "INSTALL_HINT", "quantize", "torchao_version"]
@@ -181,6 +182,7 @@ def quantize(
     q = _torchao().quantization
     tao_config = _config(config, group)
     model.eval()
+    conv1d_to_linear(model)  # GPT-2 keeps its Linears as Conv1D, which torchao skips
     tied = tied_linears(model)
 
     def divisible(module: nn.Module, fqn: str) -> bool:
