@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .tensor_subclass import is_tensor_subclass
 from .conv1d import conv1d_to_linear
+from .tensor_subclass import is_tensor_subclass
 from .tied import tied_linears
 
 __all__ = ["ACTIVATIONS", "INSTALL_HINT", "WEIGHTS", "quanto"]

@@ -40,8 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .tensor_subclass import is_tensor_subclass
 from .conv1d import conv1d_to_linear
+from .tensor_subclass import is_tensor_subclass
 from .tied import tied_linears
 
 __all__ = ["CONFIGS", "INSTALL_HINT", "quantize", "torchao_version"]

@@ -93,8 +93,6 @@ def _weights(model: nn.Module) -> Iterator[torch.Tensor]:
                 yield m.bias()
 
 
-
-
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
     """``(params, nonzero_params)``, int8 dynamic Linear weights included.
 
@@ -219,8 +217,6 @@ def _whole_storage(t: torch.Tensor) -> tuple[torch.Tensor, Any]:
     flat = torch.empty(0, dtype=t.dtype, device=t.device)
     flat.set_(storage, 0, (storage.nbytes() // t.element_size(),))
     return flat, ("storage", storage.data_ptr(), storage.nbytes())
-
-
 
 
 def _batch_size(inputs: Inputs) -> int:
