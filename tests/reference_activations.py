@@ -46,7 +46,6 @@ class PairedActivationStats:
         return dict(zip(self.names_a, self.rel_change.tolist(), strict=True))
 
 
-
 def paired_activation_stats(
     model_a: nn.Module,
     model_b: nn.Module,

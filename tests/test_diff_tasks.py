@@ -56,8 +56,7 @@ def test_lm_payload_equals_the_comparison(lm):
             )
         assert {"kl_mean", "same_top", "nll_change"} <= set(entry["columns"])
         stats = cmp.token_stats
-        assert entry["stats"] == pytest.approx({k: float(v) for k, v in stats.items()},
-                                               nan_ok=True)
+        assert entry["stats"] == pytest.approx({k: float(v) for k, v in stats.items()}, nan_ok=True)
         # The substitutions are NumPy counts of the token table's differing top-1 pairs.
         tokens = cmp.tokens
         moved = tokens[tokens.top_a != tokens.top_b]
@@ -125,8 +124,12 @@ def test_substitutions_count_pairs_with_ties_broken_by_ids():
 
     table = pd.DataFrame({"top_a": [1, 1, 2, 2, 2, 3, 5], "top_b": [4, 4, 3, 3, 1, 3, 0]})
     got = substitutions(table, None)
-    assert got == [["#1", "#4", 2, 1, 4], ["#2", "#3", 2, 2, 3], ["#2", "#1", 1, 2, 1],
-                   ["#5", "#0", 1, 5, 0]]
+    assert got == [
+        ["#1", "#4", 2, 1, 4],
+        ["#2", "#3", 2, 2, 3],
+        ["#2", "#1", 1, 2, 1],
+        ["#5", "#0", 1, 5, 0],
+    ]
 
 
 # -- answers -------------------------------------------------------------------------------
@@ -139,14 +142,25 @@ def qa(one_thread):
     contexts = list(test.context)
     contexts[0] = HOSTILE + " " + contexts[0]
     enc = tok(
-        test.question, contexts, truncation="only_second", max_length=160,
-        padding="longest", return_offsets_mapping=True, return_tensors="pt",
+        test.question,
+        contexts,
+        truncation="only_second",
+        max_length=160,
+        padding="longest",
+        return_offsets_mapping=True,
+        return_tensors="pt",
     )
     offsets = enc.pop("offset_mapping")
     reg = cnc.ModelRegistry()
     reg.set_data(
-        enc, task="extractive_qa", tokenizer=tok, references=[[a] for a in test.answer],
-        instances=list(test.question), offsets=offsets, contexts=contexts, batch_size=16,
+        enc,
+        task="extractive_qa",
+        tokenizer=tok,
+        references=[[a] for a in test.answer],
+        instances=list(test.question),
+        offsets=offsets,
+        contexts=contexts,
+        batch_size=16,
     )
     reg.add("base", model)
     # Another seed stands in for a compressed variant: answers that differ on some questions.
@@ -190,13 +204,24 @@ def test_generation_payload(one_thread):
     qa_ = cloze_questions(limit=24, window=0)
     prompts = [f"{q} A:" for q in qa_.question]
     prompts[1] = HOSTILE + " " + prompts[1]
-    model, tok = train_tiny_lm(prompts, tokenizer=train_tokenizer(prompts, vocab_size=300),
-                               steps=5, hidden_size=32, length=32)
+    model, tok = train_tiny_lm(
+        prompts,
+        tokenizer=train_tokenizer(prompts, vocab_size=300),
+        steps=5,
+        hidden_size=32,
+        length=32,
+    )
     tok.padding_side = "left"
     reg = cnc.ModelRegistry()
-    reg.set_data(encode(tok, prompts), task="generation", tokenizer=tok,
-                 references=[[a] for a in qa_.answer], instances=prompts,
-                 max_new_tokens=MAX_NEW, batch_size=8)
+    reg.set_data(
+        encode(tok, prompts),
+        task="generation",
+        tokenizer=tok,
+        references=[[a] for a in qa_.answer],
+        instances=prompts,
+        max_new_tokens=MAX_NEW,
+        batch_size=8,
+    )
     reg.add("base", model)
     reg.compress("base", "prune", name="pruned", amount=0.5)
     reg.evaluate(progress=False)

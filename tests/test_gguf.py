@@ -71,8 +71,9 @@ def test_weights_are_ggufs_own_roundtrip(mlp, digits, qtype):
     assert torch.equal(child[3].weight, mlp[3].weight)
     with torch.no_grad():
         x = digits.test_inputs.flatten(1)
-        hidden = torch.relu(x @ torch.from_numpy(gguf_roundtrip(mlp[1].weight, qtype)).T
-                            + mlp[1].bias)
+        hidden = torch.relu(
+            x @ torch.from_numpy(gguf_roundtrip(mlp[1].weight, qtype)).T + mlp[1].bias
+        )
         assert torch.allclose(child(digits.test_inputs), mlp[3](hidden), atol=1e-5)
     assert type(mlp[1].weight) is nn.Parameter  # the parent is untouched
 
@@ -87,8 +88,9 @@ def test_sizes_are_the_block_arithmetic(mlp, qtype):
     # size_bytes is the torch.save file: the blocks plus framing, which an independent save
     # of the plain parts bounds; never the float copy used for inference.
     child[1].weight.dequantize()  # the float copy exists now: it must not be counted
-    plain = {f"{k}.{p}": t.clone() for k, v in child.state_dict().items()
-             for p, t in stored_tensors(v)}
+    plain = {
+        f"{k}.{p}": t.clone() for k, v in child.state_dict().items() for p, t in stored_tensors(v)
+    }
     buffer = io.BytesIO()
     torch.save(plain, buffer)
     payload = blocks * BLOCK_BYTES[qtype] + floats
@@ -131,13 +133,17 @@ def test_registry_round_trip_and_replay(tmp_path, digits, mlp):
             pb = reg.model(qtype)(digits.test_inputs).argmax(1).numpy()
         assert cmp.agreement == pytest.approx(float(np.mean(pa == pb)))
         w = torch.cat([mlp[1].weight.flatten(), mlp[1].bias]).detach().double()
-        q = torch.cat([torch.from_numpy(gguf_roundtrip(mlp[1].weight, qtype)).flatten(),
-                       mlp[1].bias.detach()]).double()
+        q = torch.cat(
+            [torch.from_numpy(gguf_roundtrip(mlp[1].weight, qtype)).flatten(), mlp[1].bias.detach()]
+        ).double()
         row = cmp.layers.loc["1"]
         assert row["weight_rel_change"] == pytest.approx(float((q - w).norm() / w.norm()))
         assert cmp.layers.loc["3", "weight_rel_change"] == 0.0
-    assert (table.loc["Q4_0", "size_bytes"] < table.loc["Q8_0", "size_bytes"]
-            < table.loc["fp32", "size_bytes"])
+    assert (
+        table.loc["Q4_0", "size_bytes"]
+        < table.loc["Q8_0", "size_bytes"]
+        < table.loc["fp32", "size_bytes"]
+    )
     change = reg.compare("fp32", "Q4_0").layers.loc["1", "weight_rel_change"]
     assert change > reg.compare("fp32", "Q8_0").layers.loc["1", "weight_rel_change"]
     # No gradients through the blocks: attacked by transfer from the float parent.

@@ -102,6 +102,9 @@ def test_04_llm(tmp_path, smollm2):
     text = outputs(nb)
     for name in ("int8-dynamic", "int8-weight-only", "int4-weight-only", "drop-2-layers"):
         assert name in text
+    for name in ("gguf-Q8_0", "gguf-Q5_1", "gguf-Q4_0"):  # llama.cpp's types in the table
+        assert name in text
+    assert "cnc.PredictionDiff(reg" in source  # the token diff cell (it asserts its own state)
     assert "KL mean ± sem" in text and "prune-20-norms-restore-norms" in text
     assert "scored tokens per model" in text and "Closest to base" in text
 
@@ -117,3 +120,4 @@ def test_05_generated_answers(tmp_path, smollm2):
         assert claim in source
     text = outputs(nb)
     assert "F1: base" in text and "f1_change" in text and "Pruning 20% of every tensor" in text
+    assert "cnc.PredictionDiff(reg" in source  # the answer diff cell

@@ -137,7 +137,12 @@ def test_prune_global_is_permanent_and_exact(digits_cnn, cnn_input, cnn_stats):
 def test_prune_tensor_scope_norms_and_module_filter(digits_cnn):
     # Every tensor, biases and the head included, only on request (the default leaves them).
     child = apply_operation(
-        digits_cnn, "prune", amount=0.25, scope="tensor", include_norms=True, biases=True,
+        digits_cnn,
+        "prune",
+        amount=0.25,
+        scope="tensor",
+        include_norms=True,
+        biases=True,
         include=".*",
     )
     for p in child.parameters():

@@ -9,7 +9,9 @@ import torch
 
 from cnc_widgets import examples
 from cnc_widgets.compress import apply_operation, operations
+from cnc_widgets.compress.gguf_weight import GGUFWeight
 from cnc_widgets.compress.low_rank import LowRankLinear
+from cnc_widgets.compress.tensor_subclass import is_tensor_subclass, stored_bytes
 from cnc_widgets.evaluate.efficiency import parameter_counts, size_bytes
 from cnc_widgets.metrics.layers import module_weights
 
@@ -73,6 +75,18 @@ def test_operation_runs_on_a_tiny_lm(arch, op, params, tiny_lm, tiny_gpt2, lm_to
         assert child_w.shape == parent_w.shape
         assert torch.linalg.norm(child_w - parent_w) < torch.linalg.norm(parent_w)
         assert isinstance(child.get_submodule(name), LowRankLinear)
+    if op in ("quantize", "quanto", "quantize_dynamic"):
+        # GPT-2's Conv1D projections are quantized too (as Linears holding W.T); the layer
+        # table still pairs each with its parent's (in, out) weight, close to it.
+        name = "model.layers.0.mlp.up_proj" if arch == "llama" else "transformer.h.0.mlp.c_fc"
+        quantized = child.get_submodule(name)
+        assert type(quantized).__name__ != "Conv1D"
+        weight = quantized.weight() if callable(quantized.weight) else quantized.weight
+        assert is_tensor_subclass(weight) or weight.dtype == torch.qint8
+        parent_w = module_weights(model)[name]["weight"]
+        child_w = module_weights(child)[name]["weight"]
+        assert child_w.shape == parent_w.shape
+        assert torch.linalg.norm(child_w - parent_w) < 0.2 * torch.linalg.norm(parent_w)
     if op == "prune" and params.get("include_norms"):
         norm = child.model.norm if arch == "llama" else child.transformer.ln_f
         assert float((norm.weight == 0).float().mean()) == pytest.approx(0.3, abs=0.02)
@@ -92,6 +106,46 @@ def test_tied_embeddings_count_once(arch, tiny_lm, tiny_gpt2):
         child = apply_operation(model, op, **({"amount": 0.5} if op == "prune" else {}))
         assert child.get_output_embeddings().weight is child.get_input_embeddings().weight
         assert parameter_counts(child)[0] == parameter_counts(model)[0]
+
+
+QUANTIZERS = [
+    ("quantize", {}),
+    ("quantize", {"config": "intx_int4_weight_only", "group_size": 32}),
+    ("quanto", {"weights": "qint8"}),
+    ("quanto", {"weights": "qint4"}),
+    ("quantize_dynamic", {}),
+    ("gguf", {"type": "Q8_0"}),
+    ("gguf", {"type": "Q4_0", "modules": "lm_head"}),  # the head chosen alone
+]
+
+
+@pytest.mark.parametrize(("op", "params"), QUANTIZERS, ids=str)
+def test_quantizers_keep_a_tied_head_tied(op, params, tiny_lm, lm_tokenizer):
+    """A Linear-only quantizer leaves the tied head with the embedding's float weight; gguf
+    quantizes the shared matrix once for both. Either way it is one tensor, counted once."""
+    model = tiny_lm
+    emb = model.get_input_embeddings().weight
+    child = apply_operation(model, op, **params)
+    head, child_emb = child.get_output_embeddings(), child.get_input_embeddings()
+    assert head.weight is child_emb.weight
+    assert parameter_counts(child)[0] == parameter_counts(model)[0]
+    quantized = [n for n, p in child.named_parameters() if is_tensor_subclass(p)]
+    packed = [n for n, m in child.named_modules() if type(m).__module__.startswith("torch.ao")]
+    assert quantized or packed  # the other Linears were quantized
+    if op == "gguf":
+        assert isinstance(child_emb.weight, GGUFWeight) and child_emb.weight.qtype == params["type"]
+    else:
+        assert type(head) is torch.nn.Linear and torch.equal(head.weight, emb)
+    # The shared matrix is stored once: breaking the tie adds a whole copy of what it stores.
+    untied = {k: v.clone() if k == "lm_head.weight" else v for k, v in child.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(untied, buffer)
+    extra = buffer.getbuffer().nbytes - size_bytes(child)
+    assert extra == pytest.approx(stored_bytes(child_emb.weight), rel=0.05, abs=2048)
+    enc = examples.token_windows(lm_tokenizer, examples.lee_texts(), length=16, count=2)
+    with torch.no_grad():
+        same = (child(**enc).logits.argmax(-1) == model(**enc).logits.argmax(-1)).float().mean()
+    assert same > 0.5
 
 
 @pytest.mark.slow

@@ -161,8 +161,10 @@ def test_activations_quantized_from_a_calibration_batch(reg, mlp, digits):
         mlp, "quanto", weights="qint8", activations="qint8", example_input=digits.test_inputs
     )
     for n in LINEARS:
-        assert torch.equal(dequantized(w8a8.get_submodule(n).weight),
-                           dequantized(reg.model("qint8").get_submodule(n).weight))
+        assert torch.equal(
+            dequantized(w8a8.get_submodule(n).weight),
+            dequantized(reg.model("qint8").get_submodule(n).weight),
+        )
         assert float(w8a8.get_submodule(n).input_scale) != 1.0  # calibrated on the data
     assert model_fingerprint(w8a8) != reg.record("qint8").fingerprint
     with torch.no_grad():

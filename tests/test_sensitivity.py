@@ -277,6 +277,7 @@ def tiny_llama_trained(steps: int = 30):
         max_position_embeddings=64,
     )
     model = LlamaForCausalLM(config)
+
     # Sequences that step by a fixed stride mod 97: learnable in a few seconds, so the
     # model has a quality to lose.
     def sequences(n: int, seed: int) -> torch.Tensor:

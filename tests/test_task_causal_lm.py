@@ -68,7 +68,7 @@ def test_perplexity_equals_the_models_own_loss():
     )
     assert row["nll"] == pytest.approx(float(loss), rel=1e-5)
     assert row["perplexity"] == pytest.approx(float(torch.exp(loss)), rel=1e-5)
-    scored = (labels[:, 1:] != -100)
+    scored = labels[:, 1:] != -100
     assert row["tokens"] == int(scored.sum())
     top = logits[:, :-1].argmax(-1)
     accuracy = ((top == enc["input_ids"][:, 1:]) & scored).sum() / scored.sum()

@@ -41,8 +41,13 @@ def setup(one_thread):
     train, test = cloze_questions(limit=240).split(test_fraction=0.25, seed=0)
     model, tok = train_tiny_qa(train, epochs=3)
     enc = tok(
-        test.question, test.context, truncation="only_second", max_length=160,
-        padding="longest", return_offsets_mapping=True, return_tensors="pt",
+        test.question,
+        test.context,
+        truncation="only_second",
+        max_length=160,
+        padding="longest",
+        return_offsets_mapping=True,
+        return_tensors="pt",
     )
     offsets = enc.pop("offset_mapping")
     golds = [[a] for a in test.answer]
@@ -54,8 +59,15 @@ def registry(setup, store=None, **options):
     _, tok, test, enc, offsets, golds = setup
     reg = cnc.ModelRegistry(store=store)
     reg.set_data(
-        enc, task="extractive_qa", tokenizer=tok, references=golds, instances=test.question,
-        offsets=offsets, contexts=test.context, batch_size=BATCH, **options,
+        enc,
+        task="extractive_qa",
+        tokenizer=tok,
+        references=golds,
+        instances=test.question,
+        offsets=offsets,
+        contexts=test.context,
+        batch_size=BATCH,
+        **options,
     )
     return reg
 
@@ -147,9 +159,7 @@ def test_store_gives_results_back(setup, evaluated, tmp_path):
     reg.evaluate(progress=False)
     again = cnc.ModelRegistry(store=tmp_path / "s")
     assert again.task.name == "extractive_qa"
-    assert again.metrics().loc["base", "f1"] == pytest.approx(
-        evaluated.metrics().loc["base", "f1"]
-    )
+    assert again.metrics().loc["base", "f1"] == pytest.approx(evaluated.metrics().loc["base", "f1"])
     assert list(again.task.answers(again.result("base"))) == direct(setup[0], setup).text
 
 
@@ -165,8 +175,13 @@ def test_context_tokens_from_separators():
 def test_wrong_inputs_get_clear_errors(setup):
     _, tok, test, enc, offsets, golds = setup
     reg = cnc.ModelRegistry()
-    base = {"task": "extractive_qa", "tokenizer": tok, "references": golds, "offsets": offsets,
-            "contexts": test.context}
+    base = {
+        "task": "extractive_qa",
+        "tokenizer": tok,
+        "references": golds,
+        "offsets": offsets,
+        "contexts": test.context,
+    }
     with_offsets = {**enc, "offset_mapping": offsets}
     with pytest.raises(ValueError, match="pop it"):
         reg.set_data(with_offsets, **base)

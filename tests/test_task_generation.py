@@ -50,16 +50,26 @@ def setup(one_thread):
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
     )
-    full = tok([f"{p} {a} [EOS]" for p, a in zip(prompts, qa.answer, strict=True)],
-               padding=True, return_tensors="pt")
+    full = tok(
+        [f"{p} {a} [EOS]" for p, a in zip(prompts, qa.answer, strict=True)],
+        padding=True,
+        return_tensors="pt",
+    )
     labels = full["input_ids"].masked_fill(full["attention_mask"] == 0, -100)
     for i, p in enumerate(prompts):
         labels[i, : len(tok(p)["input_ids"])] = -100  # learn the answers only
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        pad_token_id=PAD, eos_token_id=EOS, bos_token_id=None,
+        vocab_size=len(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=None,
     )
     model = LlamaForCausalLM(config)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -90,8 +100,12 @@ def generate(model, enc, tok):
         ids, mask = enc["input_ids"][s : s + BATCH], enc["attention_mask"][s : s + BATCH]
         with torch.no_grad():
             out = model.generate(
-                input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=MAX_NEW,
-                eos_token_id=EOS, pad_token_id=PAD,
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=MAX_NEW,
+                eos_token_id=EOS,
+                pad_token_id=PAD,
             )
         for row in out[:, ids.shape[1] :].tolist():
             row = row[: next((t + 1 for t, x in enumerate(row) if x == EOS), len(row))]
@@ -104,8 +118,14 @@ def registry(setup, store=None):
     _, tok, prompts, golds = setup
     reg = cnc.ModelRegistry(store=store)
     reg.set_data(
-        encode(tok, prompts), task="generation", tokenizer=tok, references=golds,
-        instances=prompts, max_new_tokens=MAX_NEW, batch_size=BATCH, prompt_format="{q} A:",
+        encode(tok, prompts),
+        task="generation",
+        tokenizer=tok,
+        references=golds,
+        instances=prompts,
+        max_new_tokens=MAX_NEW,
+        batch_size=BATCH,
+        prompt_format="{q} A:",
     )
     return reg
 
@@ -195,8 +215,9 @@ def test_comparison_equals_direct_computations(setup, evaluated):
     assert cmp.agreement == pytest.approx(same.mean())
     ea, eb = exact_match_scores(out_a, golds) == 0, exact_match_scores(out_b, golds) == 0
     assert cmp.error_jaccard == pytest.approx((ea & eb).sum() / (ea | eb).sum())
-    kl = generation_kl(model, pruned, enc["input_ids"], enc["attention_mask"], tokens_a,
-                       batch_size=BATCH)
+    kl = generation_kl(
+        model, pruned, enc["input_ids"], enc["attention_mask"], tokens_a, batch_size=BATCH
+    )
     np.testing.assert_allclose(table["kl_mean"], [k.mean() for k in kl], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(table["kl_max"], [k.max() for k in kl], rtol=1e-6, atol=1e-9)
     assert list(table["instance"]) == prompts
@@ -232,9 +253,15 @@ def test_store_gives_results_back(setup, tmp_path):
     # the data's key holds max_new_tokens, the stop tokens and the prompt format
     other = registry(setup)
     key = other.data.fingerprint
-    other.set_data(encode(setup[1], setup[2]), task="generation", tokenizer=setup[1],
-                   references=setup[3], max_new_tokens=MAX_NEW + 1, batch_size=BATCH,
-                   prompt_format="{q} A:")
+    other.set_data(
+        encode(setup[1], setup[2]),
+        task="generation",
+        tokenizer=setup[1],
+        references=setup[3],
+        max_new_tokens=MAX_NEW + 1,
+        batch_size=BATCH,
+        prompt_format="{q} A:",
+    )
     assert other.data.fingerprint != key
     assert other.data.stored_options()["stop_token_ids"] == [EOS]
 

@@ -120,9 +120,7 @@ def test_lm_diff_tints_every_scored_token_and_keeps_markup_text(page):
     assert view.locator(".cnc-tokens script, .cnc-tokens img").count() == 0
     assert page.locator(".jp-OutputArea-output script:not([type]), .cnc-diff img").count() == 0
     # Tints follow the KL: the token with the largest KL has the strongest background.
-    kls = kernel_eval(
-        page, f"[float(x) for x in {PAIR}.tokens.query('instance == {last}').kl]"
-    )
+    kls = kernel_eval(page, f"[float(x) for x in {PAIR}.tokens.query('instance == {last}').kl]")
     kls = ast.literal_eval(kls)
     alphas = tokens.evaluate_all(
         "els => els.map(e => parseFloat(getComputedStyle(e).backgroundColor.split(',')[3]))"
@@ -144,9 +142,7 @@ def test_lm_sequences_sort_by_kl(page):
     ids = view.locator("tr[data-instance]").evaluate_all(
         "els => els.map(e => e.getAttribute('data-instance'))"
     )
-    want = kernel_eval(
-        page, f"list({PAIR}.instances.kl_mean.sort_values(kind='stable').index)"
-    )
+    want = kernel_eval(page, f"list({PAIR}.instances.kl_mean.sort_values(kind='stable').index)")
     assert ids == ast.literal_eval(want)
 
 
@@ -185,8 +181,10 @@ def test_screenshots(page, theme):
     lm_view(page).screenshot(path=str(shots() / f"diff-lm-{tag}.png"))
     qa_view(page).screenshot(path=str(shots() / f"diff-qa-{tag}.png"))
     # The text of the tinted tokens stays the theme's text colour (readable on the tints).
-    colour = lm_view(page).locator(".cnc-sequence .cnc-token").first.evaluate(
-        "e => getComputedStyle(e).color"
+    colour = (
+        lm_view(page)
+        .locator(".cnc-sequence .cnc-token")
+        .first.evaluate("e => getComputedStyle(e).color")
     )
     text = lm_view(page).evaluate("e => getComputedStyle(e).color")
     assert colour == text

@@ -145,7 +145,7 @@ def test_diff_offers_the_attack_while_the_kernel_is_busy(page):
     expected = kernel(page, "sent.compare('linear', 'linear-p90').adversarial_overlap()")
     page.wait_for_function(
         "() => { const td = [...document.querySelectorAll(\".cnc-diff tr[data-model='linear-p90'] "
-        "td.cnc-adversarial\")].pop(); return td && /^[0-9.]+$/.test(td.textContent.trim()); }",
+        'td.cnc-adversarial")].pop(); return td && /^[0-9.]+$/.test(td.textContent.trim()); }',
         timeout=120_000,
     )
     shown = float(cell.inner_text().strip())
@@ -293,10 +293,18 @@ def test_screenshots_of_every_view(page, light):
     page.mouse.move(2, 2)
     SHOTS.mkdir(parents=True, exist_ok=True)
     try:
-        for view in (".cnc-provenance", ".cnc-scatter", ".cnc-filter-panel", ".cnc-details",
-                     ".cnc-diff", ".cnc-heatmap"):
-            for where, locator in (("dashboard", page.locator(view).first),
-                                   ("alone", page.locator(view).last)):
+        for view in (
+            ".cnc-provenance",
+            ".cnc-scatter",
+            ".cnc-filter-panel",
+            ".cnc-details",
+            ".cnc-diff",
+            ".cnc-heatmap",
+        ):
+            for where, locator in (
+                ("dashboard", page.locator(view).first),
+                ("alone", page.locator(view).last),
+            ):
                 locator.scroll_into_view_if_needed()
                 page.wait_for_timeout(150)
                 name = f"look-{view[5:]}-{where}-{theme}.png"

@@ -24,13 +24,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .conv1d import is_conv1d
+
 __all__ = ["decoder_mlps", "prune_decoder_mlps"]
 
 _GATED = ("gate_proj", "up_proj", "down_proj")
-
-
-def _is_conv1d(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
 
 
 def decoder_mlps(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -39,7 +37,7 @@ def decoder_mlps(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for name, module in model.named_modules():
         if all(isinstance(getattr(module, a, None), nn.Linear) for a in _GATED):
             found.append((name, module))
-        elif all(_is_conv1d(getattr(module, a, None)) for a in ("c_fc", "c_proj")):
+        elif all(is_conv1d(getattr(module, a, None)) for a in ("c_fc", "c_proj")):
             found.append((name, module))
     return found
 

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .gguf_weight import GGUFWeight
+from .tied import owners
 
 __all__ = [
     "INSTALL_HINT",
@@ -176,6 +177,7 @@ def quantize_gguf(
     chosen = _chosen(model, modules)
     model.eval()
     done: dict[int, nn.Parameter] = {}  # a tied weight is quantized once and stays tied
+    shared = owners(model)
     quantized: dict[str, str] = {}
     kept: dict[str, str] = {}
     for name, module in chosen:
@@ -196,9 +198,12 @@ def quantize_gguf(
         values = weight.detach().float().cpu().contiguous().numpy()
         blocks = torch.from_numpy(gguf.quants.quantize(values, qtype)).to(weight.device)
         new = nn.Parameter(GGUFWeight(blocks, qtype.name, weight.shape, weight.dtype), False)
-        done[id(weight)] = new
-        module.weight = new
-        quantized[name] = qtype.name
+        done[id(weight)] = done[id(new)] = new
+        # Every module holding this weight gets the quantized one, chosen or not (a head
+        # chosen alone keeps sharing its matrix with the embedding).
+        for owner_name, owner, attr in shared.get(id(weight), [(name, module, "weight")]):
+            setattr(owner, attr, new)
+            quantized.setdefault(owner_name, qtype.name)
     if not quantized:
         raise ValueError(
             f"gguf: type {qtype.name} quantized no weight: {kept or 'no module chosen'}; "

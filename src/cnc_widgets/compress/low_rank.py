@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .conv1d import is_conv1d
+
 __all__ = ["LowRankLinear", "low_rank"]
 
 
@@ -53,22 +55,16 @@ def _rank_for(s: torch.Tensor, rank: int | None, energy: float | None) -> int:
     return int(torch.searchsorted(kept, torch.tensor(energy, dtype=kept.dtype)).item()) + 1
 
 
-def _is_conv1d(module: nn.Module) -> bool:
-    # transformers' Conv1D (GPT-2's attention and MLP) is a Linear holding its weight
-    # transposed, (in, out): y = x @ W + b.
-    return type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers")
-
-
 def _factorise(linear: nn.Module, rank: int | None, energy: float | None) -> nn.Module:
     w = linear.weight.detach()
-    w = w.T if _is_conv1d(linear) else w
+    w = w.T if is_conv1d(linear) else w
     u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
     r = min(_rank_for(s, rank, energy), len(s))
     out_f, in_f = w.shape
     if r * (in_f + out_f) >= in_f * out_f:
         return linear
     new = LowRankLinear(
-        in_f, out_f, r, bias=linear.bias is not None, transposed=_is_conv1d(linear)
+        in_f, out_f, r, bias=linear.bias is not None, transposed=is_conv1d(linear)
     ).to(w.device, w.dtype)
     root = s[:r].sqrt()
     # Splitting sqrt(s) between both factors keeps their scales balanced.
@@ -125,7 +121,7 @@ def low_rank(
         for p in module.parameters(recurse=False):
             owners.setdefault(id(p), []).append(name)
     targets = [
-        (name, m) for name, m in model.named_modules() if type(m) is nn.Linear or _is_conv1d(m)
+        (name, m) for name, m in model.named_modules() if type(m) is nn.Linear or is_conv1d(m)
     ]
     factorised: dict[str, int] = {}
     skipped: dict[str, str] = {}

@@ -27,6 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .conv1d import conv1d_to_linear
+from .tied import tied_linears
+
 __all__ = ["add_cast_hooks", "bfloat16", "cast", "half", "is_cast", "quantize_dynamic"]
 
 
@@ -34,7 +37,9 @@ def quantize_dynamic(model: nn.Module, dtype: str = "qint8") -> nn.Module:
     """Quantize every ``nn.Linear`` to int8 weights with dynamic activation quantization.
 
     Uses ``torch.ao.quantization.quantize_dynamic`` (in place); its deprecation warning is
-    silenced here only. The result runs on CPU and has no gradients.
+    silenced here only. The result runs on CPU and has no gradients. A Linear whose weight
+    is tied to another module (an output head sharing the embedding) stays float, tied:
+    quantized alone it would store the matrix twice.
 
     Examples
     --------
@@ -44,6 +49,7 @@ def quantize_dynamic(model: nn.Module, dtype: str = "qint8") -> nn.Module:
     """
     if dtype != "qint8":
         raise ValueError(f"quantize_dynamic: dtype must be 'qint8', got {dtype!r}")
+    conv1d_to_linear(model)  # GPT-2 keeps its Linears as Conv1D, which torch.ao skips
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and module.weight.dtype != torch.float32:
             raise ValueError(
@@ -55,8 +61,11 @@ def quantize_dynamic(model: nn.Module, dtype: str = "qint8") -> nn.Module:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*deprecat.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # Module names override the type entry: a tied Linear gets no qconfig.
+        spec: dict[Any, Any] = {nn.Linear: torch.ao.quantization.default_dynamic_qconfig}
+        spec.update(dict.fromkeys(tied_linears(model)))
         return torch.ao.quantization.quantize_dynamic(
-            model.eval(), {nn.Linear}, dtype=torch.qint8, inplace=True
+            model.eval(), spec, dtype=torch.qint8, inplace=True
         )
 
 

@@ -106,9 +106,7 @@ def default_exclusions(model: nn.Module) -> dict[str, str]:
     {'0': 'embedding', '2': 'output head'}
     """
     heads = [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
+        n for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
     ]
     head = heads[-1] if heads else None
     return {
@@ -293,4 +291,3 @@ def prune(
         inc = _patterns(include, "include")
         report["left_out"] = {} if inc else default_exclusions(model)
     return model
-

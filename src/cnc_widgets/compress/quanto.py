@@ -10,6 +10,8 @@ fingerprint hashes what they store, ``size_bytes`` counts it (quanto's state_dic
 exactly those plain tensors), the layer table reads them dequantized, and the model, with
 no gradients through its weights, is attacked by transfer from its float parent. A model a
 user quantized with quanto (``quantize`` + ``freeze``) is added as it is and reads the same.
+A Linear whose weight is tied to another module (an output head sharing the embedding matrix)
+is excluded and stays float like the embedding, so the two stay one tensor (:mod:`.tied`).
 
 optimum-quanto is an optional extra (``pip install 'cnc-widgets[quanto]'``), imported only
 when the operation runs.
@@ -26,12 +28,15 @@ Example
 from __future__ import annotations
 
 from collections.abc import Mapping
+from glob import escape as glob_escape
 from typing import Any
 
 import torch
 from torch import nn
 
+from .conv1d import conv1d_to_linear
 from .tensor_subclass import is_tensor_subclass
+from .tied import tied_linears
 
 __all__ = ["ACTIVATIONS", "INSTALL_HINT", "WEIGHTS", "quanto"]
 
@@ -114,6 +119,13 @@ def quanto(
         )
     oq = _quanto()
     model.eval()
+    conv1d_to_linear(model)  # GPT-2 keeps its Linears as Conv1D, which quanto skips
+    # quanto would replace a tied head by a QLinear holding a quantized copy of the shared
+    # matrix, untying it from the embedding: exclude it by its exact name (fnmatch-escaped).
+    tied = [glob_escape(name) for name in tied_linears(model)]
+    if tied:
+        exclude = [exclude] if isinstance(exclude, str) else list(exclude or [])
+        exclude += tied
     oq.quantize(
         model,
         weights=getattr(oq, weights),

@@ -17,6 +17,10 @@ Configs (``CONFIGS``):
 - ``intx_int4_weight_only``: int4 values per group of ``group_size``, kept unpacked one per
   byte (torchao's ``IntxWeightOnlyConfig``): runs on any CPU, ships no smaller than int8.
 
+A Linear whose weight is tied to another module (a language model's output head sharing the
+embedding matrix) stays as it is, float like the embedding: quantizing it alone would untie
+the two and store the matrix twice (:mod:`.tied`).
+
 Example
 -------
 >>> from torch import nn
@@ -36,7 +40,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .conv1d import conv1d_to_linear
 from .tensor_subclass import is_tensor_subclass
+from .tied import tied_linears
 
 __all__ = ["CONFIGS", "INSTALL_HINT", "quantize", "torchao_version"]
 
@@ -144,8 +150,9 @@ def quantize(
     Returns
     -------
     nn.Module
-        ``model`` in eval mode, its Linear weights torchao tensor subclasses. It runs on the
-        CPU and is attacked by transfer from its float parent (no gradients).
+        ``model`` in eval mode, its Linear weights torchao tensor subclasses (a Linear tied
+        to another module's weight left float). It runs on the CPU and is attacked by
+        transfer from its float parent (no gradients).
 
     Raises
     ------
@@ -175,12 +182,17 @@ def quantize(
     q = _torchao().quantization
     tao_config = _config(config, group)
     model.eval()
+    conv1d_to_linear(model)  # GPT-2 keeps its Linears as Conv1D, which torchao skips
+    tied = tied_linears(model)
 
-    def divisible(module: nn.Module, _fqn: str) -> bool:
+    def divisible(module: nn.Module, fqn: str) -> bool:
         # torchao's int4 config skips a Linear whose width the group does not divide, the
         # intx one fails on it; skip it in both (it stays float, as torchao documents).
-        return isinstance(module, nn.Linear) and (
-            config not in _GROUPED or module.in_features % group == 0
+        # A tied head keeps the embedding's float weight (quantized alone it would untie).
+        return (
+            isinstance(module, nn.Linear)
+            and fqn not in tied
+            and (config not in _GROUPED or module.in_features % group == 0)
         )
 
     try:

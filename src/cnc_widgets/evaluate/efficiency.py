@@ -93,8 +93,6 @@ def _weights(model: nn.Module) -> Iterator[torch.Tensor]:
                 yield m.bias()
 
 
-
-
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
     """``(params, nonzero_params)``, int8 dynamic Linear weights included.
 
@@ -133,7 +131,9 @@ def size_bytes(model: nn.Module) -> int:
 
     A model loaded from a GGUF file and declared so
     (:func:`cnc_widgets.compress.gguf.declare_gguf_file`) reports the file's tensor data
-    instead: the quantized blocks it ships, not the float weights it was dequantized to.
+    instead: the quantized blocks it ships, not the float weights it was dequantized to; so
+    does one loaded from a compressed-tensors checkpoint
+    (:func:`cnc_widgets.compress.compressed_tensors.load_compressed_tensors`).
 
     Examples
     --------
@@ -150,11 +150,16 @@ def size_bytes(model: nn.Module) -> int:
 
 
 def _declared_file(model: nn.Module) -> int | None:
-    """Tensor bytes of the GGUF file ``model`` was loaded from, when that was declared."""
+    """Tensor bytes of the GGUF file or compressed-tensors checkpoint ``model`` was loaded
+    from, when that was declared."""
+    from ..compress.compressed_tensors import ATTRIBUTE
     from ..compress.gguf import FILE_ATTRIBUTE
 
-    declared = getattr(model, FILE_ATTRIBUTE, None)
-    return int(declared["size_bytes"]) if isinstance(declared, dict) else None
+    for attribute in (FILE_ATTRIBUTE, ATTRIBUTE):
+        declared = getattr(model, attribute, None)
+        if isinstance(declared, dict):
+            return int(declared["size_bytes"])
+    return None
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
@@ -212,8 +217,6 @@ def _whole_storage(t: torch.Tensor) -> tuple[torch.Tensor, Any]:
     flat = torch.empty(0, dtype=t.dtype, device=t.device)
     flat.set_(storage, 0, (storage.nbytes() // t.element_size(),))
     return flat, ("storage", storage.data_ptr(), storage.nbytes())
-
-
 
 
 def _batch_size(inputs: Inputs) -> int:

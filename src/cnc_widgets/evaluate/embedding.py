@@ -132,4 +132,3 @@ def _candidates(model: nn.Module, limit: int = 12) -> list[str]:
     names = [n for n, _ in model.named_children()] + leaf_modules(model)
     names = list(dict.fromkeys(names))
     return names[-limit:] if len(names) > limit else names
-

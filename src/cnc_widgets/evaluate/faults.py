@@ -123,4 +123,3 @@ def _check_finite(
 
 def _kind(model: nn.Module, module: str | None) -> str:
     return type(model.get_submodule(module)).__name__ if module else "?"
-

@@ -427,5 +427,3 @@ def merge_results(parts: Sequence[EvalResult]) -> EvalResult:
         np.sum([p.act_hist for p in parts], axis=0),
         first.act_hist_edges.copy(),
     )
-
-

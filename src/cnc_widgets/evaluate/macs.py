@@ -22,7 +22,6 @@ _DYNAMIC_LINEAR = torch.ao.nn.quantized.dynamic.Linear
 _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd, _DYNAMIC_LINEAR)
 
 
-
 def _nonzero(t: torch.Tensor) -> int:
     if is_tensor_subclass(t):
         return int(torch.count_nonzero(dequantized(t)))
@@ -147,7 +146,6 @@ def _native_mha_flops(q: Any, k: Any, v: Any, embed: int, heads: int, *args: Any
 
 # The counter would hand shapes, which a nested tensor has not; this reads the tensors.
 _native_mha_flops._get_raw = True  # type: ignore[attr-defined]
-
 
 
 def _quantized_mm_mapping() -> dict[Any, Any]:

@@ -183,7 +183,9 @@ def eval_mode(model: nn.Module, *, inference: bool | None = True) -> Iterator[No
     grad = (
         contextlib.nullcontext()
         if inference is None
-        else torch.inference_mode() if inference else torch.no_grad()
+        else torch.inference_mode()
+        if inference
+        else torch.no_grad()
     )
     try:
         with grad:

@@ -159,7 +159,6 @@ def reduce_output(x: torch.Tensor, mask: torch.Tensor | None, flatten: Flatten) 
     return x.flatten(1)
 
 
-
 def submodule(model: nn.Module, name: str) -> nn.Module:
     """``model.get_submodule(name)``, or an error that lists the leaf modules."""
     try:

@@ -258,4 +258,3 @@ def train_text_classifier(
         nn.functional.cross_entropy(model.head(feats), data.train_labels).backward()
         opt.step()
     return model.eval()
-

@@ -81,9 +81,7 @@ def _activation_pass(
     batch_size: int,
     cka_modules: tuple[Sequence[str], Sequence[str]] | None = None,
     memory_budget: int = 4 << 30,
-) -> tuple[
-    dict[str, dict[str, float]], dict[str, str], dict[str, float], pd.DataFrame | None
-]:
+) -> tuple[dict[str, dict[str, float]], dict[str, str], dict[str, float], pd.DataFrame | None]:
     """One forward pass of each model per batch for every activation measure.
 
     Returns the :data:`ACTIVATION_MEASURES` per pair (``||act_b - act_a|| / ||act_a||``,
@@ -435,5 +433,3 @@ def layers_and_cka(
     table["params"] = table["params"].astype(np.int64)
     table["module_b"] = table["module_b"].astype(object).where(table["module_b"].notna(), None)
     return table[LAYER_COLUMNS[1:]], matrix
-
-

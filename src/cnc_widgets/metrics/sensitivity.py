@@ -430,9 +430,7 @@ def damage_table(
                 out["kl"] = _mean_kl(sub_a, outputs["logits"])
             return out
 
-        value = memo(
-            "sensitivity_restore", {"rows": key, "pattern": pattern, "v": 1}, measure
-        )
+        value = memo("sensitivity_restore", {"rows": key, "pattern": pattern, "v": 1}, measure)
         q_r = float(value["quality"][metric])
         table.at[i, "quality_restored"] = q_r
         table.at[i, "recovered"] = (q_r - q_b) / gap if gap != 0 else np.nan

@@ -84,9 +84,7 @@ def scored_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     [[0, 1, 1], [1, 0, 0]]
     """
     if attention_mask.ndim != 2:
-        raise ValueError(
-            f"attention_mask must be (N, T), got shape {tuple(attention_mask.shape)}"
-        )
+        raise ValueError(f"attention_mask must be (N, T), got shape {tuple(attention_mask.shape)}")
     m = attention_mask.bool()
     return m[:, :-1] & m[:, 1:]
 
@@ -416,9 +414,7 @@ def token_stats(table: pd.DataFrame) -> pd.Series:
         raise ValueError(f"token_stats needs a paired_token_stats table; missing {missing}")
     n = len(table)
     if n == 0:
-        raise ValueError(
-            "token_stats: no scored tokens (each needs attention_mask 1 at t and t+1)"
-        )
+        raise ValueError("token_stats: no scored tokens (each needs attention_mask 1 at t and t+1)")
     kl = table["kl"].to_numpy(np.float64)
     dp = table["dp"].to_numpy(np.float64)
     a = table["nll_a"].to_numpy(np.float64)

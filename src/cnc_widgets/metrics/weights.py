@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..compress.conv1d import transposed_names
 from ..compress.low_rank import LowRankLinear
 from ..compress.tensor_subclass import dequantized
 
@@ -78,6 +79,10 @@ def module_weights(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
         if tensors and name:
             # dequantized() also reads tensor-subclass weights (torchao), which lack .float().
             out[name] = {k: dequantized(v) for k, v in tensors.items()}
+    for name in transposed_names(model):
+        # A GPT-2 Conv1D made a Linear to be quantized: compare in its parent's (in, out) layout.
+        if "weight" in out.get(name, {}):
+            out[name]["weight"] = out[name]["weight"].T
     return out
 
 

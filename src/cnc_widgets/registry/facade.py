@@ -244,7 +244,8 @@ class ModelRegistry(Catalogue, ResultCache, Scheduling, Restores, traitlets.HasT
             # The batch size is part of the key: an int8 dynamic model scales activations
             # per batch, so its language-model numbers depend on how rows were batched.
             spec = json.dumps(
-                {**data.stored_options(), "batch_size": data.batch_size}, sort_keys=True,
+                {**data.stored_options(), "batch_size": data.batch_size},
+                sort_keys=True,
                 default=str,
             )
             digest = hashlib.sha256(spec.encode()).hexdigest()[:16]

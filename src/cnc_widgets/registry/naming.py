@@ -1,5 +1,4 @@
-"""Default names of compressed children: ``parent-operation-values``.
-"""
+"""Default names of compressed children: ``parent-operation-values``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Cached measures as JSON and back, bit for bit (numbers, dicts, Series, DataFrames).
-"""
+"""Cached measures as JSON and back, bit for bit (numbers, dicts, Series, DataFrames)."""
 
 from __future__ import annotations
 

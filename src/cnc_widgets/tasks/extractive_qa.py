@@ -246,9 +246,7 @@ class ExtractiveQA(AnswerTask):
                 )
 
     def _context(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return segment_context(
-            ids, mask, self.opts["separator_ids"], self.opts["context_sequence"]
-        )
+        return segment_context(ids, mask, self.opts["separator_ids"], self.opts["context_sequence"])
 
     # -- evaluation ---------------------------------------------------------------------
 

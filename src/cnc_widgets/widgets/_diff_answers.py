@@ -27,12 +27,10 @@ SCORE_COLUMNS = ("em_a", "em_b", "f1_a", "f1_b", "f1_change")
 EXPLAIN = {
     "exact_match": "fraction of questions whose answer equals a gold answer after SQuAD v1.1 "
     "normalisation (lower case, no punctuation, no articles, single spaces)",
-    "f1": "mean over questions of the best token-overlap F1 against the gold answers "
-    "(SQuAD v1.1)",
+    "f1": "mean over questions of the best token-overlap F1 against the gold answers (SQuAD v1.1)",
     "f1_change": "mean F1 of the model minus the reference's, on the same questions",
     "agreement": "fraction of questions both models answer alike (normalised answers equal)",
-    "error_jaccard": "|missed by both| / |missed by either| (exact match 0); 1 when neither "
-    "misses",
+    "error_jaccard": "|missed by both| / |missed by either| (exact match 0); 1 when neither misses",
     "mean_kl": "mean over questions of the token KL(p_ref || p_model) along the reference's "
     "answer (nats)",
 }
@@ -52,15 +50,14 @@ def answers_view(registry: ModelRegistry, names: Sequence[str]) -> dict[str, Any
         cmp = registry.compare(names[0], name)
         table = cmp.instances
         reference_answers = _cut(table["output_a"], ANSWER_LIMIT)
-        summary = task.summary(
-            registry.result(names[0]), registry.result(name), data, table
-        )
+        summary = task.summary(registry.result(names[0]), registry.result(name), data, table)
         models.append(
             {
                 "name": name,
                 "output_b": _cut(table["output_b"], ANSWER_LIMIT),
-                "columns": {c: pack(table[c].to_numpy(np.float64), "float32")
-                            for c in SCORE_COLUMNS},
+                "columns": {
+                    c: pack(table[c].to_numpy(np.float64), "float32") for c in SCORE_COLUMNS
+                },
                 "same_output": pack(table["same_output"].to_numpy(), "uint8"),
                 "summary": {k: float(v) for k, v in summary.items()},
                 "notes": [n for n in (dynamic_note(registry, x) for x in (names[0], name)) if n],

@@ -24,7 +24,14 @@ TOKEN_TEXT_LIMIT = 60  # characters of one token's text (a token is short; a hos
 
 # The per-sequence columns of cmp.instances the table shows, in order.
 SEQUENCE_COLUMNS = (
-    "tokens", "nll_a", "nll_b", "nll_change", "same_top", "kl_mean", "kl_max", "dp_mean",
+    "tokens",
+    "nll_a",
+    "nll_b",
+    "nll_change",
+    "same_top",
+    "kl_mean",
+    "kl_max",
+    "dp_mean",
 )
 
 # One line each, shown on hover beside the statistics (metrics/tokens.py, token_stats).
@@ -172,9 +179,7 @@ def token_rows(
         instance = tokens["instance"].to_numpy()
         order = np.argsort(instance, kind="stable")
         bounds = np.searchsorted(instance[order], [(r, r + 1) for r in picked])
-        take = (
-            np.concatenate([order[s:e] for s, e in bounds]) if picked else np.zeros(0, np.int64)
-        )
+        take = np.concatenate([order[s:e] for s, e in bounds]) if picked else np.zeros(0, np.int64)
         counts = [int(e - s) for s, e in bounds] if picked else []
         part = tokens.iloc[take]
         entry = {"offsets": pack(np.concatenate([[0], np.cumsum(counts)]), "int32")}

@@ -79,9 +79,7 @@ def damage_payload(
         "model": name,
         "groups": groups,
         "table": {
-            c: [json_value(v) for v in table[c]]
-            for c in DAMAGE_COLUMNS
-            if c in table.columns
+            c: [json_value(v) for v in table[c]] for c in DAMAGE_COLUMNS if c in table.columns
         },
         "attrs": {
             **{k: json_value(v) for k, v in attrs.items() if k != "rows"},

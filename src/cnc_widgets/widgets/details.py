@@ -121,9 +121,7 @@ def size_explanation(sizes: dict[str, Any] | None, row: pd.Series) -> dict[str, 
         kind = how.split(" (")[0].split(" to ")[0]
         kinds[kind] = kinds.get(kind, 0) + 1
     unchanged = list(sizes.get("unchanged", []))
-    lines = [
-        f"{n} module{'s' if n != 1 else ''} {kind}" for kind, n in sorted(kinds.items())
-    ]
+    lines = [f"{n} module{'s' if n != 1 else ''} {kind}" for kind, n in sorted(kinds.items())]
     if unchanged:
         more = f" and {len(unchanged) - 4} more" if len(unchanged) > 4 else ""
         shown = ", ".join(unchanged[:4]) + more

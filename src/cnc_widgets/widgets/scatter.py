@@ -121,9 +121,7 @@ class EfficiencyScatter(RegistryView):
                 )
         kwargs.setdefault("log_x", default_log(x))
         kwargs.setdefault("log_y", default_log(y))
-        super().__init__(
-            registry, x=x, y=y, color=color or "", size=size or "", **state, **kwargs
-        )
+        super().__init__(registry, x=x, y=y, color=color or "", size=size or "", **state, **kwargs)
         self.observe_registry(self._refresh, "revision")
 
     @traitlets.observe("x", "y")
