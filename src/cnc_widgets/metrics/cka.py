@@ -73,9 +73,17 @@ class _Layer:
         mean = self.total / n
         gram = torch.zeros(n, n, dtype=torch.float64)
         step = max(1, _GRAM_BLOCK_BYTES // (8 * n))
+        # K is symmetric: only the blocks of rows on and above the diagonal are multiplied
+        # (as BLAS's syrk does, which torch does not expose), then copied below it. Each
+        # entry is the same float64 dot product as in the full product, in ~0.6 the time.
+        # Below a few chunks the full product is quicker.
+        chunk = 128 if n > 384 else n
         for start in range(0, self.width, step):
             block = rows[:, start : start + step] - mean[start : start + step]
-            gram.addmm_(block, block.T)
+            for top in range(0, n, chunk):
+                gram[top : top + chunk, top:].addmm_(block[top : top + chunk], block[top:].T)
+        for top in range(chunk, n, chunk):
+            gram[top:, top - chunk : top] = gram[top - chunk : top, top:].T
         return gram
 
 
