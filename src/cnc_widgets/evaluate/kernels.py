@@ -4,9 +4,9 @@ Activation statistics need, for every hooked output, its minimum, maximum, sum, 
 squares and nonzero count, plus a histogram of a fixed sample of its elements. As torch
 operations that is five passes over memory and a handful of Python calls per output,
 which cost as much again as the forward pass of a small CNN. :func:`moments` does it in
-one pass: min, max and the nonzero count on the float32 bit patterns (integer lanes
-vectorise eight wide; a float min/max reduction would not), sums in float64 over the
-same blocks while they are in L1. :func:`bin_sample` bins the sample straight into the
+one vectorised pass: min, max and the nonzero count on the float32 bit patterns (a
+float min/max reduction would not vectorise), sums in float64 in the same loop.
+:func:`bin_sample` bins the sample straight into the
 module's histogram as the torch path does (:mod:`.histogram`): float32 arithmetic, then a
 check against the edges, so every count is exact.
 
@@ -63,8 +63,6 @@ def _one_process_at_a_time() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-# Blocks of 4096 float32 (16 kiB) stay in L1 between the integer and the float pass.
-_BLOCK = 4096
 _MASK = np.int32(0x7FFFFFFF)
 
 
@@ -76,30 +74,29 @@ def moments(x: np.ndarray, shift: float) -> tuple[float, float, float, float, in
     the min or max and is seen by ``math.isfinite``. -0.0 counts as zero. Sums are
     float64; ``reassoc`` lets them run in vector lanes (the order of additions, not
     the precision, differs from a sequential sum).
+
+    One loop over all elements, keys and sums together, with ``min``/``max`` on the
+    keys: LLVM vectorises it whole (about 0.3 ns an element here). Splitting it into
+    blocks with a select per step and an int32 count per block kept the loops scalar
+    (2-4 ns an element, more than the forward pass of a small CNN on its outputs).
     """
     bits = x.view(np.int32)
-    n = bits.size
     klo = np.int32(_MASK)
     khi = np.int32(~_MASK)
     s1 = 0.0
     s2 = 0.0
     nonzero = 0
-    for start in range(0, n, _BLOCK):
-        stop = min(start + _BLOCK, n)
-        count = np.int32(0)
-        # np.int32 around every step: numba widens int32 arithmetic to int64, which
+    for i in range(bits.size):
+        b = bits[i]
+        # np.int32 around the steps: numba widens int32 arithmetic to int64, which
         # halves the vector width.
-        for i in range(start, stop):
-            b = bits[i]
-            key = np.int32(b ^ np.int32(np.int32(b >> np.int32(31)) & _MASK))
-            klo = np.int32(key if key < klo else klo)
-            khi = np.int32(key if key > khi else khi)
-            count = np.int32(count + np.int32(np.int32(b & _MASK) != np.int32(0)))
-        nonzero += count
-        for i in range(start, stop):
-            d = np.float64(x[i]) - shift
-            s1 += d
-            s2 += d * d
+        key = np.int32(b ^ np.int32(np.int32(b >> np.int32(31)) & _MASK))
+        klo = min(klo, key)
+        khi = max(khi, key)
+        nonzero += np.int32(b & _MASK) != np.int32(0)
+        d = np.float64(x[i]) - shift
+        s1 += d
+        s2 += d * d
     ends = np.empty(2, np.int32)
     ends[0] = klo ^ np.int32(np.int32(klo >> np.int32(31)) & _MASK)
     ends[1] = khi ^ np.int32(np.int32(khi >> np.int32(31)) & _MASK)

@@ -38,6 +38,32 @@ def _flat64(x: Any, name: str) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).to(torch.float64)
 
 
+# Symmetric products (X^T X, the Gram X X^T) multiply only the row blocks on and above the
+# diagonal, as BLAS's syrk does (torch does not expose it), and copy them below it at the
+# end: each entry is the same float64 dot product as in the full product, in ~0.6 the
+# time. Below a few blocks the full product is quicker.
+_CHUNK = 128
+
+
+def _add_upper(out: torch.Tensor, a: torch.Tensor) -> None:
+    """``out += a @ a.T`` in place, on the blocks of rows on and above the diagonal."""
+    n = a.shape[0]
+    if n <= 3 * _CHUNK:
+        out.addmm_(a, a.T)
+        return
+    for top in range(0, n, _CHUNK):
+        out[top : top + _CHUNK, top:].addmm_(a[top : top + _CHUNK], a[top:].T)
+
+
+def _mirror_upper(m: torch.Tensor) -> None:
+    """Copy the blocks :func:`_add_upper` filled to their mirror images below the diagonal."""
+    n = m.shape[0]
+    if n <= 3 * _CHUNK:
+        return
+    for top in range(_CHUNK, n, _CHUNK):
+        m[top:, top - _CHUNK : top] = m[top - _CHUNK : top, top:].T
+
+
 class _Layer:
     """Per-layer running statistics (self terms are computed once per layer)."""
 
@@ -60,11 +86,12 @@ class _Layer:
     def update(self, xs: torch.Tensor) -> None:
         self.total += xs.sum(dim=0)
         if self.xtx is not None:
-            self.xtx += xs.T @ xs
+            _add_upper(self.xtx, xs.T)
         if self.keep_rows:
             self.rows.append(xs)
 
     def centred_self(self, n: int) -> torch.Tensor:
+        _mirror_upper(self.xtx)
         return self.xtx - torch.outer(self.total, self.total) / n
 
     def centred_gram(self) -> torch.Tensor:
@@ -74,8 +101,8 @@ class _Layer:
         gram = torch.zeros(n, n, dtype=torch.float64)
         step = max(1, _GRAM_BLOCK_BYTES // (8 * n))
         for start in range(0, self.width, step):
-            block = rows[:, start : start + step] - mean[start : start + step]
-            gram.addmm_(block, block.T)
+            _add_upper(gram, rows[:, start : start + step] - mean[start : start + step])
+        _mirror_upper(gram)
         return gram
 
 
@@ -255,8 +282,11 @@ class CKAMatrix:
         feat_a = [x for layer, x in zip(self._a, shifted_a, strict=True) if not layer.instance]
         feat_b = [x for layer, x in zip(self._b, shifted_b, strict=True) if not layer.instance]
         if feat_a and feat_b:
-            # One matmul for all feature-space pairs is faster than L_a x L_b small ones.
-            self._cross += torch.cat(feat_a, dim=1).T @ torch.cat(feat_b, dim=1)
+            # One matmul for all feature-space pairs is faster than L_a x L_b small ones;
+            # in place: a p x q temporary a batch costs more than the product (page faults).
+            cat_a = feat_a[0] if len(feat_a) == 1 else torch.cat(feat_a, dim=1)
+            cat_b = feat_b[0] if len(feat_b) == 1 else torch.cat(feat_b, dim=1)
+            self._cross.addmm_(cat_a.T, cat_b)
         self.n += sizes.pop()
 
     def result(self) -> pd.DataFrame:
