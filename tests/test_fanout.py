@@ -250,30 +250,18 @@ def test_compare_many_in_threads_matches_local(local, digits, digits_cnn):
 def test_generation_on_the_cluster_equals_the_local_run(client):
     """A generation task ships its tokenizer and references to the workers (by pickle) and
     the shards' answers, scores and embeddings merge into the local run's."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     from cnc_widgets.examples.cloze import cloze_questions
+
+    from .lm_builders import tiny_llama, word_tokenizer
 
     qa = cloze_questions(limit=12, window=0)
     prompts = [f"{q} A:" for q in qa.question]
     words = sorted({w for text in [*prompts, *qa.answer] for w in text.split()})
-    core = Tokenizer(
-        models.WordLevel({w: i for i, w in enumerate(["[PAD]", "[UNK]", "[EOS]", *words])}, "[UNK]")
-    )
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
-    )
+    tok = word_tokenizer(words)
     tok.padding_side = "left"
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-            pad_token_id=0, eos_token_id=2, bos_token_id=None,
-        )
-    ).eval()
+    model = tiny_llama(
+        len(tok), max_position_embeddings=128, pad_token_id=0, eos_token_id=2, bos_token_id=None
+    )
 
     def run(executor=None) -> cnc.ModelRegistry:
         reg = cnc.ModelRegistry()

@@ -15,27 +15,16 @@ from cnc_widgets.evaluate.generation import (
     teacher_forced_logits,
 )
 
+from .lm_builders import tiny_llama
+
 PAD = 0
 
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=PAD,
+    model = tiny_llama(
+        97, max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=PAD
     )
-    model = LlamaForCausalLM(config).eval()
     # Random init is near uniform: sharpen the head so greedy picks are far from ties.
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, quants
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 import cnc_widgets as cnc
 from cnc_widgets.compress import apply_operation, operations
@@ -28,6 +28,8 @@ from cnc_widgets.evaluate.efficiency import size_bytes
 from cnc_widgets.evaluate.fingerprint import model_fingerprint
 from cnc_widgets.evaluate.sizes import bytes_by_dtype
 from cnc_widgets.metrics.adversarial import has_gradients
+
+from . import lm_builders
 
 BLOCK_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q5_1": 24}  # per 32 weights, from llama.cpp's ggml.h
 
@@ -184,18 +186,9 @@ def test_fingerprint_follows_the_blocks(mlp):
 
 
 def tiny_llama(tied: bool) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=96,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=tied,
+    model = lm_builders.tiny_llama(
+        96, hidden_size=64, intermediate_size=128, tie_word_embeddings=tied
     )
-    model = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # wider than the default init, so that logits are not all flat
         for p in model.parameters():
             if p.dim() == 2:

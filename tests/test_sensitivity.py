@@ -264,19 +264,9 @@ def test_torchao_restore_takes_modules_back_in_float(digits, digits_cnn):
 
 
 def tiny_llama_trained(steps: int = 30):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from .lm_builders import tiny_llama
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    model = LlamaForCausalLM(config)
+    model = tiny_llama(97)
 
     # Sequences that step by a fixed stride mod 97: learnable in a few seconds, so the
     # model has a quality to lose.

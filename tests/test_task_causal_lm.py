@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 import cnc_widgets as cnc
 from cnc_widgets.tasks.causal_lm import scored_mask
 
+from . import lm_builders
 from .attack_checks import (
     batches,
     check_budget,
@@ -22,17 +23,7 @@ from .attack_checks import (
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config).eval()
+    return lm_builders.tiny_llama(97, seed=seed)
 
 
 def batch(n: int = 10, t: int = 12, seed: int = 1) -> dict[str, torch.Tensor]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import cnc_widgets as cnc
 from cnc_widgets.evaluate.generation import generation_kl
@@ -23,6 +21,7 @@ from .attack_checks import (
     crafted_on,
     embedded,
 )
+from .lm_builders import tiny_llama, word_tokenizer
 
 PAD, EOS, MAX_NEW, BATCH = 0, 2, 8, 16
 
@@ -44,12 +43,7 @@ def setup(one_thread):
     qa = cloze_questions(limit=48, window=0)
     prompts = [f"{q} A:" for q in qa.question]
     words = sorted({w for p, a in zip(prompts, qa.answer, strict=True) for w in f"{p} {a}".split()})
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[EOS]", *words])}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
-    )
+    tok = word_tokenizer(words)
     full = tok(
         [f"{p} {a} [EOS]" for p, a in zip(prompts, qa.answer, strict=True)],
         padding=True,
@@ -58,20 +52,15 @@ def setup(one_thread):
     labels = full["input_ids"].masked_fill(full["attention_mask"] == 0, -100)
     for i, p in enumerate(prompts):
         labels[i, : len(tok(p)["input_ids"])] = -100  # learn the answers only
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
+    model = tiny_llama(
+        len(tok),
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=128,
         pad_token_id=PAD,
         eos_token_id=EOS,
         bos_token_id=None,
     )
-    model = LlamaForCausalLM(config)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(40):
         idx = torch.randperm(len(prompts))[:16]

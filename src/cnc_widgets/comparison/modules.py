@@ -11,7 +11,9 @@ from typing import Any
 import pandas as pd
 
 from ..metrics.histograms import module_histograms
-from ..metrics.layers import cka_between, default_cka_modules, layers_and_cka, module_weights
+from ..metrics.layer_cka import cka_between, default_cka_modules
+from ..metrics.layers import layers_and_cka
+from ..metrics.weights import module_weights
 from ..provenance import ModuleCorrespondence, module_correspondence
 
 

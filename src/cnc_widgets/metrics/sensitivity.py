@@ -41,7 +41,7 @@ from torch import nn
 from ..compress import apply_operation
 from ..compress.pruning import is_norm
 from ..evaluate.inference import evaluate_model
-from .layers import module_weights
+from .weights import module_weights
 
 __all__ = [
     "DEFAULT_ROWS",

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import traitlets
 
-from ..metrics.layers import module_weights
+from ..metrics.weights import module_weights
 from ..registry import ModelRegistry
 from ._bundle import bundle
 from ._sync import json_value
