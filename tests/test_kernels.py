@@ -366,3 +366,24 @@ def test_an_unwritable_lock_file_means_no_lock_not_no_kernels(monkeypatch):
     with kernels._one_process_at_a_time():
         ran.append(True)
     assert ran == [True]
+
+
+@pytest.mark.parametrize("n", [1, 4095, 100_003])
+def test_pair_sums_are_the_float64_sums(n):
+    """The layer table's five activation sums in one pass: float64 sums of float32 values."""
+    from cnc_widgets.evaluate.kernels import pair_sums
+
+    gen = np.random.default_rng(n)
+    a = (gen.standard_normal(n) * 2 - 0.5).astype(np.float32)
+    b = (a + gen.standard_normal(n).astype(np.float32) * 0.1).astype(np.float32)
+    b[gen.random(n) < 0.3] = 0.0
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    d = b64 - a64
+    want = [
+        math.fsum(a64 * a64),
+        math.fsum(np.abs(a64)),
+        math.fsum(np.abs(b64)),
+        math.fsum(d * d),
+        math.fsum(np.abs(d)),
+    ]
+    assert pair_sums(a, b) == pytest.approx(want, rel=1e-12)

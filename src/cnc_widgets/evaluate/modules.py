@@ -32,7 +32,9 @@ __all__ = [
     "leaf_modules",
     "per_instance",
     "reduce_output",
+    "reduce_outputs",
     "submodule",
+    "token_mask",
 ]
 
 Flatten = Literal["auto", "flatten", "pool"]
@@ -143,20 +145,65 @@ def reduce_output(x: torch.Tensor, mask: torch.Tensor | None, flatten: Flatten) 
     - ``"pool"``: token sequences as in ``"auto"``; other outputs with more than two
       dimensions are averaged over dimensions 2 and up (``(B, C, H, W)`` -> ``(B, C)``).
     """
+    return reduce_outputs(x, mask, (flatten,))[0]
+
+
+def reduce_outputs(
+    x: torch.Tensor, mask: torch.Tensor | None, flattens: tuple[Flatten, ...]
+) -> tuple[torch.Tensor, ...]:
+    """:func:`reduce_output` of one output under several rules, sharing the work (the
+    float32 copy, a token sequence's masked product and its pooled mean)."""
     x = x.detach()
     if x.dtype != torch.float32:
         x = x.float()
     if x.dim() == 1:
-        return x.unsqueeze(1)
+        return (x.unsqueeze(1),) * len(flattens)
     tokens = mask is not None and x.dim() >= 3 and tuple(x.shape[:2]) == tuple(mask.shape)
-    if tokens:
-        m = mask.to(x.device, torch.float32).reshape(*mask.shape, *([1] * (x.dim() - 2)))
-        if flatten == "flatten":
-            return (x * m).flatten(1)
-        return (x * m).sum(1).flatten(1) / m.sum(1).flatten(1).clamp_min(1.0)
-    if flatten == "pool" and x.dim() > 2:
-        return x.flatten(2).mean(2)
-    return x.flatten(1)
+    if not tokens:
+        return tuple(
+            x.flatten(2).mean(2) if f == "pool" and x.dim() > 2 else x.flatten(1)
+            for f in flattens
+        )
+    m = mask.to(x.device, torch.float32).reshape(*mask.shape, *([1] * (x.dim() - 2)))
+    masked = x * m
+    pooled = None
+    out = []
+    for f in flattens:
+        if f == "flatten":
+            out.append(masked.flatten(1))
+            continue
+        if pooled is None:
+            pooled = masked.sum(1).flatten(1) / m.sum(1).flatten(1).clamp_min(1.0)
+        out.append(pooled)
+    return tuple(out)
+
+
+def token_mask(model: nn.Module, inputs: Any) -> torch.Tensor | None:
+    """Which token positions of the inputs are real, ``(N, L)``, or None if they are no tokens.
+
+    Dict inputs: their ``attention_mask``. A 2-D integer tensor is read as token ids
+    ``(N, L)``: positions equal to the ``padding_idx`` of the model's first ``nn.Embedding``
+    are padding (all positions are real when it declares none), so a model called with ids
+    alone has its token outputs pooled over real tokens as with a mask, not flattened into
+    ``L x d`` columns.
+
+    Examples
+    --------
+    >>> emb = nn.Embedding(5, 2, padding_idx=0)
+    >>> token_mask(emb, torch.tensor([[3, 4, 0]])).tolist()
+    [[True, True, False]]
+    >>> token_mask(emb, torch.ones(1, 3)) is None  # floats are no token ids
+    True
+    """
+    if isinstance(inputs, Mapping):
+        return inputs.get("attention_mask")
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2 or inputs.is_floating_point():
+        return None
+    if inputs.dtype == torch.bool or inputs.is_complex():
+        return None
+    embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    pad = None if embedding is None else embedding.padding_idx
+    return torch.ones_like(inputs, dtype=torch.bool) if pad is None else inputs != pad
 
 
 def submodule(model: nn.Module, name: str) -> nn.Module:

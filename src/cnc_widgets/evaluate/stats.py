@@ -34,7 +34,7 @@ from .histogram import Bins, choose_range, torch_bins
 from .modules import first_tensor
 from .stats_thread import StatsWorker, spare_core
 
-__all__ = ["RunningStats"]
+__all__ = ["RunningStats", "compiled_kernels"]
 
 
 class _Accumulator:
@@ -142,7 +142,8 @@ class RunningStats:
             if t is None or not t.is_floating_point():
                 return
             if self.background is None:
-                self.background = t.device.type == "cpu" and _kernels() is None and spare_core()
+                cpu = t.device.type == "cpu"
+                self.background = cpu and compiled_kernels() is None and spare_core()
             if not self.background:
                 self.collect(name, t, self._tag)
                 return
@@ -181,7 +182,7 @@ class RunningStats:
         if flat.numel() == 0:
             return
         rows = t.shape[0] if t.dim() > 0 else 1
-        if flat.device.type == "cpu" and (kernels := _kernels()) is not None:
+        if flat.device.type == "cpu" and (kernels := compiled_kernels()) is not None:
             self._collect_compiled(kernels, name, flat, rows, tag)
             return
         acc = self.acc.get(name)
@@ -362,7 +363,7 @@ def _sample_positions(per_row: int, size: int) -> torch.Tensor:
     return torch.randperm(per_row, generator=gen)[:size].sort().values
 
 
-def _kernels() -> Any:
+def compiled_kernels() -> Any:
     """:mod:`.kernels` (imported on first use: it imports numba), or ``None`` without numba
     (or with a numba that fails to set up, which is said once)."""
     global _KERNELS

@@ -16,7 +16,7 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -40,7 +40,9 @@ from .modules import (
     first_tensor,
     per_instance,
     reduce_output,
+    reduce_outputs,
     submodule,
+    token_mask,
 )
 
 __all__ = ["iter_activations"]
@@ -59,11 +61,11 @@ def iter_activations(
 
     Only one batch of activations exists at a time, so any per-layer comparison (CKA
     cross products, norms of differences) can stream over all instances. Each module's
-    output is reduced by :func:`.modules.reduce_output` with the given ``flatten`` rule (token
-    sequences: masked mean over real tokens when the inputs hold an
-    ``attention_mask``). A module called several times in one forward pass reports its
-    last call; a module that returns a tuple reports its first tensor, and a
-    sequence-first output ``(L, B, ...)`` is read as ``(B, L, ...)``.
+    output is reduced by :func:`.modules.reduce_output` with the given ``flatten`` rule
+    (token sequences: mean over real tokens, see :func:`.modules.token_mask`). A module
+    called several times in one forward pass reports its last call; a module that returns a
+    tuple reports its first tensor, and a sequence-first output ``(L, B, ...)`` is read as
+    ``(B, L, ...)``.
 
     Parameters
     ----------
@@ -102,7 +104,7 @@ def iter_activations(
     [4, 4, 2]
     """
     n = n_rows(inputs)
-    mask_all = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    mask_all = token_mask(model, inputs)
     captured: dict[str, torch.Tensor] = {}
     layouts: dict[str, str | None] = {}  # decided on the first (largest) batch
     handles = []
@@ -155,7 +157,7 @@ def iter_activations(
                         unavailable[m] = "output not per instance"
                         continue
                     if isinstance(flatten, tuple):
-                        acts[m] = tuple(reduce_output(rows, mask, f) for f in flatten)
+                        acts[m] = reduce_outputs(rows, mask, flatten)
                     else:
                         acts[m] = reduce_output(rows, mask, flatten)
             yield acts

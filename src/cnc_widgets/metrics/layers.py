@@ -14,7 +14,7 @@ is explained in the ``note`` column.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,8 @@ from torch import nn
 
 from ..compress.low_rank import LowRankLinear
 from ..evaluate.errors import EvaluationError
+from ..evaluate.modules import token_mask
+from ..evaluate.stats import compiled_kernels
 from ..evaluate.streaming import iter_activations
 from ..provenance import ModuleCorrespondence
 from .activation_rows import _copied_pairs, _in_module_order, activation_only_modules
@@ -124,7 +126,7 @@ def _activation_pass(
     shape_changed: set[tuple[str, str]] = set()
     acc: CKAMatrix | None = None
     first = True
-    mask_all = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    mask_all = token_mask(model_a, inputs)
     start = 0
     for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
         rows = min(batch_size, n - start)
@@ -146,18 +148,17 @@ def _activation_pass(
             if xa is None or xb is None:
                 continue
             (fa, pa), (fb, pb) = xa, xb
-            flat_a = fa.reshape(-1)
-            sq_ref[pair] += float(torch.dot(flat_a, flat_a))
-            l1_a[pair] += float(torch.linalg.vector_norm(flat_a, 1))
-            l1_b[pair] += float(torch.linalg.vector_norm(fb.reshape(-1), 1))
+            aa, la, lb, dd, ld = _pair_sums(fa, fb)
+            sq_ref[pair] += aa
+            l1_a[pair] += la
+            l1_b[pair] += lb
             count_a[pair] += _real_elements(fa, pa, real)
             count_b[pair] += _real_elements(fb, pb, real)
-            if fa.shape == fb.shape:
-                d = (fb - fa).reshape(-1)
-                sq_diff[pair] += float(torch.dot(d, d))
-                l1_diff[pair] += float(torch.linalg.vector_norm(d, 1))
-            else:
+            if dd is None:
                 shape_changed.add(pair)
+            else:
+                sq_diff[pair] += dd
+                l1_diff[pair] += ld
             if pair in ckas:
                 ckas[pair].update(pa, pb)
         if acc is not None:
@@ -213,6 +214,26 @@ def _activation_pass(
             )
         measures[pair[0]] = row
     return measures, notes, cka, matrix
+
+
+def _pair_sums(
+    fa: torch.Tensor, fb: torch.Tensor
+) -> tuple[float, float, float, float | None, float | None]:
+    """``(sum a^2, sum |a|, sum |b|, sum (b - a)^2, sum |b - a|)`` of two flattened outputs;
+    the last two are None when their shapes differ. One compiled pass on the CPU
+    (:func:`~cnc_widgets.evaluate.kernels.pair_sums`, float64 sums), torch otherwise."""
+    same = fa.shape == fb.shape
+    kernels = compiled_kernels()
+    if same and kernels is not None and fa.device.type == fb.device.type == "cpu":
+        a = fa.detach().reshape(-1).contiguous().numpy()
+        return kernels.pair_sums(a, fb.detach().reshape(-1).contiguous().numpy())
+    flat_a, flat_b = fa.reshape(-1).double(), fb.reshape(-1).double()
+    sums = [torch.dot(flat_a, flat_a), flat_a.abs().sum(), flat_b.abs().sum()]
+    if same:
+        d = flat_b - flat_a
+        sums += [torch.dot(d, d), d.abs().sum()]
+    out = [float(v) for v in sums]
+    return (*out, None, None) if not same else tuple(out)
 
 
 def _real_elements(flat: torch.Tensor, pooled: torch.Tensor, real_tokens: int | None) -> int:
