@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Iterator
 
-__all__ = ["roomy_heap"]
+__all__ = ["release_freed_memory", "roomy_heap"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -37,6 +37,25 @@ def _glibc() -> ctypes.CDLL | None:
     except (OSError, AttributeError):
         return None
     return libc
+
+
+_LIBC: list = []  # [glibc or None], looked up once
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free pages back to the operating system (glibc's ``malloc_trim``).
+
+    A language model's batch leaves tens of MiB of float64 temporaries (log-softmax over
+    the vocabulary) in the heap, where glibc keeps them once its adaptive mmap threshold
+    has risen: over a few dozen batches the resident set of a token comparison grew by as
+    much as all the logits of one model (1.1 GiB for 96 SmolLM2 windows) although at most
+    one batch is alive. Trimming after each batch keeps it at one batch's working set
+    (~150 MiB there) for well under a millisecond a call. Elsewhere than glibc: nothing.
+    """
+    if not _LIBC:
+        _LIBC.append(_glibc())
+    if _LIBC[0] is not None:
+        _LIBC[0].malloc_trim(0)
 
 
 def _threshold(variable: str, default: int) -> int:

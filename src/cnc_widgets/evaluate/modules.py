@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
 
 __all__ = [
+    "BatchMask",
     "Flatten",
     "batch_layout",
     "first_tensor",
@@ -148,32 +149,55 @@ def reduce_output(x: torch.Tensor, mask: torch.Tensor | None, flatten: Flatten) 
     return reduce_outputs(x, mask, (flatten,))[0]
 
 
+class BatchMask(NamedTuple):
+    """One batch's token mask, prepared once for all its module outputs."""
+
+    real: torch.Tensor  # (B, L) float32, 1 at real tokens
+    weights: torch.Tensor  # (B, L) float32: real / (real tokens of the row, at least 1)
+    all_real: bool
+
+    @classmethod
+    def of(cls, mask: torch.Tensor) -> BatchMask:
+        real = mask.to(torch.float32)
+        weights = real / real.sum(1, keepdim=True).clamp_min(1.0)
+        return cls(real, weights, bool(real.all()))
+
+
 def reduce_outputs(
-    x: torch.Tensor, mask: torch.Tensor | None, flattens: tuple[Flatten, ...]
+    x: torch.Tensor, mask: torch.Tensor | BatchMask | None, flattens: tuple[Flatten, ...]
 ) -> tuple[torch.Tensor, ...]:
     """:func:`reduce_output` of one output under several rules, sharing the work (the
-    float32 copy, a token sequence's masked product and its pooled mean)."""
+    float32 copy, a token sequence's masked product and its pooled mean).
+
+    ``mask`` may be a :class:`BatchMask` made once per batch (what
+    :func:`~cnc_widgets.evaluate.streaming.iter_activations` passes)."""
     x = x.detach()
     if x.dtype != torch.float32:
         x = x.float()
     if x.dim() == 1:
         return (x.unsqueeze(1),) * len(flattens)
-    tokens = mask is not None and x.dim() >= 3 and tuple(x.shape[:2]) == tuple(mask.shape)
+    if mask is not None and not isinstance(mask, BatchMask):
+        mask = BatchMask.of(mask)
+    tokens = mask is not None and x.dim() >= 3 and tuple(x.shape[:2]) == tuple(mask.real.shape)
     if not tokens:
         return tuple(
             x.flatten(2).mean(2) if f == "pool" and x.dim() > 2 else x.flatten(1)
             for f in flattens
         )
-    m = mask.to(x.device, torch.float32).reshape(*mask.shape, *([1] * (x.dim() - 2)))
-    masked = x * m
-    pooled = None
+    device = x.device
+    masked, pooled = None, None
     out = []
     for f in flattens:
         if f == "flatten":
+            if masked is None:
+                shape = (*mask.real.shape, *([1] * (x.dim() - 2)))
+                masked = x if mask.all_real else x * mask.real.to(device).reshape(shape)
             out.append(masked.flatten(1))
             continue
         if pooled is None:
-            pooled = masked.sum(1).flatten(1) / m.sum(1).flatten(1).clamp_min(1.0)
+            # The mean over real tokens as one batched product: weights (B, 1, L) @ (B, L, p).
+            flat = x.reshape(x.shape[0], x.shape[1], -1)
+            pooled = torch.bmm(mask.weights.to(device).unsqueeze(1), flat).squeeze(1)
         out.append(pooled)
     return tuple(out)
 

@@ -34,6 +34,7 @@ from .model_io import (
     slice_rows,
 )
 from .modules import (
+    BatchMask,
     Flatten,
     batch_layout,
     dense_encoders,
@@ -133,7 +134,7 @@ def iter_activations(
                         f"forward pass failed on batch {start // batch_size} (rows {start}:{stop}, "
                         f"inputs {describe(batch)}): {type(exc).__name__}: {exc}"
                     ) from exc
-                mask = None if mask_all is None else mask_all[start:stop]
+                mask = None if mask_all is None else BatchMask.of(mask_all[start:stop])
                 missing = [m for m in modules if m not in captured]
                 if missing and unavailable is None:
                     raise EvaluationError(f"modules produced no tensor output: {missing}")

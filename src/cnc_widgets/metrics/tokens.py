@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..compress.tensor_subclass import is_tensor_subclass
+from ..evaluate.heap import release_freed_memory
 from ..evaluate.model_io import call_model, prepare_inputs
 from ..evaluate.model_io import eval_mode as evaluating
 
@@ -227,6 +228,7 @@ def score_tokens(
     pooled: list[torch.Tensor] = []
     with evaluating(model, inference=not _no_inference_mode(model)):
         for start, batch in _batches(inputs, batch_size):
+            release_freed_memory()  # the last batch's temporaries (see heap.py)
             hidden: list | None = [] if embeddings else None
             logits = _call(model, batch, hidden)
             scored = scored_positions(batch["attention_mask"])
@@ -321,6 +323,7 @@ def paired_token_stats(
     inference = not (_no_inference_mode(model_a) or _no_inference_mode(model_b))
     with evaluating(model_a, inference=inference), evaluating(model_b, inference=inference):
         for start, batch in _batches(inputs, batch_size):
+            release_freed_memory()  # the last batch's temporaries (see heap.py)
             scored = scored_positions(batch["attention_mask"])
             target = batch["input_ids"][:, 1:][scored]
             rows_a = _call(model_a, batch, None)[:, :-1][scored]
