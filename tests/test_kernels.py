@@ -387,3 +387,17 @@ def test_pair_sums_are_the_float64_sums(n):
         math.fsum(np.abs(d)),
     ]
     assert pair_sums(a, b) == pytest.approx(want, rel=1e-12)
+
+
+def test_pair_sums_tokens_skip_padded_tokens():
+    from cnc_widgets.evaluate.kernels import pair_sums, pair_sums_tokens
+
+    gen = np.random.default_rng(7)
+    a = gen.standard_normal((6, 5, 3)).astype(np.float32)
+    b = gen.standard_normal((6, 5, 3)).astype(np.float32)
+    real = gen.random((6, 5)) < 0.6
+    keep = np.repeat(real.reshape(-1), 3)
+    want = pair_sums(a.reshape(-1)[keep].copy(), b.reshape(-1)[keep].copy())
+    got = pair_sums_tokens(a.reshape(-1), b.reshape(-1), real.reshape(-1), 3)
+    assert got == pytest.approx(want, rel=1e-12)
+    assert pair_sums_tokens(a.reshape(-1), b.reshape(-1), np.zeros(30, bool), 3) == (0,) * 5

@@ -53,7 +53,12 @@ def test_token_mask_reads_the_embeddings_padding_idx(pair):
     assert token_mask(model_no_pad, ids).all()
 
 
-def test_ids_alone_give_the_masked_pooled_cka_and_change(pair):
+@pytest.mark.parametrize("path", ["compiled", "torch"])
+def test_ids_alone_give_the_masked_pooled_cka_and_change(pair, path, monkeypatch):
+    if path == "torch":  # the sums without numba (and on accelerators)
+        from cnc_widgets.evaluate import stats
+
+        monkeypatch.setattr(stats, "_KERNELS", None)
     model, pruned, ids = pair
     names = ["embed", "encoder.layers.0.linear1", "encoder.layers.1.norm2"]
     table = layer_table(model, pruned, ids, batch_size=32)

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 import numba
 import numpy as np
 
-__all__ = ["bin_sample", "moments", "pair_sums", "reduce_and_bin"]
+__all__ = ["bin_sample", "moments", "pair_sums", "pair_sums_tokens", "reduce_and_bin"]
 
 
 @contextlib.contextmanager
@@ -128,6 +128,31 @@ def pair_sums(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float,
     return aa, la, lb, dd, ld
 
 
+def pair_sums_tokens(
+    a: np.ndarray, b: np.ndarray, real: np.ndarray, width: np.int64
+) -> tuple[float, float, float, float, float]:
+    """:func:`pair_sums` over the real tokens only: ``a`` and ``b`` hold ``real.size``
+    tokens of ``width`` values each, and a token whose ``real`` is False is skipped."""
+    aa = 0.0
+    la = 0.0
+    lb = 0.0
+    dd = 0.0
+    ld = 0.0
+    for t in range(real.size):
+        if not real[t]:
+            continue
+        for i in range(t * width, (t + 1) * width):
+            x = np.float64(a[i])
+            y = np.float64(b[i])
+            d = y - x
+            aa += x * x
+            la += abs(x)
+            lb += abs(y)
+            dd += d * d
+            ld += abs(d)
+    return aa, la, lb, dd, ld
+
+
 def bin_sample(
     x: np.ndarray,
     rows: int,
@@ -199,6 +224,12 @@ with _one_process_at_a_time():
         cache=True,
         fastmath={"reassoc", "contract"},
     )(pair_sums)
+    pair_sums_tokens = numba.njit(
+        "Tuple((f8, f8, f8, f8, f8))(f4[::1], f4[::1], b1[::1], i8)",
+        nogil=True,
+        cache=True,
+        fastmath={"reassoc", "contract"},
+    )(pair_sums_tokens)
     # No fastmath: the comparisons with the edges must be exact (no NaN/inf assumptions,
     # no reassociation), as in torch's.
     bin_sample = numba.njit(

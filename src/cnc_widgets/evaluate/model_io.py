@@ -179,7 +179,8 @@ def eval_mode(model: nn.Module, *, inference: bool | None = True) -> Iterator[No
     (True, False)
     """
     modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    if any(training for _, training in modes):
+        model.eval()
     grad = (
         contextlib.nullcontext()
         if inference is None
@@ -192,7 +193,8 @@ def eval_mode(model: nn.Module, *, inference: bool | None = True) -> Iterator[No
             yield
     finally:
         for m, training in modes:
-            m.training = training
+            if m.training != training:  # nn.Module.__setattr__ is slow: only what changed
+                m.training = training
 
 
 def _first_tensor(values: Any) -> torch.Tensor | None:

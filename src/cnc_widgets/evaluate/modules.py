@@ -38,7 +38,7 @@ __all__ = [
     "token_mask",
 ]
 
-Flatten = Literal["auto", "flatten", "pool"]
+Flatten = Literal["auto", "flatten", "pool", "tokens"]
 
 # Modules that, in eval mode, only pass their input on or reshape it: their output
 # statistics repeat those of the module before, so they are not hooked by default.
@@ -145,6 +145,9 @@ def reduce_output(x: torch.Tensor, mask: torch.Tensor | None, flatten: Flatten) 
       they add nothing to norms or cross products.
     - ``"pool"``: token sequences as in ``"auto"``; other outputs with more than two
       dimensions are averaged over dimensions 2 and up (``(B, C, H, W)`` -> ``(B, C)``).
+    - ``"tokens"``: token sequences as ``(B, L, p)``, padded tokens left as they are (the
+      caller masks them, e.g. the layer table's compiled sums); everything else as in
+      ``"flatten"``, 2-D. Saves the masked copy of ``"flatten"``.
     """
     return reduce_outputs(x, mask, (flatten,))[0]
 
@@ -179,7 +182,7 @@ def reduce_outputs(
     if mask is not None and not isinstance(mask, BatchMask):
         mask = BatchMask.of(mask)
     tokens = mask is not None and x.dim() >= 3 and tuple(x.shape[:2]) == tuple(mask.real.shape)
-    if not tokens:
+    if not tokens:  # "tokens" too: no token sequence, 2-D
         return tuple(
             x.flatten(2).mean(2) if f == "pool" and x.dim() > 2 else x.flatten(1)
             for f in flattens
@@ -188,6 +191,9 @@ def reduce_outputs(
     masked, pooled = None, None
     out = []
     for f in flattens:
+        if f == "tokens":
+            out.append(x.reshape(x.shape[0], x.shape[1], -1))
+            continue
         if f == "flatten":
             if masked is None:
                 shape = (*mask.real.shape, *([1] * (x.dim() - 2)))

