@@ -401,3 +401,35 @@ def test_pair_sums_tokens_skip_padded_tokens():
     got = pair_sums_tokens(a.reshape(-1), b.reshape(-1), real.reshape(-1), 3)
     assert got == pytest.approx(want, rel=1e-12)
     assert pair_sums_tokens(a.reshape(-1), b.reshape(-1), np.zeros(30, bool), 3) == (0,) * 5
+
+
+def test_weight_change_equals_the_torch_path(monkeypatch):
+    """The layer table's weight measures in one compiled pass equal the torch path's: zero
+    counts and bins exactly (values on the bin edges, 0 -> 0, 0 -> x, NaN), sums to 1e-12."""
+    from cnc_widgets.evaluate import stats
+    from cnc_widgets.metrics.weights import _weight_row
+
+    gen = np.random.default_rng(3)
+    a = gen.standard_normal(50_001)
+    b = a * (1 + gen.choice([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, -0.2, 0.33, 2.0], a.size))
+    a[:500], b[:250] = 0.0, 0.0  # zero in both, zero in a only
+    b[600:900] = 0.0  # pruned
+    a[1000], b[1001] = np.nan, np.nan
+    wa = {
+        "weight": torch.from_numpy(a[:40_000].reshape(200, 200)),
+        "bias": torch.from_numpy(a[40_000:]),
+    }
+    wb = {
+        "weight": torch.from_numpy(b[:40_000].reshape(200, 200)),
+        "bias": torch.from_numpy(b[40_000:]),
+    }
+    compiled = _weight_row(wa, wb)
+    monkeypatch.setattr(stats, "_KERNELS", None)
+    reference = _weight_row(wa, wb)
+    assert compiled.keys() == reference.keys()
+    for key, want in reference.items():
+        if key.startswith(("zero_", "sparsity_", "weight_elem_change", "params")):
+            assert compiled[key] == want, key
+        else:
+            assert compiled[key] == pytest.approx(want, rel=1e-12, nan_ok=True), key
+    assert sum(reference[k] for k in reference if k.startswith("weight_elem_change")) < 1.0  # NaNs

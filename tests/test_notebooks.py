@@ -121,3 +121,13 @@ def test_05_generated_answers(tmp_path, smollm2):
     text = outputs(nb)
     assert "F1: base" in text and "f1_change" in text and "Pruning 20% of every tensor" in text
     assert "cnc.PredictionDiff(reg" in source  # the answer diff cell
+
+
+def test_06_extractive_qa(tmp_path):
+    nb = run("06_extractive_qa.ipynb", tmp_path)
+    source = "\n".join(c.source for c in nb.cells)
+    assert "pruning the norms should cost F1" in source
+    assert "cnc.PredictionDiff(reg" in source  # the answer diff cell
+    text = outputs(nb)
+    assert "adversarial_overlap" in text and "error_jaccard" in text
+    assert "- F1: base" in text and "same answer" in text

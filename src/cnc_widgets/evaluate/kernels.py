@@ -37,7 +37,14 @@ from collections.abc import Iterator
 import numba
 import numpy as np
 
-__all__ = ["bin_sample", "moments", "pair_sums", "pair_sums_tokens", "reduce_and_bin"]
+__all__ = [
+    "bin_sample",
+    "moments",
+    "pair_sums",
+    "pair_sums_tokens",
+    "reduce_and_bin",
+    "weight_change",
+]
 
 
 @contextlib.contextmanager
@@ -153,6 +160,59 @@ def pair_sums_tokens(
     return aa, la, lb, dd, ld
 
 
+def weight_change(
+    a: np.ndarray, b: np.ndarray, bounds: np.ndarray, counts: np.ndarray
+) -> tuple[int, int, int, float, float, float, float, float]:
+    """The layer table's weight measures of two float64 weight vectors in one pass.
+
+    Returns ``(zero in both, zero in a only, zero in b only, sum a^2, sum (b - a)^2,
+    sum |b - a|, sum |a|, sum |b|)`` and adds to ``counts`` (``len(bounds) + 1`` bins) the
+    relative changes ``|b - a| / |a|``: 0 where both are 0, infinite where only ``a`` is,
+    in bin ``k`` = the number of ``bounds`` at or below it (``torch.bucketize(...,
+    right=True)``); an element with NaN in either counts in no bin. No fastmath: the
+    comparisons with the bounds are exact, as in the torch path.
+    """
+    zb = 0
+    za_only = 0
+    zb_only = 0
+    aa = 0.0
+    dd = 0.0
+    ld = 0.0
+    la = 0.0
+    lb = 0.0
+    for i in range(a.size):
+        x = a[i]
+        y = b[i]
+        d = abs(y - x)
+        m = abs(x)
+        if x == 0.0:
+            if y == 0.0:
+                zb += 1
+            else:
+                za_only += 1
+        elif y == 0.0:
+            zb_only += 1
+        aa += x * x
+        dd += d * d
+        ld += d
+        la += m
+        lb += abs(y)
+        if x != x or y != y:
+            continue
+        if m > 0.0:
+            r = d / m
+        elif d > 0.0:
+            r = np.inf
+        else:
+            r = 0.0
+        k = 0
+        for e in bounds:
+            if r >= e:
+                k += 1
+        counts[k] += 1
+    return zb, za_only, zb_only, aa, dd, ld, la, lb
+
+
 def bin_sample(
     x: np.ndarray,
     rows: int,
@@ -230,6 +290,11 @@ with _one_process_at_a_time():
         cache=True,
         fastmath={"reassoc", "contract"},
     )(pair_sums_tokens)
+    weight_change = numba.njit(
+        "Tuple((i8, i8, i8, f8, f8, f8, f8, f8))(f8[::1], f8[::1], f8[::1], i8[::1])",
+        nogil=True,
+        cache=True,
+    )(weight_change)
     # No fastmath: the comparisons with the edges must be exact (no NaN/inf assumptions,
     # no reassociation), as in torch's.
     bin_sample = numba.njit(

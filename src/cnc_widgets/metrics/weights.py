@@ -12,6 +12,7 @@ from torch import nn
 from ..compress.conv1d import transposed_names
 from ..compress.low_rank import LowRankLinear
 from ..compress.tensor_subclass import dequantized
+from ..evaluate.stats import compiled_kernels
 
 # Per-element relative change |w_b - w_a| / |w_a| is counted in these bins, [lo, hi), as in
 # Compress and Compare's weight view; where w_a == 0 the change is 0 when w_b == 0 too and
@@ -108,6 +109,7 @@ def element_change_fractions(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     d, m = (b - a).abs(), a.abs()
     # 0/0 -> 0 and x/0 -> inf are what the definition says; torch gives nan and inf.
     r = torch.where(m > 0, d / m, torch.where(d > 0, torch.inf, 0.0))
+    r = torch.where(a.isnan() | b.isnan(), torch.nan, r)
     bins = torch.bucketize(r, torch.tensor(ELEMENT_CHANGE_EDGES[1:-1], dtype=r.dtype), right=True)
     counts = torch.bincount(bins[~r.isnan()], minlength=len(ELEMENT_CHANGE_EDGES) - 1)
     return counts.double().numpy() / max(a.numel(), 1)
@@ -133,24 +135,41 @@ def _weight_row(wa: dict[str, torch.Tensor], wb: dict[str, torch.Tensor]) -> dic
         }
     a = torch.cat([wa[k].flatten() for k in keys]).double()
     b = torch.cat([wb[k].flatten() for k in keys]).double()
-    za, zb = a == 0, b == 0
     n = a.numel()
-    norm_a = torch.linalg.vector_norm(a).item()
-    diff = b - a
-    change = torch.linalg.vector_norm(diff).item()
+    kernels = compiled_kernels()
+    if kernels is not None and a.device.type == b.device.type == "cpu":
+        counts = np.zeros(len(ELEMENT_CHANGE_EDGES) - 1, np.int64)
+        zero_both, za_only, zb_only, sq_a, sq_d, l1_d, l1_a, l1_b = kernels.weight_change(
+            a.contiguous().numpy(), b.contiguous().numpy(), _BOUNDS, counts
+        )
+        norm_a, change = float(np.sqrt(sq_a)), float(np.sqrt(sq_d))
+        fractions = (counts / max(n, 1)).tolist()
+        mean_abs = [v / n if n else np.nan for v in (l1_d, l1_a, l1_b)]
+    else:
+        za, zb = a == 0, b == 0
+        zero_both, za_only, zb_only = ((za & zb).sum(), (za & ~zb).sum(), (~za & zb).sum())
+        zero_both, za_only, zb_only = int(zero_both), int(za_only), int(zb_only)
+        norm_a = torch.linalg.vector_norm(a).item()
+        diff = b - a
+        change = torch.linalg.vector_norm(diff).item()
+        fractions = element_change_fractions(a, b).tolist()
+        mean_abs = [_mean_abs(diff), _mean_abs(a), _mean_abs(b)]
     return {
         "params": int(n),
-        "zero_both": (za & zb).sum().item() / n,
-        "zero_a_only": (za & ~zb).sum().item() / n,
-        "zero_b_only": (~za & zb).sum().item() / n,
-        "sparsity_a": za.sum().item() / n,
-        "sparsity_b": zb.sum().item() / n,
+        "zero_both": zero_both / n,
+        "zero_a_only": za_only / n,
+        "zero_b_only": zb_only / n,
+        "sparsity_a": (zero_both + za_only) / n,
+        "sparsity_b": (zero_both + zb_only) / n,
         "weight_rel_change": change / norm_a if norm_a > 0 else (0.0 if change == 0 else np.inf),
-        "weight_mean_abs_change": _mean_abs(diff),
-        "weight_mean_abs_a": _mean_abs(a),
-        "weight_mean_abs_b": _mean_abs(b),
-        **dict(zip(ELEMENT_CHANGE_COLUMNS, element_change_fractions(a, b).tolist(), strict=True)),
+        "weight_mean_abs_change": mean_abs[0],
+        "weight_mean_abs_a": mean_abs[1],
+        "weight_mean_abs_b": mean_abs[2],
+        **dict(zip(ELEMENT_CHANGE_COLUMNS, fractions, strict=True)),
     }
+
+
+_BOUNDS = np.asarray(ELEMENT_CHANGE_EDGES[1:-1], np.float64)
 
 
 def _empty_weight_row(w: dict[str, torch.Tensor], side: str) -> dict[str, float]:
