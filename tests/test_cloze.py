@@ -154,3 +154,33 @@ def test_docstring_examples():
 
     result = doctest.testmod(cloze)
     assert result.attempted >= 2 and result.failed == 0
+
+
+@pytest.mark.slow
+def test_minilm_qa_starts_from_minilm_and_learns(qa):
+    """MiniLM's pretrained encoder with a new QA head: epochs=0 keeps MiniLM's weights
+    exactly; a few steps move the head and lower the loss; deterministic for a seed."""
+    from transformers import AutoModel
+
+    from cnc_widgets.examples import minilm_path, train_minilm_qa
+
+    small = qa.subset(range(32))
+    start, tok = train_minilm_qa(small, epochs=0)
+    pretrained = AutoModel.from_pretrained(minilm_path()).state_dict()
+    encoder = start.bert.state_dict()
+    shared = [k for k in pretrained if k in encoder]
+    assert len(shared) > 90 and all(torch.equal(pretrained[k], encoder[k]) for k in shared)
+    assert not start.training and 22e6 < sum(p.numel() for p in start.parameters()) < 23e6
+
+    def loss(model):
+        enc = encode_qa(small, tok)
+        keep = enc["start_positions"] >= 0
+        cols = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
+        with torch.no_grad():
+            return float(model(**{k: enc[k][keep] for k in cols}).loss)
+
+    trained, _ = train_minilm_qa(small, epochs=1, lr=3e-4)
+    again, _ = train_minilm_qa(small, epochs=1, lr=3e-4)
+    assert loss(trained) < loss(start)
+    assert torch.equal(trained.qa_outputs.weight, again.qa_outputs.weight)
+    assert not torch.equal(trained.qa_outputs.weight, start.qa_outputs.weight)
