@@ -29,10 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import bnb as bnb_ops
 from . import encoder_layers, fastpath, low_rank, precision, pruning, structured
 from . import gguf as gguf_ops
 from . import quanto as quanto_ops
 from . import torchao as torchao_ops
+from .bnb_weight import is_bnb_linear
 from .tensor_subclass import is_tensor_subclass
 
 __all__ = ["apply_operation", "operation_record", "operations", "plain_params", "restore"]
@@ -101,7 +103,7 @@ def restore(model: nn.Module, *, pattern: str, source: nn.Module) -> nn.Module:
 
 
 def _is_quantized_module(module: nn.Module) -> bool:
-    if type(module).__module__.startswith("torch.ao.nn.quantized"):
+    if type(module).__module__.startswith("torch.ao.nn.quantized") or is_bnb_linear(module):
         return True
     own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
     return any(t.is_quantized or is_tensor_subclass(t) for t in own)
@@ -187,6 +189,21 @@ _BUILTINS: dict[str, _Operation] = {
         {"weights": "qint8", "activations": None, "include": None, "exclude": None},
         needs=("example_input",),
     ),
+    "bnb": _Operation(
+        bnb_ops.bnb,
+        "Quantize every nn.Linear with bitsandbytes (optional extra cnc-widgets[bnb]): bits=8 "
+        "LLM.int8 (int8 weights, a scale per row; threshold > 0 keeps outlier input columns "
+        "float16) or bits=4 (quant_type nf4 or fp4, a scale per blocksize weights).",
+        {
+            "bits": 8,
+            "threshold": 0.0,
+            "quant_type": "nf4",
+            "blocksize": 64,
+            "double_quant": False,
+            "include": None,
+            "exclude": None,
+        },
+    ),
     "half": _Operation(
         precision.half,
         "Cast to float16; float inputs are cast in and outputs cast back to float32.",
@@ -234,7 +251,7 @@ def operations() -> dict[str, dict[str, Any]]:
     Examples
     --------
     >>> sorted(operations())[:3]
-    ['bfloat16', 'drop_layers', 'gguf']
+    ['bfloat16', 'bnb', 'drop_layers']
     >>> operations()["prune"]["params"]["scope"]
     'global'
     """
@@ -426,5 +443,6 @@ def operation_record(
             **({"torchao": _version("torchao")} if operation == "quantize" else {}),
             **({"gguf": _version("gguf")} if operation == "gguf" else {}),
             **({"optimum-quanto": _version("optimum-quanto")} if operation == "quanto" else {}),
+            **({"bitsandbytes": _version("bitsandbytes")} if operation == "bnb" else {}),
         },
     }

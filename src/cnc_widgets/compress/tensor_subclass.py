@@ -26,6 +26,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from .bnb_weight import is_bnb_param, param_dequantized, param_parts
+
 __all__ = ["dequantized", "describe", "is_tensor_subclass", "stored_bytes", "stored_tensors"]
 
 # Object reprs with addresses would make two copies of one weight describe differently.
@@ -51,8 +53,14 @@ def stored_tensors(t: torch.Tensor, prefix: str = "") -> Iterator[tuple[str, tor
     """``(name, plain tensor)`` for what ``t`` stores, nested subclasses flattened.
 
     For a torchao ``Int8Tensor`` these are ``qdata`` (int8), ``scale`` and ``zero_point``;
-    for a plain tensor, the tensor itself under ``prefix``.
+    for bitsandbytes' ``Params4bit`` its packed codes, block scales and code values, for its
+    ``Int8Params`` the int8 codes and row scales (:func:`.bnb_weight.param_parts`); for a
+    plain tensor, the tensor itself under ``prefix``.
     """
+    if is_bnb_param(t):
+        for name, inner in param_parts(t):
+            yield (f"{prefix}.{name}" if prefix else name), inner
+        return
     if not is_tensor_subclass(t):
         yield prefix, t
         return
@@ -92,7 +100,8 @@ def dequantized(t: torch.Tensor) -> torch.Tensor:
     """The values of ``t`` as a plain float32 tensor, detached.
 
     ``torch.ao`` quantized tensors and subclasses are dequantized with their own
-    ``dequantize``; plain tensors are cast.
+    ``dequantize``, bitsandbytes' weights by bitsandbytes (:func:`.bnb_weight.param_dequantized`);
+    plain tensors are cast.
 
     Raises
     ------
@@ -101,6 +110,8 @@ def dequantized(t: torch.Tensor) -> torch.Tensor:
     """
     if t.is_quantized:
         return t.detach().dequantize().float()
+    if is_bnb_param(t):
+        return param_dequantized(t)
     if not is_tensor_subclass(t):
         return t.detach().float()
     with torch.no_grad():

@@ -46,6 +46,12 @@ _GLOBAL_HOOKS = (
 # Attributes that never change outputs: the mode (handled by evaluation), bookkeeping, and
 # the printed description (torchao patches extra_repr on the modules it quantizes).
 _SKIP_ATTRIBUTES = {"training", "warnings_issued", "extra_repr"}
+# Objects whose other attributes are per-call scratch: bitsandbytes' int8 Linear keeps its
+# settings in a MatmulLtState that its forward also fills (codes, scales, outlier columns,
+# training flag); only the settings say what it computes (its codes are in the state_dict).
+_SETTINGS_ONLY = {
+    "bitsandbytes.autograd._functions.MatmulLtState": ("threshold", "has_fp16_weights"),
+}
 
 
 def behaviour_items(model: nn.Module) -> Iterator[tuple[str, Any]]:
@@ -156,6 +162,8 @@ def _describe_object(value: Any, memo: dict[int, str], depth: int) -> str:
     if hasattr(value, "__dict__") and not isinstance(value, nn.Module):
         # Simple settings only: a recorder's growing lists would make the text unstable.
         state = {k: v for k, v in vars(value).items() if isinstance(v, _SIMPLE)}
+        if _qualname(value) in _SETTINGS_ONLY:
+            state = {k: state.get(k) for k in _SETTINGS_ONLY[_qualname(value)]}
         # Not through _describe: its memo is keyed by id(), and this temporary dict's id can
         # be reused by the next one (quanto's qtype described as an optimizer's empty state).
         return f"{_qualname(value)}:{_describe_object(state, memo, depth)}"

@@ -4,7 +4,8 @@ What each number means (docs/definitions.md):
 
 - ``params``: elements of all parameters, plus the packed int8 weights and biases of
   dynamically quantized Linears (which hold no ``nn.Parameter``). A tensor-subclass weight
-  (torchao) counts the elements of the weight it stands for; its zeros are read dequantized.
+  (torchao) counts the elements of the weight it stands for; its zeros are read dequantized,
+  and so does a bitsandbytes weight (int8 codes, or 4-bit codes packed two a byte).
 - ``nonzero_params``: nonzero elements among those.
 - ``sparsity``: the fraction of zeros among the weights: the multi-dimensional weight
   tensors (of Linear, Conv, Embedding, attention projections, int8 and torchao weights
@@ -61,6 +62,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..compress.bnb_weight import dequantized_weight, is_bnb_linear
 from ..compress.tensor_subclass import stored_tensors
 from .macs import _DYNAMIC_LINEAR, _nonzero, macs
 from .model_io import call_model, eval_mode, prepare_inputs
@@ -82,6 +84,11 @@ Inputs = torch.Tensor | Mapping[str, torch.Tensor]
 def _weights(model: nn.Module) -> Iterator[torch.Tensor]:
     """Every parameter once, plus the packed weight and bias of int8 dynamic Linears."""
     seen: set[int] = set()
+    for m in model.modules():
+        if is_bnb_linear(m):
+            # A 4-bit weight parameter holds two codes a byte: count the weight it stands for.
+            seen.add(id(m.weight))
+            yield dequantized_weight(m)
     for p in model.parameters():
         if id(p) not in seen:
             seen.add(id(p))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, mm_flop, sdpa_flop_count
 
+from ..compress.bnb_weight import is_bnb_linear, plain_linear
 from ..compress.tensor_subclass import dequantized, is_tensor_subclass
 from .model_io import Inputs, call_model, prepare_inputs
 from .modules import dense_encoders
@@ -163,9 +164,16 @@ def _plain_twin(model: nn.Module) -> nn.Module:
     does not implement (``F.multi_head_attention_forward`` transposes ``out_proj.weight``:
     ``Int8Tensor ... aten.t``). The int8 kernels count like ``mm`` anyway, and the zeros
     of a subclass weight are read dequantized, so the twin gives the same two counts.
+    bitsandbytes' Linears become float Linears with their dequantized weights.
     """
     memo: dict[int, Any] = {}
     found = False
+    for module in model.modules():
+        if is_bnb_linear(module):
+            # bitsandbytes' matmuls are custom ops the counter does not see: a float Linear
+            # of the same shape counts like them, zeros and all.
+            found = True
+            memo[id(module)] = plain_linear(module)
     for t in [*model.parameters(), *model.buffers()]:
         if is_tensor_subclass(t):
             found = True

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..compress.bnb_weight import dequantized_weight, is_bnb_linear
 from ..compress.conv1d import transposed_names
 from ..compress.low_rank import LowRankLinear
 from ..compress.tensor_subclass import dequantized
@@ -70,6 +71,12 @@ def module_weights(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
             bias = second.bias() if _is_dynamic_linear(second) else second.bias
             if bias is not None:
                 tensors["bias"] = bias
+        elif is_bnb_linear(module):
+            # bitsandbytes' parameters are the int8 / packed 4-bit codes: read the weight
+            # through the layer, dequantized by bitsandbytes.
+            tensors = {"weight": dequantized_weight(module)}
+            if module.bias is not None:
+                tensors["bias"] = module.bias
         elif _is_dynamic_linear(module):
             tensors = {"weight": module.weight().dequantize()}
             bias = module.bias()

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..compress.bnb_weight import is_bnb_linear
 from ..compress.tensor_subclass import is_tensor_subclass
 from ..evaluate.data import EvalData
 from ..provenance import ModelRecord
@@ -274,6 +275,8 @@ class Store:
             return True
         if any(is_tensor_subclass(v) for v in model.state_dict().values()):
             return False  # torchao's quantized tensors: safetensors holds plain tensors only
+        if any(is_bnb_linear(m) for m in model.modules()):
+            return False  # bitsandbytes' layers load their codes only by being quantized again
         target.parent.mkdir(exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".safetensors")
         os.close(fd)
