@@ -28,6 +28,7 @@ CASES = {
     "restore": [{"pattern": "NORM"}],
     "gguf": [{"type": "Q8_0"}],
     "quanto": [{"weights": "qint8"}],
+    "bnb": [{"bits": 8}],
 }
 NORMS = {"llama": r"norm\.weight$", "gpt2": r"ln_\w+\.weight$"}
 
@@ -75,14 +76,14 @@ def test_operation_runs_on_a_tiny_lm(arch, op, params, tiny_lm, tiny_gpt2, lm_to
         assert child_w.shape == parent_w.shape
         assert torch.linalg.norm(child_w - parent_w) < torch.linalg.norm(parent_w)
         assert isinstance(child.get_submodule(name), LowRankLinear)
-    if op in ("quantize", "quanto", "quantize_dynamic"):
+    if op in ("quantize", "quanto", "quantize_dynamic", "bnb"):
         # GPT-2's Conv1D projections are quantized too (as Linears holding W.T); the layer
         # table still pairs each with its parent's (in, out) weight, close to it.
         name = "model.layers.0.mlp.up_proj" if arch == "llama" else "transformer.h.0.mlp.c_fc"
         quantized = child.get_submodule(name)
         assert type(quantized).__name__ != "Conv1D"
         weight = quantized.weight() if callable(quantized.weight) else quantized.weight
-        assert is_tensor_subclass(weight) or weight.dtype == torch.qint8
+        assert is_tensor_subclass(weight) or weight.dtype in (torch.qint8, torch.int8)
         parent_w = module_weights(model)[name]["weight"]
         child_w = module_weights(child)[name]["weight"]
         assert child_w.shape == parent_w.shape
@@ -114,6 +115,8 @@ QUANTIZERS = [
     ("quanto", {"weights": "qint8"}),
     ("quanto", {"weights": "qint4"}),
     ("quantize_dynamic", {}),
+    ("bnb", {"bits": 8}),
+    ("bnb", {"bits": 4}),
     ("gguf", {"type": "Q8_0"}),
     ("gguf", {"type": "Q4_0", "modules": "lm_head"}),  # the head chosen alone
 ]
@@ -130,7 +133,11 @@ def test_quantizers_keep_a_tied_head_tied(op, params, tiny_lm, lm_tokenizer):
     assert head.weight is child_emb.weight
     assert parameter_counts(child)[0] == parameter_counts(model)[0]
     quantized = [n for n, p in child.named_parameters() if is_tensor_subclass(p)]
-    packed = [n for n, m in child.named_modules() if type(m).__module__.startswith("torch.ao")]
+    packed = [
+        n
+        for n, m in child.named_modules()
+        if type(m).__module__.startswith(("torch.ao", "bitsandbytes"))
+    ]
     assert quantized or packed  # the other Linears were quantized
     if op == "gguf":
         assert isinstance(child_emb.weight, GGUFWeight) and child_emb.weight.qtype == params["type"]
