@@ -97,6 +97,7 @@ def test_operations_catalogue():
         "quantize",
         "gguf",
         "quanto",
+        "bnb",
         "half",
         "bfloat16",
         "low_rank",
