@@ -4,6 +4,8 @@ pruned child compared; the no-answer threshold; the store; errors."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -244,3 +246,13 @@ def test_adversarial_overlap_flips_the_models_own_best_span(setup):
     assert 0 < sum(flipped) < len(flipped)
     row = reg.compare_many("base", ["pruned"], progress=False).loc["pruned"]
     assert row["adversarial_overlap"] == reg.compare("base", "pruned").adversarial_overlap()
+    # An attack that flips everything it may, for both models, is said to say nothing.
+    cmp = reg.compare("base", "pruned")
+    with pytest.warns(UserWarning, match="flipped every instance it could"):
+        saturated = cmp.adversarial_details(eps=2.0, **budget)
+    assert saturated["flipped_a"] == saturated["eligible_a"] > 0
+    assert saturated["flipped_b"] == saturated["eligible_b"] > 0 and saturated["value"] == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graded = cmp.adversarial_details(eps=0.05, **budget)
+    assert graded["flipped_a"] < graded["eligible_a"]

@@ -7,6 +7,7 @@ in :mod:`.modules`. Every measure is cached through :meth:`Comparison._memo`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
@@ -329,6 +330,9 @@ class Comparison(ModuleMeasures):
         -------
         dict
             ``value`` (the overlap), ``flipped_a``, ``flipped_b`` (instances flipped),
+            ``eligible_a``, ``eligible_b`` (instances the attack may flip: for
+            classification the correctly classified ones; a warning says when both
+            models flip all of theirs, which makes the overlap 1.0 by construction),
             ``source_a``, ``source_b`` ("direct" or "transfer from NAME"), ``instances``
             (rows attacked), ``success`` (what counts as a flip, in words; absent from
             results cached before it was recorded), ``attack``, ``eps``, ``steps``,
@@ -383,17 +387,20 @@ class Comparison(ModuleMeasures):
             return self.registry.cached_measure(name, name, "attack", spec, compute_one)
 
         def compute() -> dict[str, Any]:
-            sets, sources = [], []
+            sets, sources, eligible = [], [], []
             for name in (self.a, self.b):
                 outcome = attacked(name)
                 flipped = np.zeros(len(rows), dtype=bool)
                 flipped[np.asarray(outcome["flipped"], dtype=np.int64)] = True
                 sets.append(flipped)
                 sources.append(outcome["source"])
+                eligible.append(outcome["correct"])
             return {
                 "value": adversarial_overlap(*sets),
                 "flipped_a": int(sets[0].sum()),
                 "flipped_b": int(sets[1].sum()),
+                "eligible_a": eligible[0],
+                "eligible_b": eligible[1],
                 "source_a": sources[0],
                 "source_b": sources[1],
                 "instances": len(rows),
@@ -401,7 +408,9 @@ class Comparison(ModuleMeasures):
                 **attack.describe(),
             }
 
-        return dict(self._memo("adversarial", params, compute))
+        details = dict(self._memo("adversarial", params, compute))
+        _warn_if_saturated(details)
+        return details
 
     def _inputs(self, what: str) -> Any:
         """The evaluation inputs, or an error saying what to call when they are not loaded."""
@@ -445,6 +454,21 @@ class Comparison(ModuleMeasures):
             row["adversarial_eps"] = details["eps"]
             row["adversarial_source_b"] = details["source_b"]
         return row
+
+
+def _warn_if_saturated(details: dict[str, Any]) -> None:
+    """An attack that flips every instance it may flip, for both models, makes the overlap
+    1.0 whatever the models are: say so, with the fix."""
+    ea, eb = details.get("eligible_a"), details.get("eligible_b")
+    if not ea or not eb or details["flipped_a"] < ea or details["flipped_b"] < eb:
+        return
+    warnings.warn(
+        f"adversarial overlap: the attack (eps={details.get('eps')}) flipped every instance it "
+        f"could for both models ({ea} and {eb}), so the overlap is 1.0 whatever the models "
+        "are; pass a smaller eps (e.g. a tenth) to compare what they are robust to",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _digest(value: Any) -> Any:
