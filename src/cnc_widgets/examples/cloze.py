@@ -292,12 +292,15 @@ def train_minilm_qa(
     if not keep.any():
         raise ValueError(f"no answer fits in max_length={max_length} tokens: raise max_length")
     torch.manual_seed(seed)
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # "qa_outputs newly initialized": that is the point
+    hf_logging.disable_progress_bar()  # a local folder: no download to follow
     try:
         model = BertForQuestionAnswering.from_pretrained(folder)
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     _fit_qa(model, enc, keep, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, threads=None)
     return model.eval(), tokenizer
 
