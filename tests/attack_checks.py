@@ -56,6 +56,17 @@ def check_transfer(reg: Any, base: str, quantized: str, **budget: Any) -> None:
     assert details["flipped_b"] == int(again.flipped.sum())
 
 
+def check_attack_contract(
+    reg: Any, base: str, other: str, quantized: str, *, small: float = 0.05,
+    large: float = 2.0, **budget: Any,
+) -> None:
+    """What every task's attack keeps: :func:`check_overlap_defined` and
+    :func:`check_budget` on (base, other), :func:`check_transfer` on (base, quantized)."""
+    check_overlap_defined(reg, base, other, **budget)
+    check_budget(reg, base, other, small=small, large=large, **budget)
+    check_transfer(reg, base, quantized, **budget)
+
+
 def crafted_on(
     reg: Any,
     name: str,

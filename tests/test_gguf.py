@@ -30,6 +30,7 @@ from cnc_widgets.evaluate.sizes import bytes_by_dtype
 from cnc_widgets.metrics.adversarial import has_gradients
 
 from . import lm_builders
+from .digits_mlp import train_digits_mlp
 
 BLOCK_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q5_1": 24}  # per 32 weights, from llama.cpp's ggml.h
 
@@ -43,14 +44,7 @@ def gguf_roundtrip(w: torch.Tensor, qtype: str) -> np.ndarray:
 def mlp(digits):
     # 48 hidden units: the second Linear's rows (48) are not a multiple of 32, so it stays
     # float, as llama.cpp leaves such a tensor.
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(digits.train_inputs), digits.train_labels).backward()
-        opt.step()
-    return model.eval()
+    return train_digits_mlp(digits, hidden=48)
 
 
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])

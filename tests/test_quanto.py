@@ -24,19 +24,12 @@ from cnc_widgets.evaluate.efficiency import size_bytes
 from cnc_widgets.evaluate.fingerprint import model_fingerprint
 from cnc_widgets.metrics.adversarial import has_gradients
 
-LINEARS = ("1", "3")
+from .digits_mlp import LINEARS, train_digits_mlp
 
 
 @pytest.fixture(scope="module")
 def mlp(digits):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(digits.train_inputs), digits.train_labels).backward()
-        opt.step()
-    return model.eval()
+    return train_digits_mlp(digits, hidden=128)
 
 
 def user_quantized(mlp: nn.Module, weights: str) -> nn.Module:

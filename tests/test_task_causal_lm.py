@@ -14,9 +14,7 @@ from cnc_widgets.tasks.causal_lm import scored_mask
 from . import lm_builders
 from .attack_checks import (
     batches,
-    check_budget,
-    check_overlap_defined,
-    check_transfer,
+    check_attack_contract,
     crafted_on,
     embedded,
 )
@@ -186,9 +184,7 @@ def test_adversarial_overlap_flips_the_top_token_at_the_last_scored_position():
     reg.compress("a", "quantize_dynamic", name="int8")
     reg.evaluate(progress=False)
     budget = {"steps": 3, "max_instances": 64}
-    check_overlap_defined(reg, "a", "b", **budget)
-    check_budget(reg, "a", "b", small=0.05, large=2.0, **budget)
-    check_transfer(reg, "a", "int8", **budget)
+    check_attack_contract(reg, "a", "b", "int8", **budget)
     # The success test, recomputed: the model run on its word embeddings plus the crafted
     # delta (inputs_embeds), top-1 at each sequence's last scored position against clean.
     model = reg.model("a")

@@ -18,9 +18,7 @@ from cnc_widgets.tasks.extractive_qa import segment_context
 
 from .attack_checks import (
     batches,
-    check_budget,
-    check_overlap_defined,
-    check_transfer,
+    check_attack_contract,
     crafted_on,
     embedded,
 )
@@ -214,9 +212,7 @@ def test_adversarial_overlap_flips_the_models_own_best_span(setup):
     reg.compress("base", "quantize_dynamic", name="int8")
     reg.evaluate(progress=False)
     budget = {"steps": 3, "max_instances": 256}
-    check_overlap_defined(reg, "base", "pruned", **budget)
-    check_budget(reg, "base", "pruned", small=0.05, large=2.0, **budget)
-    check_transfer(reg, "base", "int8", **budget)
+    check_attack_contract(reg, "base", "pruned", "int8", **budget)
     # The success test, recomputed: decode_spans over the model's logits with the crafted
     # delta added to its word embeddings (inputs_embeds), against the clean best span. A
     # small eps: at the default (0.5) every span of this tiny model moves.

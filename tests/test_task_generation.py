@@ -15,9 +15,7 @@ from cnc_widgets.metrics.squad import exact_match_scores, f1_scores, normalize_a
 
 from .attack_checks import (
     batches,
-    check_budget,
-    check_overlap_defined,
-    check_transfer,
+    check_attack_contract,
     crafted_on,
     embedded,
 )
@@ -289,9 +287,7 @@ def test_adversarial_overlap_flips_the_first_answer_token(setup):
     reg.compress("base", "quantize_dynamic", name="int8")
     reg.evaluate(progress=False)
     budget = {"steps": 3, "max_instances": 256}
-    check_overlap_defined(reg, "base", "pruned", **budget)
-    check_budget(reg, "base", "pruned", small=0.05, large=2.0, **budget)
-    check_transfer(reg, "base", "int8", **budget)
+    check_attack_contract(reg, "base", "pruned", "int8", **budget)
     # The success test, recomputed: the clean first token is evaluation's greedy answer's
     # (model.generate's); under attack, the prompt's word embeddings plus the crafted delta
     # (inputs_embeds) and the argmax at the prompt's last position.

@@ -35,6 +35,8 @@ from cnc_widgets.evaluate.efficiency import efficiency, size_bytes
 from cnc_widgets.evaluate.fingerprint import model_fingerprint
 from cnc_widgets.metrics.adversarial import has_gradients
 
+from .digits_mlp import train_digits_mlp
+
 # name -> (params of the "quantize" operation, the torchao config a user would write,
 #          input columns per scale (None: one scale per output row))
 CONFIGS = {
@@ -54,14 +56,7 @@ CONFIGS = {
 
 @pytest.fixture(scope="module")
 def mlp(digits):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(digits.train_inputs), digits.train_labels).backward()
-        opt.step()
-    return model.eval()
+    return train_digits_mlp(digits, hidden=64)
 
 
 @pytest.fixture(scope="module")

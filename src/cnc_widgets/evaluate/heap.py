@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ _lock = threading.Lock()
 _depth = 0  # tasks inside roomy_heap in this process (a worker may run several threads)
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -37,9 +39,6 @@ def _glibc() -> ctypes.CDLL | None:
     except (OSError, AttributeError):
         return None
     return libc
-
-
-_LIBC: list = []  # [glibc or None], looked up once
 
 
 def release_freed_memory() -> None:
@@ -52,10 +51,9 @@ def release_freed_memory() -> None:
     one batch is alive. Trimming after each batch keeps it at one batch's working set
     (~150 MiB there) for well under a millisecond a call. Elsewhere than glibc: nothing.
     """
-    if not _LIBC:
-        _LIBC.append(_glibc())
-    if _LIBC[0] is not None:
-        _LIBC[0].malloc_trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _threshold(variable: str, default: int) -> int:

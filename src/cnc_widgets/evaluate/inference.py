@@ -41,7 +41,7 @@ from .model_io import (
     n_rows,
     slice_rows,
 )
-from .modules import dense_encoders, first_tensor, leaf_modules, reduce_output
+from .modules import dense_encoders, first_tensor, leaf_modules, reduce_output, token_mask
 from .stats import RunningStats
 
 __all__ = [
@@ -186,8 +186,8 @@ def evaluate_model(
         quantized Linear counts); when that input is the raw model input (the only
         Linear is an input projection), the output of the last module before the
         logits instead, found on the first batch (a warning when there is none).
-        Outputs ``(B, L, d)`` are mean-pooled over the real tokens of an
-        ``attention_mask``, other shapes flattened.
+        Outputs ``(B, L, d)`` are mean-pooled over the real tokens
+        (:func:`.modules.token_mask`), other shapes flattened.
     activations
         ``True``: statistics of every leaf module's output (pass-through modules such
         as Dropout and Flatten skipped); a list of names: those modules; ``False``:
@@ -259,7 +259,7 @@ def evaluate_model(
         for m in stat_names:
             model.get_submodule(m)  # fail early on a typo
     stats = RunningStats(bins, hist_sample, hist_ranges or {}, background=stats_thread)
-    mask_all = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    mask_all = token_mask(model, inputs)
 
     captured: list[Any] = [None]
 

@@ -40,7 +40,6 @@ import numpy as np
 __all__ = [
     "bin_sample",
     "moments",
-    "pair_sums",
     "pair_sums_tokens",
     "reduce_and_bin",
     "weight_change",
@@ -111,35 +110,17 @@ def moments(x: np.ndarray, shift: float) -> tuple[float, float, float, float, in
     return np.float64(lo_hi[0]), np.float64(lo_hi[1]), s1, s2, nonzero
 
 
-def pair_sums(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float, float]:
-    """``(sum a**2, sum |a|, sum |b|, sum (b - a)**2, sum |b - a|)`` of two float32 arrays
-    of one size, in float64, in one pass (the layer table's activation measures).
-
-    Five torch reductions (and the ``b - a`` temporary) cost about as much as a small
-    model's forward pass over the same outputs; this is one vectorised loop.
-    """
-    aa = 0.0
-    la = 0.0
-    lb = 0.0
-    dd = 0.0
-    ld = 0.0
-    for i in range(a.size):
-        x = np.float64(a[i])
-        y = np.float64(b[i])
-        d = y - x
-        aa += x * x
-        la += abs(x)
-        lb += abs(y)
-        dd += d * d
-        ld += abs(d)
-    return aa, la, lb, dd, ld
-
-
 def pair_sums_tokens(
     a: np.ndarray, b: np.ndarray, real: np.ndarray, width: np.int64
 ) -> tuple[float, float, float, float, float]:
-    """:func:`pair_sums` over the real tokens only: ``a`` and ``b`` hold ``real.size``
-    tokens of ``width`` values each, and a token whose ``real`` is False is skipped."""
+    """``(sum a**2, sum |a|, sum |b|, sum (b - a)**2, sum |b - a|)`` of two float32 arrays
+    of one size, in float64, in one pass (the layer table's activation measures), over the
+    real tokens only: ``a`` and ``b`` hold ``real.size`` tokens of ``width`` values each, and
+    a token whose ``real`` is False is skipped (:func:`pair_sums`: all of them).
+
+    Five torch reductions (and the ``b - a`` temporary) cost about as much as a small
+    model's forward pass over the same outputs; the inner loop vectorises.
+    """
     aa = 0.0
     la = 0.0
     lb = 0.0
@@ -158,6 +139,14 @@ def pair_sums_tokens(
             dd += d * d
             ld += abs(d)
     return aa, la, lb, dd, ld
+
+
+_ONE_TOKEN = np.ones(1, np.bool_)
+
+
+def pair_sums(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float, float]:
+    """:func:`pair_sums_tokens` of the whole arrays (one token of ``a.size`` values)."""
+    return pair_sums_tokens(a, b, _ONE_TOKEN, a.size)
 
 
 def weight_change(
@@ -278,12 +267,6 @@ with _one_process_at_a_time():
         cache=True,
         fastmath={"reassoc", "contract"},
     )(moments)
-    pair_sums = numba.njit(
-        "Tuple((f8, f8, f8, f8, f8))(f4[::1], f4[::1])",
-        nogil=True,
-        cache=True,
-        fastmath={"reassoc", "contract"},
-    )(pair_sums)
     pair_sums_tokens = numba.njit(
         "Tuple((f8, f8, f8, f8, f8))(f4[::1], f4[::1], b1[::1], i8)",
         nogil=True,

@@ -157,13 +157,11 @@ class BatchMask(NamedTuple):
 
     real: torch.Tensor  # (B, L) float32, 1 at real tokens
     weights: torch.Tensor  # (B, L) float32: real / (real tokens of the row, at least 1)
-    all_real: bool
 
     @classmethod
     def of(cls, mask: torch.Tensor) -> BatchMask:
         real = mask.to(torch.float32)
-        weights = real / real.sum(1, keepdim=True).clamp_min(1.0)
-        return cls(real, weights, bool(real.all()))
+        return cls(real, real / real.sum(1, keepdim=True).clamp_min(1.0))
 
 
 def reduce_outputs(
@@ -197,7 +195,7 @@ def reduce_outputs(
         if f == "flatten":
             if masked is None:
                 shape = (*mask.real.shape, *([1] * (x.dim() - 2)))
-                masked = x if mask.all_real else x * mask.real.to(device).reshape(shape)
+                masked = x * mask.real.to(device).reshape(shape)
             out.append(masked.flatten(1))
             continue
         if pooled is None:

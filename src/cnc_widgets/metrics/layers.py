@@ -236,7 +236,7 @@ def _pair_sums(
         if tokens:
             flags = real.reshape(-1).contiguous().numpy()
             return kernels.pair_sums_tokens(a, b, flags, fa.shape[2])
-        return kernels.pair_sums(a, b)
+        return kernels.pair_sums(a, b)  # one token: the whole output
     if tokens:
         fa = fa * real.to(fa.device, fa.dtype).unsqueeze(-1)
         fb = fb * real.to(fb.device, fb.dtype).unsqueeze(-1)

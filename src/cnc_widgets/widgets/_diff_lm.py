@@ -94,10 +94,11 @@ def dynamic_note(registry: ModelRegistry, name: str) -> str | None:
     if not dynamic:
         return None
     data = registry.data
+    unit = "windows" if registry.task.name == "causal_lm" else "questions"
     return (
         f"{name} is int8 dynamic-quantized (quantize_dynamic): its activations are scaled per "
         f"tensor over each whole batch, padding included, so its numbers depend on the "
-        f"batching. These come from batches of {data.batch_size} windows "
+        f"batching. These come from batches of {data.batch_size} {unit} "
         f"(reg.set_data(..., batch_size=)); another batch size gives other numbers."
     )
 
